@@ -1,0 +1,187 @@
+"""The fxpath IR: a small DAG of typed nodes, one per neuron layer of the ReLU-DAG model.
+
+A `Graph` is an immutable, topologically ordered tuple of `Node` records. Passes are pure
+functions `Graph -> Graph`; analysis results live in side tables keyed by node name, never on
+the nodes. Shapes never include the batch dimension.
+
+Node ops (after normalization, see `fxpath.passes.pipeline`):
+
+=============  ==================================================================================
+``input``      a model input; the path network feeds it all-ones
+``linear``     a parameterized linear map: ``attrs["kind"]`` is ``conv``, ``conv_transpose`` or
+               ``dense``; ``params`` name the weight / bias; an optional ``bn`` affine (a frozen
+               BatchNorm folded into it) scales its output channels and adds one combined bias
+``affine``     a standalone per-channel affine map (frozen BatchNorm not foldable, PReLU slope)
+``relu``       ReLU neurons (identity in the path network)
+``pool``       fixed pooling: ``attrs["reduce"]`` is ``sum`` (avg/mean pools: edges of weight
+               ``coeff``) or ``max`` (k-max-pooling neurons, edges of weight 1)
+``add``        identity neurons ``sum_k coeffs[k] * x_k + const`` (residual adds, rewrites)
+``concat``     concatenation along ``attrs["dim"]``
+``reshape``    re-indexing without new weights (``view``/``permute``/``select``/``pad``...)
+``output``     the output layer: every input of this node is an output tensor
+=============  ==================================================================================
+
+Before normalization the tracer also emits ``batchnorm``, ``avgpool``, ``maxpool``,
+``adaptive_avgpool``, ``adaptive_maxpool``, ``mean``, ``relu6``, ``leaky_relu``, ``hardtanh``,
+``prelu``, ``identity`` and ``unsupported`` nodes; the passes rewrite all of them away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+__all__ = ["BatchNormRef", "Graph", "Node", "node_users"]
+
+
+@dataclass(frozen=True)
+class BatchNormRef:
+    """A frozen BatchNorm's per-channel affine map ``x * s + t``, by parameter name.
+
+    ``s = weight / sqrt(running_var + eps)`` and ``t = bias - running_mean * s``. ``weight`` or
+    ``bias`` is ``None`` when the BatchNorm has ``affine=False``.
+    """
+
+    running_mean: str
+    running_var: str
+    eps: float
+    weight: str | None = None
+    bias: str | None = None
+    source: str = ""
+
+    def names(self) -> tuple[str, ...]:
+        """All state_dict names this affine map reads."""
+        return tuple(n for n in (self.weight, self.bias, self.running_mean, self.running_var) if n)
+
+
+def _freeze(attrs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(attrs or {}))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer of neurons.
+
+    Attributes:
+        name: unique name, taken from the traced model (``layer1_0_conv1``).
+        op: the node kind (see the module docstring).
+        inputs: names of the producing nodes, in argument order.
+        shape: per-sample output shape (no batch dimension).
+        attrs: static attributes of the op (stride, dims, coefficients...).
+        params: role -> state_dict name of the model parameters the node reads.
+        source: where the node comes from in the model (module path and op), for errors.
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "attrs", _freeze(self.attrs))
+        object.__setattr__(self, "params", _freeze(self.params))
+
+    def replace(self, **changes: Any) -> Node:
+        """A copy of this node with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def with_attrs(self, **changes: Any) -> Node:
+        """A copy of this node with some attributes added or changed."""
+        return self.replace(attrs={**self.attrs, **changes})
+
+    def describe(self) -> str:
+        """One line naming the node, its op and where it sits in the model."""
+        where = f" at {self.source}" if self.source else ""
+        return f"{self.name} = {self.op}({', '.join(self.inputs)}){where}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A topologically ordered DAG of nodes; immutable."""
+
+    nodes: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "_index", {n.name: n for n in self.nodes})
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]  # type: ignore[attr-defined]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index  # type: ignore[attr-defined]
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        """The input nodes, in model argument order."""
+        return tuple(n for n in self.nodes if n.op == "input")
+
+    @property
+    def output(self) -> Node:
+        """The output node."""
+        return next(n for n in self.nodes if n.op == "output")
+
+    def users(self) -> dict[str, list[str]]:
+        """Map each node name to the names of the nodes that read it."""
+        return node_users(self.nodes)
+
+    def param_names(self) -> tuple[str, ...]:
+        """Every state_dict name read by some node, in first-use order."""
+        seen: dict[str, None] = {}
+        for node in self.nodes:
+            for name in node.params.values():
+                seen.setdefault(name, None)
+            bn = node.attrs.get("bn")
+            if isinstance(bn, BatchNormRef):
+                for name in bn.names():
+                    seen.setdefault(name, None)
+        return tuple(seen)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A networkx view: one vertex per node (with op, shape, attrs, params), edges = data flow."""
+        g = nx.DiGraph()
+        for n in self.nodes:
+            g.add_node(n.name, op=n.op, shape=n.shape, attrs=dict(n.attrs), params=dict(n.params),
+                       source=n.source)
+        for n in self.nodes:
+            for i, src in enumerate(n.inputs):
+                g.add_edge(src, n.name, index=i)
+        return g
+
+    def format(self) -> str:
+        """A readable listing of the graph, one node per line."""
+        lines = []
+        for n in self.nodes:
+            extra = {k: v for k, v in n.attrs.items() if k != "coeff"}
+            lines.append(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {list(n.shape)}"
+                         + (f" {extra}" if extra else "") + (f" {dict(n.params)}" if n.params else ""))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def node_users(nodes: Iterable[Node]) -> dict[str, list[str]]:
+    """Map each node name to the names of its consumers."""
+    nodes = tuple(nodes)
+    users: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for src in n.inputs:
+            users[src].append(n.name)
+    return users

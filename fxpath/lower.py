@@ -1,0 +1,594 @@
+"""Lower a traced torch.fx graph into the fxpath IR, one rule per module type / function.
+
+Each rule maps one fx node to one IR node. Rules read static attributes from the module or the
+call's arguments and parameter *names* (state_dict names), never parameter values: the IR is
+a description of the network, the parameters stay live in the model.
+
+Ops that do not belong to a ReLU-DAG become ``unsupported`` nodes carrying the reason; the
+pipeline's first pass reports all of them at once.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils._pytree import tree_leaves
+
+from .errors import TraceError
+from .ir import BatchNormRef, Graph, Node
+from .tracer import TRACE_BATCH, where
+
+__all__ = ["has_rule", "lower"]
+
+NOT_HOMOGENEOUS = "not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)"
+DATA_NORM = "data-dependent normalization (its statistics depend on the input)"
+PRODUCT = "product of two activations (e.g. a squeeze-excitation gate or attention)"
+
+_UNSUPPORTED_MODULES: dict[type, str] = {
+    **{m: NOT_HOMOGENEOUS for m in (nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+                                    nn.Hardsigmoid, nn.Mish, nn.ELU, nn.SELU, nn.CELU,
+                                    nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
+                                    nn.Softmax, nn.LogSoftmax, nn.GLU)},
+    **{m: DATA_NORM for m in (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                              nn.InstanceNorm3d, nn.LocalResponseNorm)},
+    nn.MultiheadAttention: PRODUCT,
+}
+_UNSUPPORTED_FUNCTIONS: dict[Any, str] = {
+    **{f: NOT_HOMOGENEOUS for f in (torch.sigmoid, F.sigmoid, F.silu, F.gelu, torch.tanh, F.tanh,
+                                    F.hardswish, F.hardsigmoid, F.mish, F.elu, F.selu, F.celu,
+                                    F.softplus, torch.softmax, F.softmax, F.log_softmax, torch.exp,
+                                    torch.erf)},
+    **{f: DATA_NORM for f in (F.layer_norm, F.group_norm, F.instance_norm, F.normalize,
+                              F.local_response_norm)},
+    **{f: PRODUCT for f in (torch.matmul, torch.bmm, operator.matmul, torch.einsum,
+                            F.scaled_dot_product_attention)},
+}
+_UNSUPPORTED_METHODS: dict[str, str] = {
+    **{m: NOT_HOMOGENEOUS for m in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "exp",
+                                    "log_softmax")},
+    **{m: PRODUCT for m in ("matmul", "bmm", "__matmul__")},
+}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                     nn.AlphaDropout, nn.FeatureAlphaDropout)
+_IDENTITY_METHODS = frozenset({"contiguous", "clone", "detach", "float", "double", "to", "type_as",
+                               "requires_grad_"})
+_RESHAPE_METHODS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueeze", "unflatten",
+                              "view_as", "reshape_as"})
+_RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+                      torch.unflatten)
+_PERMUTE = frozenset({"permute", "transpose", "swapaxes", "movedim"})
+
+
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _fn_name(target: Any) -> str:
+    return getattr(target, "__name__", str(target))
+
+
+class _Lowering:
+    """State of one lowering: the fx graph, the IR nodes made so far, the fx->IR map."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        self.gm = gm
+        self.nodes: list[Node] = []
+        self.value: dict[fx.Node, str] = {}  # fx node -> IR node name for tensor values
+
+    # -- helpers used by the rules ------------------------------------------------------------
+    def shape(self, n: fx.Node) -> tuple[int, ...]:
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise TraceError(f"{n.format_node()} at {where(n)} is not a tensor")
+        if val.dim() == 0 or val.shape[0] != TRACE_BATCH:
+            raise TraceError(f"{n.format_node()} at {where(n)} does not keep the batch dimension "
+                             "first; fxpath needs per-sample computations")
+        return tuple(val.shape[1:])
+
+    def src(self, a: Any) -> str:
+        if isinstance(a, fx.Node) and a in self.value:
+            return self.value[a]
+        if isinstance(a, fx.Node):
+            raise _Refuse("mixes activations with a tensor computed from parameters or constants "
+                          f"({a.name}, e.g. a class token or positional embedding)")
+        raise _Refuse(f"expected an activation tensor, got {a!r}")
+
+    def emit(self, n: fx.Node, op: str, inputs: tuple[str, ...] = (), attrs: dict | None = None,
+             params: dict | None = None, what: str = "") -> None:
+        node = Node(n.name, op, tuple(inputs), self.shape(n), attrs or {}, params or {},
+                    f"{what or n.target} at {where(n)}")
+        self.nodes.append(node)
+        self.value[n] = node.name
+
+    def unsupported(self, n: fx.Node, what: str, reason: str) -> None:
+        inputs = tuple(self.value[a] for a in n.all_input_nodes if a in self.value)
+        val = n.meta.get("val")
+        shape = tuple(val.shape[1:]) if isinstance(val, torch.Tensor) and val.dim() else ()
+        node = Node(n.name, "unsupported", inputs, shape, {"what": what, "reason": reason,
+                                                          "where": where(n)}, {}, where(n))
+        self.nodes.append(node)
+        self.value[n] = node.name
+
+    def param_name(self, a: Any, n: fx.Node, role: str) -> str | None:
+        """State_dict name of a parameter argument (a get_attr node), None for None."""
+        if a is None:
+            return None
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            return str(a.target)
+        raise _Refuse(f"its {role} is computed at run time (e.g. weight standardization), "
+                      "not read from a parameter")
+
+    # -- the walk -----------------------------------------------------------------------------
+    def run(self) -> Graph:
+        for n in self.gm.graph.nodes:
+            try:
+                self.lower_node(n)
+            except _Refuse as r:
+                self.unsupported(n, r.what or _describe(self.gm, n), r.reason)
+        return Graph(tuple(self.nodes))
+
+    def lower_node(self, n: fx.Node) -> None:
+        val = n.meta.get("val")
+        if n.op == "placeholder":
+            if isinstance(val, torch.Tensor):
+                self.emit(n, "input", what=f"input {n.name}")
+        elif n.op == "get_attr":
+            return
+        elif n.op == "output":
+            outs = [a for a in tree_leaves(n.args[0]) if isinstance(a, fx.Node) and a in self.value]
+            node = Node("output", "output", tuple(self.value[a] for a in outs), (), {}, {},
+                        "model output")
+            self.nodes.append(node)
+        elif not any(a in self.value for a in n.all_input_nodes):
+            return  # computes on parameters or constants only: not a layer of neurons
+        elif not isinstance(val, torch.Tensor):
+            if any(a in self.value for a in n.all_input_nodes):
+                raise _Refuse(f"produces a non-tensor value ({type(val).__name__}) from "
+                              "activations")
+        elif n.op == "call_module":
+            module = self.gm.get_submodule(str(n.target))
+            rule = _module_rule(module)
+            if rule is None:
+                raise _Refuse(f"no path-lifting rule for module type {type(module).__name__}",
+                              type(module).__name__)
+            rule(self, n, module)
+        elif n.op == "call_function":
+            rule = _FUNCTION_RULES.get(n.target)
+            reason = _UNSUPPORTED_FUNCTIONS.get(n.target)
+            if rule is None:
+                raise _Refuse(reason or f"no path-lifting rule for {_fn_name(n.target)}")
+            rule(self, n, *n.args, **n.kwargs)
+        elif n.op == "call_method":
+            rule = _METHOD_RULES.get(str(n.target))
+            if rule is None:
+                raise _Refuse(_UNSUPPORTED_METHODS.get(str(n.target))
+                              or f"no path-lifting rule for Tensor.{n.target}")
+            rule(self, n, *n.args, **n.kwargs)
+
+
+class _Refuse(Exception):
+    def __init__(self, reason: str, what: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.what = reason, what
+
+
+def _describe(gm: fx.GraphModule, n: fx.Node) -> str:
+    if n.op == "call_module":
+        return type(gm.get_submodule(str(n.target))).__name__
+    if n.op == "call_method":
+        return f"Tensor.{n.target}"
+    return _fn_name(n.target)
+
+
+# -- module rules -----------------------------------------------------------------------------
+def _conv(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    transpose = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    if transpose and (len(n.args) > 1 or n.kwargs):
+        raise _Refuse("ConvTranspose called with output_size is not supported yet")
+    nd = len(m.kernel_size)
+    attrs = {"kind": "conv_transpose" if transpose else "conv", "ndim": nd,
+             "stride": tuple(m.stride), "dilation": tuple(m.dilation), "groups": m.groups,
+             "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding)}
+    if transpose:
+        attrs["output_padding"] = tuple(m.output_padding)
+    if getattr(m, "padding_mode", "zeros") != "zeros":
+        attrs["padding_mode"] = m.padding_mode
+        attrs["pad"] = tuple(m._reversed_padding_repeated_twice)
+    params = {"weight": f"{n.target}.weight"}
+    if m.bias is not None:
+        params["bias"] = f"{n.target}.bias"
+    lw.emit(n, "linear", (lw.src(n.args[0]),), attrs, params, type(m).__name__)
+
+
+def _dense(lw: _Lowering, n: fx.Node, m: nn.Linear) -> None:
+    params = {"weight": f"{n.target}.weight"}
+    if m.bias is not None:
+        params["bias"] = f"{n.target}.bias"
+    lw.emit(n, "linear", (lw.src(n.args[0]),), {"kind": "dense"}, params, "Linear")
+
+
+def _batchnorm_ref(lw: _Lowering, n: fx.Node, prefix: str, m: nn.Module) -> BatchNormRef:
+    if m.training or m.running_mean is None:
+        raise _Refuse("BatchNorm uses batch statistics (training mode or no running stats); "
+                      "call model.eval() first: fxpath analyses the frozen (eval) network")
+    return BatchNormRef(f"{prefix}running_mean", f"{prefix}running_var", float(m.eps),
+                        f"{prefix}weight" if m.weight is not None else None,
+                        f"{prefix}bias" if m.bias is not None else None, where(n))
+
+
+def _batchnorm(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    bn = _batchnorm_ref(lw, n, f"{n.target}.", m)
+    lw.emit(n, "batchnorm", (lw.src(n.args[0]),), {"bn": bn}, {}, type(m).__name__)
+
+
+def _simple(op: str, **fixed: Any) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+        attrs = {k: (getattr(m, v) if isinstance(v, str) else v) for k, v in fixed.items()}
+        lw.emit(n, op, (lw.src(n.args[0]),), attrs, {}, type(m).__name__)
+    return rule
+
+
+def _prelu(lw: _Lowering, n: fx.Node, m: nn.PReLU) -> None:
+    lw.emit(n, "prelu", (lw.src(n.args[0]),), {}, {"weight": f"{n.target}.weight"}, "PReLU")
+
+
+def _maxpool(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    if m.return_indices:
+        raise _Refuse("max-pooling with return_indices is not supported")
+    _pool_attrs(lw, n, "maxpool", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                type(m).__name__)
+
+
+def _avgpool(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    _pool_attrs(lw, n, "avgpool", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
+                type(m).__name__, count_include_pad=m.count_include_pad,
+                divisor_override=getattr(m, "divisor_override", None))
+
+
+def _pool_attrs(lw: _Lowering, n: fx.Node, op: str, kernel: Any, stride: Any, padding: Any,
+                dilation: Any, ceil_mode: bool, what: str, **extra: Any) -> None:
+    nd = len(lw.shape(n)) - 1
+    stride = stride if stride not in (None, ()) else kernel
+    attrs = {"ndim": nd, "kernel": _ntuple(kernel, nd), "stride": _ntuple(stride, nd),
+             "padding": _ntuple(padding, nd), "dilation": _ntuple(dilation, nd),
+             "ceil_mode": bool(ceil_mode), **extra}
+    lw.emit(n, op, (lw.src(n.args[0]),), attrs, {}, what)
+
+
+def _adaptive(op: str) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+        if getattr(m, "return_indices", False):
+            raise _Refuse("adaptive max-pooling with return_indices is not supported")
+        lw.emit(n, op, (lw.src(n.args[0]),), {"ndim": len(lw.shape(n)) - 1}, {},
+                type(m).__name__)
+    return rule
+
+
+def _identity_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    lw.emit(n, "identity", (lw.src(n.args[0]),), {}, {}, type(m).__name__)
+
+
+def _reshape_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    lw.emit(n, "reshape", (lw.src(n.args[0]),), {"fn": "view"}, {}, type(m).__name__)
+
+
+def _pad_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    if float(getattr(m, "value", 0.0)) != 0.0:
+        raise _Refuse("constant padding with a non-zero value is not supported")
+    mode = {nn.ReflectionPad1d: "reflect", nn.ReflectionPad2d: "reflect",
+            nn.ReplicationPad1d: "replicate", nn.ReplicationPad2d: "replicate",
+            nn.ReplicationPad3d: "replicate"}.get(type(m), "constant")
+    lw.emit(n, "reshape", (lw.src(n.args[0]),), {"fn": "pad", "pad": tuple(m.padding),
+                                                 "mode": mode}, {}, type(m).__name__)
+
+
+_MODULE_RULES: list[tuple[type | tuple[type, ...], Callable]] = [
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+      nn.ConvTranspose3d), _conv),
+    (nn.Linear, _dense),
+    (nn.modules.batchnorm._BatchNorm, _batchnorm),
+    (nn.ReLU, _simple("relu")),
+    (nn.ReLU6, _simple("relu6")),
+    (nn.LeakyReLU, _simple("leaky_relu", slope="negative_slope")),
+    (nn.Hardtanh, _simple("hardtanh", lo="min_val", hi="max_val")),
+    (nn.PReLU, _prelu),
+    ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d), _maxpool),
+    ((nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), _avgpool),
+    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d),
+     _adaptive("adaptive_avgpool")),
+    ((nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d),
+     _adaptive("adaptive_maxpool")),
+    (_IDENTITY_MODULES, _identity_module),
+    ((nn.Flatten, nn.Unflatten), _reshape_module),
+    ((nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
+      nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
+      nn.ReplicationPad2d, nn.ReplicationPad3d), _pad_module),
+]
+
+
+def _same_forward(cls: type, types: type | tuple[type, ...]) -> bool:
+    """A subclass that overrides forward (timm's BatchNormAct2d) is not its base class."""
+    bases = types if isinstance(types, tuple) else (types,)
+    return any(issubclass(cls, b) and cls.forward is b.forward for b in bases)
+
+
+def _module_rule(m: nn.Module) -> Callable | None:
+    for types, rule in _MODULE_RULES:
+        if isinstance(m, types) and _same_forward(type(m), types):
+            return rule
+    reason = next((r for t, r in _UNSUPPORTED_MODULES.items() if isinstance(m, t)), None)
+    if reason is not None:
+        def refuse(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+            raise _Refuse(reason, type(m).__name__)
+        return refuse
+    return None
+
+
+# -- function and method rules ----------------------------------------------------------------
+def _is_tensor(a: Any) -> bool:
+    return isinstance(a, fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
+
+
+def _scalar(a: Any) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+
+def _add(sign: float) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, a: Any, b: Any, alpha: float = 1.0, **_: Any) -> None:
+        if _is_tensor(a) and _is_tensor(b):
+            lw.emit(n, "add", (lw.src(a), lw.src(b)), {"coeffs": (1.0, sign * alpha), "const": 0.0})
+        elif _is_tensor(a) and _scalar(b):
+            lw.emit(n, "add", (lw.src(a),), {"coeffs": (1.0,), "const": sign * alpha * b})
+        elif _is_tensor(b) and _scalar(a):
+            lw.emit(n, "add", (lw.src(b),), {"coeffs": (sign * alpha,), "const": float(a)})
+        else:
+            raise _Refuse("adds a tensor that is not an activation (e.g. a parameter)")
+    return rule
+
+
+def _mul(lw: _Lowering, n: fx.Node, a: Any, b: Any, **_: Any) -> None:
+    if _is_tensor(a) and _scalar(b):
+        a, b = b, a
+    if _scalar(a) and _is_tensor(b):
+        lw.emit(n, "add", (lw.src(b),), {"coeffs": (float(a),), "const": 0.0}, what="mul")
+    elif _is_tensor(a) and _is_tensor(b) and (a in lw.value) and (b in lw.value):
+        raise _Refuse(PRODUCT)
+    else:
+        raise _Refuse("multiplication by a parameter tensor (e.g. layer scale) is not "
+                      "supported yet")
+
+
+def _div(lw: _Lowering, n: fx.Node, a: Any, b: Any, **_: Any) -> None:
+    if _is_tensor(a) and _scalar(b):
+        lw.emit(n, "add", (lw.src(a),), {"coeffs": (1.0 / b,), "const": 0.0}, what="div")
+    else:
+        raise _Refuse("division by an activation or a tensor is not positively homogeneous")
+
+
+def _neg(lw: _Lowering, n: fx.Node, a: Any) -> None:
+    lw.emit(n, "add", (lw.src(a),), {"coeffs": (-1.0,), "const": 0.0}, what="neg")
+
+
+def _relu(lw: _Lowering, n: fx.Node, x: Any, *_: Any, **__: Any) -> None:
+    lw.emit(n, "relu", (lw.src(x),), what="relu")
+
+
+def _relu6(lw: _Lowering, n: fx.Node, x: Any, *_: Any, **__: Any) -> None:
+    lw.emit(n, "relu6", (lw.src(x),), what="relu6")
+
+
+def _leaky(lw: _Lowering, n: fx.Node, x: Any, negative_slope: float = 0.01, *_: Any,
+           **__: Any) -> None:
+    lw.emit(n, "leaky_relu", (lw.src(x),), {"slope": float(negative_slope)}, what="leaky_relu")
+
+
+def _hardtanh(lw: _Lowering, n: fx.Node, x: Any, min_val: float = -1.0, max_val: float = 1.0,
+              *_: Any, **__: Any) -> None:
+    lw.emit(n, "hardtanh", (lw.src(x),), {"lo": float(min_val), "hi": float(max_val)},
+            what="hardtanh")
+
+
+def _clamp(lw: _Lowering, n: fx.Node, x: Any, min: Any = None, max: Any = None) -> None:  # noqa: A002
+    if not all(v is None or _scalar(v) for v in (min, max)):
+        raise _Refuse("clamp with tensor bounds is not supported")
+    lo = None if min is None else float(min)
+    hi = None if max is None else float(max)
+    if lo == 0.0 and hi is None:
+        lw.emit(n, "relu", (lw.src(x),), what="clamp")
+    elif lo is None:
+        raise _Refuse("clamp with only an upper bound (min(x, c)) is not supported yet")
+    else:
+        lw.emit(n, "hardtanh", (lw.src(x),), {"lo": lo, "hi": hi}, what="clamp")
+
+
+def _prelu_fn(lw: _Lowering, n: fx.Node, x: Any, weight: Any) -> None:
+    lw.emit(n, "prelu", (lw.src(x),), {}, {"weight": lw.param_name(weight, n, "slope")},
+            what="prelu")
+
+
+def _identity_fn(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
+    if kwargs.get("training") is True or (len(args) > 1 and args[1] is True):
+        raise _Refuse("dropout in training mode is random; call model.eval() first")
+    val, src = n.meta["val"], x.meta.get("val")
+    if isinstance(src, torch.Tensor) and src.dtype != val.dtype:
+        raise _Refuse("changes the dtype inside the model; fxpath keeps one dtype")
+    lw.emit(n, "identity", (lw.src(x),), what=_fn_name(n.target))
+
+
+def _reshape(lw: _Lowering, n: fx.Node, x: Any, *_: Any, **__: Any) -> None:
+    lw.emit(n, "reshape", (lw.src(x),), {"fn": "view"}, what=_fn_name(n.target))
+
+
+def _permute(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
+    ndim = x.meta["val"].dim()
+    perm = list(range(ndim))
+    name = n.target if isinstance(n.target, str) else _fn_name(n.target)
+    if name in ("transpose", "swapaxes"):
+        d0, d1 = (args[0], args[1]) if len(args) >= 2 else (kwargs["dim0"], kwargs["dim1"])
+        d0, d1 = d0 % ndim, d1 % ndim
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+    elif name == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        perm = [d % ndim for d in (dims or kwargs["dims"])]
+    else:
+        raise _Refuse(f"no path-lifting rule for {name}")
+    if perm[0] != 0:
+        raise _Refuse("moves the batch dimension")
+    lw.emit(n, "reshape", (lw.src(x),), {"fn": "permute", "dims": tuple(perm)}, what=name)
+
+
+def _cat(lw: _Lowering, n: fx.Node, tensors: Any, dim: int = 0, **kwargs: Any) -> None:
+    dim = kwargs.get("axis", dim)
+    ndim = n.meta["val"].dim()
+    dim = dim % ndim
+    if dim == 0:
+        raise _Refuse("concatenates along the batch dimension")
+    lw.emit(n, "concat", tuple(lw.src(t) for t in tensors), {"dim": dim}, what="cat")
+
+
+def _getitem(lw: _Lowering, n: fx.Node, x: Any, index: Any) -> None:
+    if not _is_tensor(x):
+        raise _Refuse("indexes a non-tensor value produced from activations")
+    index = index if isinstance(index, tuple) else (index,)
+    ok = all(isinstance(i, (slice, int, type(None), type(Ellipsis))) for i in index)
+    if not ok or not index or index[0] != slice(None):
+        raise _Refuse("indexing other than basic slicing that keeps the batch dimension")
+    lw.emit(n, "reshape", (lw.src(x),), {"fn": "getitem", "index": index}, what="getitem")
+
+
+def _mean(reduce: str) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, x: Any, dim: Any = None, keepdim: bool = False,
+             *_: Any, **kwargs: Any) -> None:
+        ndim = x.meta["val"].dim()
+        dims = tuple(range(1, ndim)) if dim is None else _ntuple(dim, 1)
+        dims = tuple(sorted(d % ndim for d in dims))
+        if 0 in dims:
+            raise _Refuse(f"{reduce} over the batch dimension")
+        lw.emit(n, "mean", (lw.src(x),), {"dims": dims, "keepdim": bool(keepdim),
+                                          "reduce": reduce}, what=reduce)
+    return rule
+
+
+def _pool_fn(op: str) -> Callable:
+    names = {"maxpool": ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                         "return_indices"),
+             "avgpool": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                         "divisor_override")}[op]
+
+    def rule(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
+        a = dict(zip(names, args)) | kwargs
+        k = a["kernel_size"]
+        if op == "maxpool":
+            if a.get("return_indices"):
+                raise _Refuse("max-pooling with return_indices is not supported")
+            _pool_attrs(lw, n, op, k, a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
+                        a.get("ceil_mode", False), _fn_name(n.target))
+        else:
+            _pool_attrs(lw, n, op, k, a.get("stride"), a.get("padding", 0), 1,
+                        a.get("ceil_mode", False), _fn_name(n.target),
+                        count_include_pad=a.get("count_include_pad", True),
+                        divisor_override=a.get("divisor_override"))
+    return rule
+
+
+def _adaptive_fn(op: str) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("return_indices") or (len(args) > 1 and args[1]):
+            raise _Refuse("adaptive max-pooling with return_indices is not supported")
+        lw.emit(n, op, (lw.src(x),), {"ndim": len(lw.shape(n)) - 1}, what=_fn_name(n.target))
+    return rule
+
+
+def _conv_fn(kind: str) -> Callable:
+    def rule(lw: _Lowering, n: fx.Node, x: Any, weight: Any, bias: Any = None, *args: Any,
+             **kwargs: Any) -> None:
+        nd = weight.meta["val"].dim() - 2 if kind != "dense" else 0
+        params = {"weight": lw.param_name(weight, n, "weight")}
+        if bias is not None:
+            params["bias"] = lw.param_name(bias, n, "bias")
+        attrs: dict[str, Any] = {"kind": kind}
+        if kind == "conv":
+            names = ("stride", "padding", "dilation", "groups")
+            a = dict(zip(names, args)) | kwargs
+            attrs.update(ndim=nd, stride=_ntuple(a.get("stride", 1), nd),
+                         dilation=_ntuple(a.get("dilation", 1), nd), groups=a.get("groups", 1))
+            pad = a.get("padding", 0)
+            attrs["padding"] = pad if isinstance(pad, str) else _ntuple(pad, nd)
+        lw.emit(n, "linear", (lw.src(x),), attrs, params, what=_fn_name(n.target))
+    return rule
+
+
+def _batch_norm_fn(lw: _Lowering, n: fx.Node, x: Any, running_mean: Any, running_var: Any,
+                   weight: Any = None, bias: Any = None, training: bool = False,
+                   momentum: float = 0.1, eps: float = 1e-5) -> None:
+    if training or running_mean is None:
+        raise _Refuse("BatchNorm uses batch statistics (training mode or no running stats); "
+                      "call model.eval() first")
+    bn = BatchNormRef(lw.param_name(running_mean, n, "running_mean"),
+                      lw.param_name(running_var, n, "running_var"), float(eps),
+                      lw.param_name(weight, n, "weight"), lw.param_name(bias, n, "bias"), where(n))
+    lw.emit(n, "batchnorm", (lw.src(x),), {"bn": bn}, what="batch_norm")
+
+
+def _pad_fn(lw: _Lowering, n: fx.Node, x: Any, pad: Any, mode: str = "constant",
+            value: Any = None) -> None:
+    if mode == "constant" and value not in (None, 0, 0.0):
+        raise _Refuse("constant padding with a non-zero value is not supported")
+    lw.emit(n, "reshape", (lw.src(x),), {"fn": "pad", "pad": tuple(pad), "mode": mode},
+            what="pad")
+
+
+_FUNCTION_RULES: dict[Any, Callable] = {
+    operator.add: _add(1.0), operator.iadd: _add(1.0), torch.add: _add(1.0),
+    operator.sub: _add(-1.0), operator.isub: _add(-1.0), torch.sub: _add(-1.0),
+    operator.mul: _mul, operator.imul: _mul, torch.mul: _mul,
+    operator.truediv: _div, operator.itruediv: _div, torch.div: _div,
+    operator.neg: _neg, torch.neg: _neg,
+    F.relu: _relu, torch.relu: _relu, F.relu_: _relu, torch.relu_: _relu,
+    F.relu6: _relu6, F.leaky_relu: _leaky, F.hardtanh: _hardtanh,
+    torch.clamp: _clamp, torch.clip: _clamp, F.prelu: _prelu_fn,
+    F.dropout: _identity_fn, F.dropout1d: _identity_fn, F.dropout2d: _identity_fn,
+    F.dropout3d: _identity_fn, F.alpha_dropout: _identity_fn,
+    torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
+    torch.permute: _permute, torch.transpose: _permute,
+    operator.getitem: _getitem,
+    torch.mean: _mean("mean"), torch.sum: _mean("sum"),
+    F.max_pool1d: _pool_fn("maxpool"), F.max_pool2d: _pool_fn("maxpool"),
+    F.max_pool3d: _pool_fn("maxpool"),
+    F.avg_pool1d: _pool_fn("avgpool"), F.avg_pool2d: _pool_fn("avgpool"),
+    F.avg_pool3d: _pool_fn("avgpool"),
+    F.adaptive_avg_pool1d: _adaptive_fn("adaptive_avgpool"),
+    F.adaptive_avg_pool2d: _adaptive_fn("adaptive_avgpool"),
+    F.adaptive_avg_pool3d: _adaptive_fn("adaptive_avgpool"),
+    F.adaptive_max_pool1d: _adaptive_fn("adaptive_maxpool"),
+    F.adaptive_max_pool2d: _adaptive_fn("adaptive_maxpool"),
+    F.adaptive_max_pool3d: _adaptive_fn("adaptive_maxpool"),
+    F.conv1d: _conv_fn("conv"), F.conv2d: _conv_fn("conv"), F.conv3d: _conv_fn("conv"),
+    F.linear: _conv_fn("dense"), F.batch_norm: _batch_norm_fn, F.pad: _pad_fn,
+    **{f: _reshape for f in _RESHAPE_FUNCTIONS},
+}
+_METHOD_RULES: dict[str, Callable] = {
+    "add": _add(1.0), "add_": _add(1.0), "__add__": _add(1.0), "__radd__": _add(1.0),
+    "sub": _add(-1.0), "sub_": _add(-1.0), "mul": _mul, "mul_": _mul, "div": _div,
+    "div_": _div, "neg": _neg, "relu": _relu, "relu_": _relu, "clamp": _clamp,
+    "clamp_": _clamp, "clip": _clamp, "mean": _mean("mean"), "sum": _mean("sum"),
+    "permute": _permute, "transpose": _permute, "swapaxes": _permute,
+    **{m: _identity_fn for m in _IDENTITY_METHODS},
+    **{m: _reshape for m in _RESHAPE_METHODS},
+}
+
+
+def has_rule(module: nn.Module) -> bool:
+    """Whether a module type has a lowering rule (the tracer keeps such modules as leaves)."""
+    return _module_rule(module) is not None
+
+
+def lower(gm: fx.GraphModule) -> Graph:
+    """Lower a traced GraphModule (from `fxpath.tracer.trace`) into the fxpath IR."""
+    return _Lowering(gm).run()

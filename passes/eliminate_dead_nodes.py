@@ -1,0 +1,17 @@
+"""Remove nodes whose values never reach the output (unused branches carry no paths)."""
+
+from __future__ import annotations
+
+from fxpath.ir import Graph
+
+
+def eliminate_dead_nodes(graph: Graph) -> Graph:
+    """Keep only the nodes the output depends on (inputs are always kept).
+
+    Guarantees: every path of the network is kept; every remaining node reaches the output.
+    """
+    live = {graph.output.name}
+    for node in reversed(graph.nodes):
+        if node.name in live:
+            live.update(node.inputs)
+    return Graph(tuple(n for n in graph if n.name in live or n.op == "input"))

@@ -1,0 +1,111 @@
+"""Lower pooling ops to ``pool`` nodes with each output neuron's exact edge weights.
+
+An avg-pool output neuron j has edges of weight ``1/divisor_j`` from the real (non-padding)
+inputs of its window; ``divisor_j`` depends on ``count_include_pad``, ``ceil_mode`` and
+``divisor_override``. Rather than re-deriving PyTorch's rules, the coefficients are read off
+PyTorch's own pooling applied to an all-ones map (float64): ``coeff = avg(1) / sum(1)``, where
+``sum`` is the same window with divisor 1. Max-pooling becomes k-max-pooling neurons whose
+edges have weight 1. Adaptive and global (mean/sum) pools likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fxpath.errors import UnsupportedModelError, UnsupportedOp
+from fxpath.ir import Graph, Node
+
+from ._rebuild import rebuild
+
+_AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_ADAPTIVE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+
+
+def window_sum(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int], ceil_mode: bool) -> torch.Tensor:
+    """Sum of each pooling window's real inputs (zero padding), PyTorch's window placement."""
+    nd = len(kernel)
+    if nd == 1:  # avg_pool1d has no divisor_override: go through 2-D
+        out = F.avg_pool2d(x.unsqueeze(-2), (1, kernel[0]), (1, stride[0]), (0, padding[0]),
+                           ceil_mode, True, 1)
+        return out.squeeze(-2)
+    return _AVG[nd](x, kernel, stride, padding, ceil_mode, True, 1)
+
+
+def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:
+    a = node.attrs
+    if any(d != 1 for d in a["dilation"]):
+        raise UnsupportedModelError([UnsupportedOp("dilated max-pooling", node.source,
+                                                   "dilation > 1 is not supported yet")])
+    attrs = {"reduce": "max" if node.op == "maxpool" else "sum", "window": "regular",
+             "ndim": a["ndim"], "kernel": a["kernel"], "stride": a["stride"],
+             "padding": a["padding"], "ceil_mode": a["ceil_mode"], "coeff": None, "count": None}
+    if node.op == "avgpool":
+        ones = torch.ones((1, 1, *in_spatial), dtype=torch.float64)
+        nd = a["ndim"]
+        if nd == 1:
+            avg = F.avg_pool1d(ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                               a["count_include_pad"])
+            if a["divisor_override"]:
+                avg = window_sum(ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
+                avg = avg / a["divisor_override"]
+        else:
+            avg = _AVG[nd](ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
+                           a["count_include_pad"], a["divisor_override"])
+        total = window_sum(ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
+        attrs["coeff"] = (avg / total)[0]
+    return node.replace(op="pool", attrs=attrs)
+
+
+def _adaptive(node: Node, in_spatial: tuple[int, ...]) -> Node:
+    nd = node.attrs["ndim"]
+    out_spatial = node.shape[1:]
+    ones = torch.ones((1, 1, *in_spatial), dtype=torch.float64)
+    # window sizes: adaptive avg of ones is 1 everywhere, so sum over windows = count
+    counts = torch.zeros((1, 1, *out_spatial), dtype=torch.float64)
+    for idx in torch.cartesian_prod(*[torch.arange(o) for o in out_spatial]).reshape(
+            -1, nd).tolist():
+        size = 1
+        for i, (o, n) in zip(idx, zip(out_spatial, in_spatial)):
+            start, end = (i * n) // o, -((-(i + 1) * n) // o)
+            size *= end - start
+        counts[(0, 0, *idx)] = size
+    del ones
+    reduce = "max" if node.op == "adaptive_maxpool" else "sum"
+    return node.replace(op="pool", attrs={
+        "reduce": reduce, "window": "adaptive", "ndim": nd, "output_size": out_spatial,
+        "count": counts[0], "coeff": None if reduce == "max" else 1.0 / counts[0]})
+
+
+def _global(node: Node, in_shape: tuple[int, ...]) -> Node:
+    dims = node.attrs["dims"]  # batched dims, >= 1
+    n = 1
+    for d in dims:
+        n *= in_shape[d - 1]
+    coeff = 1.0 / n if node.attrs["reduce"] == "mean" else 1.0
+    return node.replace(op="pool", attrs={
+        "reduce": "sum", "window": "global", "dims": dims, "keepdim": node.attrs["keepdim"],
+        "count": float(n), "coeff": coeff})
+
+
+def lower_pooling(graph: Graph) -> Graph:
+    """Replace avgpool/maxpool/adaptive/mean nodes by ``pool`` nodes with exact coefficients.
+
+    Guarantees: every output neuron's window and edge weights are PyTorch's own; the function
+    computed is unchanged.
+    """
+    shapes = {n.name: n.shape for n in graph}
+
+    def rule(node: Node) -> list[Node]:
+        if node.op in ("avgpool", "maxpool"):
+            return [_regular(node, shapes[node.inputs[0]][1:])]
+        if node.op in ("adaptive_avgpool", "adaptive_maxpool"):
+            return [_adaptive(node, shapes[node.inputs[0]][1:])]
+        if node.op == "mean":
+            return [_global(node, shapes[node.inputs[0]])]
+        return [node]
+
+    return rebuild(graph, rule)

@@ -1,0 +1,54 @@
+"""The normalization pipeline: traced IR -> ReLU-DAG IR that the code generator accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from fxpath.ir import Graph
+from fxpath.verify import verify
+
+from .check_supported import check_supported
+from .eliminate_dead_nodes import eliminate_dead_nodes
+from .fold_batchnorm import fold_batchnorm
+from .lower_pooling import lower_pooling
+from .remove_identities import remove_identities
+from .rewrite_activations import rewrite_activations
+
+Pass = Callable[[Graph], Graph]
+
+#: The passes, in order. Each line says why it sits where it does.
+PIPELINE: tuple[tuple[str, Pass], ...] = (
+    # first: refuse non-ReLU-DAG models before any work, listing every offending op
+    ("check_supported", check_supported),
+    # drop dropout/identity early so that BatchNorm sees its real producer
+    ("remove_identities", remove_identities),
+    # unused branches (aux heads not returned) carry no path to the output
+    ("eliminate_dead_nodes", eliminate_dead_nodes),
+    # before folding: a BatchNorm's producer must have the BN as its only user
+    ("fold_batchnorm", fold_batchnorm),
+    # exact ReLU rewrites; after folding so the rewrite never separates a conv from its BN
+    ("rewrite_activations", rewrite_activations),
+    # last: pooling coefficients need the final input shapes only
+    ("lower_pooling", lower_pooling),
+)
+
+
+def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Graph:
+    """Run the pipeline; with ``debug`` the IR verifier runs after every pass.
+
+    Args:
+        graph: the IR produced by `fxpath.lower.lower`.
+        fold_bn: fold frozen BatchNorm into its producing conv/linear where possible.
+        debug: verify the IR after each pass and name the pass that broke it.
+    """
+    ran: list[str] = []
+    for name, p in PIPELINE:
+        if name == "fold_batchnorm":
+            p = partial(fold_batchnorm, fold=fold_bn)
+        graph = p(graph)
+        ran.append(name)
+        if debug:
+            verify(graph, after=ran, final=False)
+    verify(graph, after=ran, final=True)
+    return graph

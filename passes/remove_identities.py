@@ -1,0 +1,25 @@
+"""Remove no-ops: eval-mode dropout, nn.Identity, contiguous/clone, shape-preserving views."""
+
+from __future__ import annotations
+
+from fxpath.ir import Graph, Node
+
+from ._rebuild import rebuild
+
+
+def remove_identities(graph: Graph) -> Graph:
+    """Drop ``identity`` nodes and ``view`` reshapes that keep their input's shape.
+
+    Guarantees: the function computed is unchanged; no ``identity`` node remains.
+    """
+    shapes = {n.name: n.shape for n in graph}
+
+    def rule(node: Node) -> list[Node] | str:
+        if node.op == "identity":
+            return node.inputs[0]
+        if node.op == "reshape" and node.attrs.get("fn") == "view" \
+                and shapes[node.inputs[0]] == node.shape:
+            return node.inputs[0]
+        return [node]
+
+    return rebuild(graph, rule)
