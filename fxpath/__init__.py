@@ -1,1 +1,19 @@
-"""x"""
+"""fxpath: path-norms, path-metrics and path-magnitude pruning of ReLU networks, via torch.fx.
+
+A model is traced into a small DAG IR, normalized (BatchNorm folded, pooling made linear,
+ReLU6/LeakyReLU/PReLU rewritten exactly into ReLUs) and compiled into its *path network*, a
+torch.fx GraphModule whose single pass on an all-ones input gives ``||Phi(theta)||_q^q``.
+"""
+
+from __future__ import annotations
+
+from .api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
+from .errors import FxPathError, TraceError, UnsupportedModelError, UnsupportedOp
+from .program import PathProgram
+from .results import PathMetric, PathNorm
+
+__version__ = "0.1.0"
+
+__all__ = ["FxPathError", "PathMetric", "PathNorm", "PathProgram", "TraceError",
+           "UnsupportedModelError", "UnsupportedOp", "compile", "lipschitz_bound",
+           "path_magnitude", "path_metric", "path_norm"]

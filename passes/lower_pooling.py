@@ -10,29 +10,17 @@ edges have weight 1. Adaptive and global (mean/sum) pools likewise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
 from fxpath.errors import UnsupportedModelError, UnsupportedOp
 from fxpath.ir import Graph, Node
+from fxpath.runtime import window_sum
 
 from ._rebuild import rebuild
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _ADAPTIVE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
-
-
-def window_sum(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
-               padding: Sequence[int], ceil_mode: bool) -> torch.Tensor:
-    """Sum of each pooling window's real inputs (zero padding), PyTorch's window placement."""
-    nd = len(kernel)
-    if nd == 1:  # avg_pool1d has no divisor_override: go through 2-D
-        out = F.avg_pool2d(x.unsqueeze(-2), (1, kernel[0]), (1, stride[0]), (0, padding[0]),
-                           ceil_mode, True, 1)
-        return out.squeeze(-2)
-    return _AVG[nd](x, kernel, stride, padding, ceil_mode, True, 1)
 
 
 def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:

@@ -1,0 +1,93 @@
+"""The one-call functions: each compiles a `PathProgram` and asks it one question."""
+
+from __future__ import annotations
+
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .program import PathProgram
+from .results import PathMetric, PathNorm
+
+__all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
+
+Shape = Sequence[int] | Sequence[Sequence[int]]
+
+
+def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.float32,  # noqa: A001
+            device: torch.device | str | None = None, fold_bn: bool = True,
+            torch_compile: bool = False, debug: bool = False) -> PathProgram:
+    """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
+
+    Args:
+        model: an eval-mode ReLU network (torchvision, timm or your own).
+        input_shape: per-sample input shape without the batch dimension, ``(3, 224, 224)``;
+            a list of shapes for several inputs.
+        dtype: compute dtype of the path network (float32 with exact power-of-two scale
+            tracking by default; float64 for extra digits).
+        device: where the path network runs (default: the model's device).
+        fold_bn: fold frozen BatchNorm into the producing conv/linear (PATHS.md section 1).
+        torch_compile: wrap the generated path networks in ``torch.compile`` (for repeated
+            use, e.g. monitoring during training).
+        debug: verify the IR after every pass.
+
+    Example:
+        >>> prog = fxpath.compile(model.eval(), (3, 224, 224))
+        >>> prog.path_norm().value, prog.path_norm(q=2).value
+    """
+    return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
+                       compile=torch_compile, debug=debug)
+
+
+def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,
+              dtype: torch.dtype = torch.float32, fold_bn: bool = True) -> PathNorm:
+    """The l^q path-norm of ``model`` at ``input_shape`` (tracing included).
+
+    Example:
+        >>> fxpath.path_norm(torchvision.models.resnet18().eval(), (3, 224, 224)).log10
+    """
+    return compile(model, input_shape, dtype=dtype, fold_bn=fold_bn).path_norm(q)
+
+
+def path_metric(model_a: nn.Module, model_b: nn.Module, input_shape: Shape, *,
+                dtype: torch.dtype = torch.float32) -> PathMetric:
+    """The l^1 path-metric between two models of one architecture (exact or certified bound).
+
+    Example:
+        >>> d = fxpath.path_metric(dense, pruned, (3, 224, 224)); d.value, d.exact
+    """
+    return compile(model_a, input_shape, dtype=dtype).path_metric(model_b)
+
+
+def lipschitz_bound(model_a: nn.Module, model_b: nn.Module, x: Tensor, *,
+                    dtype: torch.dtype = torch.float64) -> Tensor:
+    """Per-sample certified bound on ``||R_a(x_n) - R_b(x_n)||_1``: ``max(1, ||x_n||_inf) * d``.
+
+    ``d`` is the l^1 path-metric (PATHS.md section 4); ``x`` is a batch. Returns a float64
+    tensor of shape ``(N,)`` (``inf`` entries only when ``d`` is beyond float64).
+
+    Example:
+        >>> bound = fxpath.lipschitz_bound(dense, pruned, images)
+    """
+    d = compile(model_a, tuple(x.shape[1:]), dtype=dtype).path_metric(model_b).value
+    scale = x.detach().flatten(1).abs().amax(1).to(torch.float64).clamp(min=1.0)
+    return scale * d
+
+
+def path_magnitude(model: nn.Module, input_shape: Shape, *,
+                   dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Path-magnitude scores: the fraction of l^1 path mass through each parameter entry.
+
+    Keys are state_dict names, values have the parameters' shapes and lie in [0, 1]. See
+    `PathProgram.path_magnitude`.
+
+    Example:
+        >>> scores = fxpath.path_magnitude(model.eval(), (3, 224, 224))
+    """
+    return compile(model, input_shape, dtype=dtype).path_magnitude()
+
+
+

@@ -1,0 +1,244 @@
+"""Code generation: emit the path network of a normalized IR as a torch.fx GraphModule.
+
+The path network (PATHS.md section 2) is the model with every coordinate ``w`` replaced by
+``|w|^q``, ReLU by the identity and max-pooling by a windowed sum, fed all-ones. It is linear
+with non-negative coefficients; the sum of its outputs is ``||Phi||_q^q``.
+
+Two flavours share one rule table:
+
+* ``mode="norm"``: one stream; arguments are the magnitudes ``|w|^q`` of the coordinates.
+  Returns ``(total, exponent)`` (and optionally the scaled output of every linear/affine node,
+  for neuron path mass).
+* ``mode="diff"``: the path-metric network (PATHS.md section 4). Arguments are coordinate
+  magnitudes ``lo <= hi``; it carries ``(lo, delta)`` with ``delta = hi-network - lo-network``
+  computed as a sum of non-negative terms (``W_hi * delta + (W_hi - W_lo) * lo``), so the
+  difference of two nearly equal huge path-norms keeps full relative precision. Returns
+  ``(total_lo, total_delta, exponent)``.
+
+Every value is carried with a power-of-two exponent (see `fxpath.runtime`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import runtime
+from .ir import Graph, Node
+from .lift import Slot
+
+__all__ = ["generate"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_ADAPTIVE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+
+
+@dataclass(frozen=True)
+class _Value:
+    streams: tuple[fx.Node, ...]
+    exp: fx.Node
+
+
+class _Emitter:
+    """Builds the fx graph; constants become buffers of the generated module."""
+
+    def __init__(self, mode: str, q: float) -> None:
+        self.graph = fx.Graph()
+        self.root = nn.Module()
+        self.mode, self.q = mode, q
+        self.args: dict[str, tuple[fx.Node, ...]] = {}
+
+    def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
+        return self.graph.create_node("call_function", fn, args, {}, name)
+
+    def method(self, meth: str, *args: Any, name: str | None = None) -> fx.Node:
+        return self.graph.create_node("call_method", meth, args, {}, name)
+
+    def unpack(self, packed: fx.Node, names: Sequence[str]) -> list[fx.Node]:
+        return [self.call(operator.getitem, packed, i, name=nm) for i, nm in enumerate(names)]
+
+    def buffer(self, name: str, value: torch.Tensor) -> fx.Node:
+        self.root.register_buffer(name, value.to(torch.float64).clone(), persistent=False)
+        return self.graph.get_attr(name)
+
+    def map(self, node: Node, v: _Value, fn: Callable[[fx.Node], fx.Node]) -> _Value:
+        return _Value(tuple(fn(s) for s in v.streams), v.exp)
+
+    def rescaled(self, node: Node, raw: Sequence[fx.Node], exp: fx.Node,
+                 biases: Sequence[fx.Node] | None = None) -> _Value:
+        names = self.stream_names(node.name)
+        if biases:
+            packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
+                               name=f"{node.name}_scaled")
+        else:
+            packed = self.call(runtime.rescale, exp, *raw, name=f"{node.name}_scaled")
+        out = self.unpack(packed, [*names, f"{node.name}_exp"])
+        return _Value(tuple(out[:-1]), out[-1])
+
+    def stream_names(self, name: str) -> list[str]:
+        return [name] if self.mode == "norm" else [f"{name}_lo", f"{name}_delta"]
+
+    def power(self, c: float) -> float:
+        return abs(c) ** self.q
+
+
+# -- rules: one per IR op ---------------------------------------------------------------------
+def _apply_linear(e: _Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.Node:
+    a = n.attrs
+    kind = a["kind"]
+    if kind == "dense":
+        return e.call(F.linear, x, w, name=name)
+    padding = a["padding"]
+    if "padding_mode" in a:
+        x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
+        padding = 0
+    if kind == "conv":
+        return e.call(_CONV[a["ndim"]], x, w, None, a["stride"], padding, a["dilation"],
+                      a["groups"], name=name)
+    return e.call(_CONV_T[a["ndim"]], x, w, None, a["stride"], padding, a["output_padding"],
+                  a["groups"], a["dilation"], name=name)
+
+
+def _parameterized(e: _Emitter, n: Node, v: _Value, slots: list[Slot],
+                   apply: Callable[[fx.Node, fx.Node, str], fx.Node]) -> _Value:
+    """Shared by linear and affine nodes: first slot multiplies, optional second adds."""
+    weight, bias = e.args[slots[0].name], (e.args[slots[1].name] if len(slots) > 1 else None)
+    if e.mode == "norm":
+        raw = [apply(v.streams[0], weight[0], f"{n.name}_linear")]
+        return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
+    lo, delta = v.streams
+    w_lo, w_hi = weight
+    w_gap = e.call(operator.sub, w_hi, w_lo, name=f"{n.name}_weight_gap")
+    y_lo = apply(lo, w_lo, f"{n.name}_lo_linear")
+    y_delta = e.call(operator.add, apply(delta, w_hi, f"{n.name}_delta_linear"),
+                     apply(lo, w_gap, f"{n.name}_gap_linear"), name=f"{n.name}_delta_sum")
+    biases = None
+    if bias:
+        b_gap = e.call(operator.sub, bias[1], bias[0], name=f"{n.name}_bias_gap")
+        biases = [bias[0], b_gap]
+    return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
+
+
+def _linear(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    return _parameterized(e, n, ins[0], slots,
+                          lambda x, w, name: _apply_linear(e, n, x, w, name))
+
+
+def _affine(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    return _parameterized(e, n, ins[0], slots,
+                          lambda x, w, name: e.call(operator.mul, x, w, name=name))
+
+
+def _relu(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    return ins[0]  # ReLU neurons are the identity in the path network
+
+
+def _pool(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    a = n.attrs
+    coeff, count = a.get("coeff"), a.get("count")
+    if a["window"] == "regular":
+        def fn(x: fx.Node) -> fx.Node:
+            return e.call(runtime.window_sum, x, a["kernel"], a["stride"], a["padding"],
+                          a["ceil_mode"], name=f"{n.name}_window_sum")
+        factor = None if coeff is None else e.buffer(f"{n.name}_coeff", coeff.pow(e.q))
+    elif a["window"] == "adaptive":
+        def fn(x: fx.Node) -> fx.Node:
+            return e.call(_ADAPTIVE[a["ndim"]], x, a["output_size"], name=f"{n.name}_mean")
+        weights = count if coeff is None else count * coeff.pow(e.q)
+        factor = e.buffer(f"{n.name}_coeff", weights)
+    else:
+        def fn(x: fx.Node) -> fx.Node:
+            return e.method("sum", x, a["dims"], a["keepdim"], name=f"{n.name}_sum")
+        factor = None if coeff == 1.0 else float(coeff) ** e.q
+    out = e.map(n, ins[0], fn)
+    if factor is not None:
+        out = e.map(n, out, lambda s: e.call(operator.mul, s, factor, name=f"{n.name}_weighted"))
+    return e.rescaled(n, out.streams, out.exp)
+
+
+def _add(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    coeffs = [e.power(c) for c in n.attrs["coeffs"]]
+    const = e.power(n.attrs["const"]) if n.attrs["const"] else 0.0
+    packed = e.call(runtime.add, [v.exp for v in ins], [list(v.streams) for v in ins], coeffs,
+                    const, name=f"{n.name}_sum")
+    out = e.unpack(packed, [*e.stream_names(n.name), f"{n.name}_exp"])
+    return _Value(tuple(out[:-1]), out[-1])
+
+
+def _concat(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    packed = e.call(runtime.cat, [v.exp for v in ins], [list(v.streams) for v in ins],
+                    n.attrs["dim"], name=f"{n.name}_cat")
+    out = e.unpack(packed, [*e.stream_names(n.name), f"{n.name}_exp"])
+    return _Value(tuple(out[:-1]), out[-1])
+
+
+def _reshape(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
+    a = n.attrs
+    fn = a["fn"]
+    if fn == "view":
+        return e.map(n, ins[0], lambda x: e.method("reshape", x, (1, *n.shape), name=n.name))
+    if fn == "permute":
+        return e.map(n, ins[0], lambda x: e.method("permute", x, a["dims"], name=n.name))
+    if fn == "getitem":
+        return e.map(n, ins[0], lambda x: e.call(operator.getitem, x, a["index"], name=n.name))
+    return e.map(n, ins[0], lambda x: e.call(F.pad, x, list(a["pad"]), a["mode"], name=n.name))
+
+
+_RULES: dict[str, Callable[[_Emitter, Node, list[_Value], list[Slot]], _Value]] = {
+    "linear": _linear, "affine": _affine, "relu": _relu, "pool": _pool, "add": _add,
+    "concat": _concat, "reshape": _reshape,
+}
+
+
+def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
+             probes: bool = False, class_name: str = "PathNetwork") -> fx.GraphModule:
+    """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
+
+    Args:
+        graph: normalized IR (see `fxpath.passes.normalize`).
+        slots: the coordinate tensors it takes, from `fxpath.lift.slots`.
+        mode: ``"norm"`` (path-norm network) or ``"diff"`` (path-metric network, q = 1).
+        q: the exponent of the l^q path-norm.
+        probes: also return the scaled output of every linear/affine node (norm mode only).
+    """
+    if mode == "diff" and q != 1.0:
+        raise ValueError("the path-metric network is defined for q = 1")
+    e = _Emitter(mode, q)
+    by_node: dict[str, list[Slot]] = {}
+    for s in slots:
+        suffixes = ("",) if mode == "norm" else ("_lo", "_hi")
+        e.args[s.name] = tuple(e.graph.placeholder(f"{s.name}{x}") for x in suffixes)
+        by_node.setdefault(s.node, []).append(s)
+    zero = e.buffer("zero", torch.zeros(()))
+    env: dict[str, _Value] = {}
+    probe_nodes: list[fx.Node] = []
+    for n in graph:
+        if n.op == "input":
+            ones = e.buffer(f"{n.name}_ones", torch.ones((1, *n.shape)))
+            streams = (ones,) if mode == "norm" else (ones, e.call(torch.zeros_like, ones,
+                                                                   name=f"{n.name}_delta"))
+            env[n.name] = _Value(streams, zero)
+            continue
+        if n.op == "output":
+            ins = [env[i] for i in n.inputs]
+            packed = e.call(runtime.output_total, [v.exp for v in ins],
+                            [list(v.streams) for v in ins], name="total")
+            result: tuple[Any, ...] = tuple(e.unpack(packed, [*e.stream_names("total"),
+                                                              "total_exp"]))
+            if probes:
+                result = (*result, probe_nodes)
+            e.graph.output(result)
+            continue
+        env[n.name] = _RULES[n.op](e, n, [env[i] for i in n.inputs], by_node.get(n.name, []))
+        if probes and n.op in ("linear", "affine"):
+            probe_nodes.append(env[n.name].streams[0])
+    e.graph.lint()
+    return fx.GraphModule(e.root, e.graph, class_name)

@@ -1,0 +1,122 @@
+"""Path-lifting coordinates: the effective parameters of the normalized ReLU-DAG.
+
+The path network is written over the DAG's own parameters (its *coordinates*): a conv with a
+folded BatchNorm has weights ``W * s`` and one bias ``s * (c - mean) + b``; a standalone
+BatchNorm has edge weights ``s`` and bias ``t``; a PReLU's negative part has edge weight ``-a``.
+`slots` lists them (static, from the IR); `lift` computes them from the live model parameters
+(differentiably: gradients flow back to the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .ir import BatchNormRef, Graph, Node
+
+__all__ = ["Slot", "lift", "slots"]
+
+Fetch = Callable[[str], Tensor]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One coordinate tensor of the path network.
+
+    Attributes:
+        name: identifier used as the path network's argument name (``layer1_0_conv1_weight``).
+        node: the IR node that reads it.
+        role: ``weight``, ``bias``, ``scale`` or ``shift``.
+        param: the model parameter (state_dict name) whose coordinates these are, entry for
+            entry, or ``None`` when the coordinate is not a parameter of the model (a folded
+            bias of a BatchNorm without ``bias``).
+    """
+
+    name: str
+    node: str
+    role: str
+    param: str | None
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def slots(graph: Graph) -> tuple[Slot, ...]:
+    """The coordinate tensors of the path network, in the order the network takes them."""
+    out: list[Slot] = []
+    for n in graph:
+        base = _ident(n.name)
+        bn: BatchNormRef | None = n.attrs.get("bn")
+        if n.op == "linear":
+            out.append(Slot(f"{base}_weight", n.name, "weight", n.params["weight"]))
+            if bn is not None:
+                out.append(Slot(f"{base}_bias", n.name, "bias", bn.bias or n.params.get("bias")))
+            elif "bias" in n.params:
+                out.append(Slot(f"{base}_bias", n.name, "bias", n.params["bias"]))
+        elif n.op == "affine" and n.attrs["kind"] == "batchnorm":
+            out.append(Slot(f"{base}_scale", n.name, "scale", bn.weight))
+            out.append(Slot(f"{base}_shift", n.name, "shift", bn.bias))
+        elif n.op == "affine":
+            out.append(Slot(f"{base}_scale", n.name, "scale", n.params["weight"]))
+    return tuple(out)
+
+
+def _bn_affine(bn: BatchNormRef, fetch: Fetch) -> tuple[Tensor, Tensor]:
+    """``(s, t)`` of a frozen BatchNorm: ``s = w / sqrt(var + eps)``, ``t = b - mean * s``."""
+    s = torch.rsqrt(fetch(bn.running_var) + bn.eps)
+    if bn.weight is not None:
+        s = s * fetch(bn.weight)
+    t = -fetch(bn.running_mean) * s
+    if bn.bias is not None:
+        t = t + fetch(bn.bias)
+    return s, t
+
+
+def _channel_view(v: Tensor, node: Node) -> Tensor:
+    """A per-channel vector shaped to broadcast over one sample of ``node``'s output."""
+    if len(node.shape) <= 1:
+        return v.reshape(-1)
+    return v.reshape(-1, *([1] * (len(node.shape) - 1)))
+
+
+def _linear(n: Node, fetch: Fetch) -> list[Tensor]:
+    w = fetch(n.params["weight"])
+    c = fetch(n.params["bias"]) if "bias" in n.params else None
+    bn: BatchNormRef | None = n.attrs.get("bn")
+    if bn is None:
+        return [w] if c is None else [w, _channel_view(c, n)]
+    s, t = _bn_affine(bn, fetch)
+    out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
+    shape = [1] * w.dim()
+    shape[out_dim] = -1
+    bias = t if c is None else t + c * s
+    return [w * s.reshape(shape), _channel_view(bias, n)]
+
+
+def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None) -> dict[str, Tensor]:
+    """Compute every coordinate tensor from live parameters (``fetch(state_dict_name)``).
+
+    Returns a dict slot name -> tensor, in `slots` order; signed values (magnitudes are taken
+    by the caller), differentiable w.r.t. what ``fetch`` returns.
+    """
+    order = order or slots(graph)
+    by_node: dict[str, list[Slot]] = {}
+    for slot in order:
+        by_node.setdefault(slot.node, []).append(slot)
+    values: dict[str, Tensor] = {}
+    for node_name, node_slots in by_node.items():
+        n = graph[node_name]
+        if n.op == "linear":
+            tensors = _linear(n, fetch)
+        elif n.attrs["kind"] == "batchnorm":
+            s, t = _bn_affine(n.attrs["bn"], fetch)
+            tensors = [_channel_view(s, n), _channel_view(t, n)]
+        else:  # prelu: the negative part's edge weight is -a
+            tensors = [_channel_view(-fetch(n.params["weight"]), n)]
+        for slot, tensor in zip(node_slots, tensors):
+            values[slot.name] = tensor
+    return values

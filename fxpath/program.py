@@ -1,0 +1,280 @@
+"""`PathProgram`: a model traced, normalized and compiled once; path quantities on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch import Tensor
+
+from .codegen import generate
+from .errors import FxPathError
+from .ir import Graph
+from .lift import Slot, lift, slots
+from .lower import has_rule, lower
+from .passes import normalize
+from .results import PathMetric, PathNorm, log2_of
+from .tracer import trace
+
+__all__ = ["ParamSource", "PathProgram", "as_shapes"]
+
+Params = nn.Module | Mapping[str, Tensor]
+
+
+def as_shapes(input_shape: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Normalize ``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]`` to a list of shapes."""
+    if len(input_shape) and all(isinstance(s, (tuple, list, torch.Size)) for s in input_shape):
+        return [tuple(int(d) for d in s) for s in input_shape]
+    return [tuple(int(d) for d in input_shape)]
+
+
+class ParamSource:
+    """Reads the live tensors behind state_dict names from a model or a state dict.
+
+    A parameter pruned with ``torch.nn.utils.prune`` is read as ``<name>_orig * <name>_mask``,
+    so the value is current even when the module's forward has not run since the last update.
+    """
+
+    def __init__(self, params: Params, names: Sequence[str]) -> None:
+        self._get: dict[str, tuple[Tensor, ...]] = {}
+        for name in names:
+            self._get[name] = self._resolve(params, name)
+
+    @staticmethod
+    def _resolve(params: Params, name: str) -> tuple[Tensor, ...]:
+        if isinstance(params, nn.Module):
+            path, _, attr = name.rpartition(".")
+            try:
+                owner = params.get_submodule(path)
+            except AttributeError as exc:
+                raise FxPathError(f"the model has no submodule {path!r} (needed for {name})") \
+                    from exc
+            if hasattr(owner, f"{attr}_orig") and hasattr(owner, f"{attr}_mask"):
+                return getattr(owner, f"{attr}_orig"), getattr(owner, f"{attr}_mask")
+            value = getattr(owner, attr, None)
+        else:
+            if f"{name}_orig" in params and f"{name}_mask" in params:
+                return params[f"{name}_orig"], params[f"{name}_mask"]
+            value = params.get(name)
+        if not isinstance(value, Tensor):
+            raise FxPathError(f"parameter {name!r} not found or not a tensor; the two parameter "
+                              "sets must come from the same architecture")
+        return (value,)
+
+    def version(self) -> tuple[tuple[int, int], ...]:
+        """Identity and version counter of every tensor read: changes on any in-place update."""
+        return tuple((id(t), t._version) for ts in self._get.values() for t in ts)
+
+    def requires_grad(self) -> bool:
+        """Whether any tensor read requires grad."""
+        return any(t.requires_grad for ts in self._get.values() for t in ts)
+
+    def fetch(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The current value of ``name`` in ``dtype`` on ``device``."""
+        ts = self._get[name]
+        value = ts[0] if len(ts) == 1 else ts[0] * ts[1]
+        return value.to(device=device, dtype=dtype)
+
+
+@dataclass
+class _Cache:
+    key: Any
+    values: dict[str, Tensor]
+
+
+class PathProgram:
+    """A model compiled for path analysis: trace and passes run once, path networks on demand.
+
+    The program holds no copy of the parameters: every call reads the model's live tensors
+    (so it stays correct after optimizer steps), caching the coordinate magnitudes between
+    calls until some parameter's version counter changes.
+
+    Example:
+        >>> prog = fxpath.compile(torchvision.models.resnet18().eval(), (3, 224, 224))
+        >>> prog.path_norm(q=1).log10
+    """
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
+                 *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 fold_bn: bool = True, compile: bool = False, debug: bool = False) -> None:
+        if model.training:
+            raise FxPathError("fxpath analyses the frozen (eval-mode) network: call model.eval() "
+                              "first (BatchNorm must use its running statistics)")
+        self.model = model
+        self.input_shapes = as_shapes(input_shape)
+        self.dtype = dtype
+        first = next(iter(model.parameters()), None)
+        self.device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+        self.use_compile = compile
+        self.traced: fx.GraphModule = trace(model, self.input_shapes, has_rule=has_rule)
+        self.graph: Graph = normalize(lower(self.traced), fold_bn=fold_bn, debug=debug)
+        self.slots: tuple[Slot, ...] = slots(self.graph)
+        self._source = ParamSource(model, self.graph.param_names())
+        self._networks: dict[tuple[str, float, bool], Any] = {}
+        self._cache: dict[float, _Cache] = {}
+
+    # -- building blocks ----------------------------------------------------------------------
+    def path_network(self, q: float = 1.0, *, mode: str = "norm",
+                     probes: bool = False) -> fx.GraphModule:
+        """The generated path network (a GraphModule; print ``.code`` to read it)."""
+        key = (mode, float(q), probes)
+        if key not in self._networks:
+            gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes)
+            gm = gm.to(device=self.device, dtype=self.dtype)
+            self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
+        return self._networks[key]
+
+    def coordinates(self, params: Params | None = None) -> dict[str, Tensor]:
+        """The signed path-lifting coordinates (effective DAG parameters), by slot name."""
+        source = self._source if params is None else ParamSource(params,
+                                                                 self.graph.param_names())
+        return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots)
+
+    def magnitudes(self, q: float = 1.0) -> list[Tensor]:
+        """``|coordinate|^q`` of the live model, cached until a parameter changes."""
+        key = (self._source.version(), self.dtype, self.device)
+        hit = self._cache.get(q)
+        if hit is not None and hit.key == key and not torch.is_grad_enabled():
+            return list(hit.values.values())
+        values = {k: _power(v, q) for k, v in self.coordinates().items()}
+        if not torch.is_grad_enabled():
+            self._cache[q] = _Cache(key, values)
+        return list(values.values())
+
+    # -- path-norms ---------------------------------------------------------------------------
+    def path_norm(self, q: float = 1.0, *, differentiable: bool = False) -> PathNorm:
+        """The l^q path-norm ``||Phi(theta)||_q`` of the model (one pass of the path network).
+
+        Args:
+            q: exponent, ``q >= 1`` in the theory (any ``q > 0`` is computed).
+            differentiable: also return ``log ||Phi||_q`` as a tensor with gradients to the
+                model's parameters (for regularization); otherwise runs under ``no_grad``.
+        """
+        if q <= 0:
+            raise FxPathError(f"q must be positive, got {q}")
+        with torch.set_grad_enabled(differentiable):
+            total, exp = self.path_network(q)(*self.magnitudes(q))
+        log2 = log2_of(float(total), float(exp)) / q
+        log_tensor = None
+        if differentiable:
+            log_tensor = (torch.log(total) + exp * torch.log(torch.tensor(2.0,
+                          dtype=total.dtype, device=total.device))) / q
+        return PathNorm(float(q), log2, log_tensor)
+
+    # -- path-metric --------------------------------------------------------------------------
+    @torch.no_grad()
+    def path_metric(self, other: Params, *, base: Params | None = None) -> PathMetric:
+        """The l^1 path-metric between the model (or ``base``) and ``other`` (same architecture).
+
+        Exact when one parameter set dominates the other with the same signs; otherwise a
+        certified upper bound (PATHS.md section 4).
+        """
+        a = self.coordinates(base)
+        b = self.coordinates(other)
+        norm = self._norm_of(a)
+        same = all(bool((a[k] * b[k] >= 0).all()) for k in a)
+        if same:
+            log2, exact = self._metric_same_sign(a, b)
+            return PathMetric(log2, exact, norm)
+        mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
+        first, _ = self._metric_same_sign(a, mid)   # mid is dominated by a: exact
+        second, _ = self._metric_same_sign(mid, b)
+        return PathMetric(_log2_add(first, second), False, norm)
+
+    def _norm_of(self, coords: Mapping[str, Tensor]) -> PathNorm:
+        total, exp = self.path_network(1.0)(*(v.abs() for v in coords.values()))
+        return PathNorm(1.0, log2_of(float(total), float(exp)))
+
+    def _metric_same_sign(self, a: Mapping[str, Tensor],
+                          b: Mapping[str, Tensor]) -> tuple[float, bool]:
+        hi, lo = [], []
+        a_dominates = b_dominates = True
+        for k in a:
+            x, y = a[k].abs(), b[k].abs()
+            a_dominates = a_dominates and bool((y <= x).all())
+            b_dominates = b_dominates and bool((x <= y).all())
+            hi.append(torch.maximum(x, y))
+            lo.append(torch.minimum(x, y))
+        args = [t for pair in zip(lo, hi) for t in pair]
+        _, delta, exp = self.path_network(1.0, mode="diff")(*args)
+        return log2_of(float(delta), float(exp)), a_dominates or b_dominates
+
+    # -- path-magnitude scores ----------------------------------------------------------------
+    def path_magnitude(self, *, neurons: bool = False) -> dict[str, Tensor]:
+        """Path-magnitude scores ``s_i / ||Phi||_1`` for every parameter that is a coordinate.
+
+        Keyed by state_dict name (``<name>`` for a pruned ``<name>_orig``), shaped like the
+        parameter, in [0, 1]: the fraction of the l^1 path mass through each entry. A bias
+        folded with a BatchNorm is reported under the BatchNorm's ``bias`` name (it is one
+        coordinate, ``s * (c - mean) + b``). With ``neurons=True``, returns the path mass
+        fraction of every output channel of every conv/linear/BatchNorm instead, keyed by
+        module path.
+        """
+        leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
+        with torch.enable_grad():
+            total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
+            targets = list(probes) if neurons else leaves
+            grads = torch.autograd.grad(total, targets, allow_unused=True)
+        if neurons:
+            return self._neuron_mass(probes, grads, total.detach())
+        scores: dict[str, Tensor] = {}
+        for slot, a, g in zip(self.slots, leaves, grads):
+            if slot.param is None:
+                continue
+            frac = (a.detach() * (g if g is not None else torch.zeros_like(a))) / total.detach()
+            shape = _param_shape(self._source, slot.param)
+            scores[slot.param] = frac.reshape(shape)
+        return scores
+
+    def magnitudes_detached(self) -> list[Tensor]:
+        """``|coordinate|`` (q = 1) of the live model, without autograd history."""
+        with torch.no_grad():
+            return self.magnitudes(1.0)
+
+    def _neuron_mass(self, probes: Sequence[Tensor], grads: Sequence[Tensor | None],
+                     total: Tensor) -> dict[str, Tensor]:
+        owners = [n for n in self.graph if n.op in ("linear", "affine")]
+        out: dict[str, Tensor] = {}
+        for node, h, g in zip(owners, probes, grads):
+            if node.op == "affine" and node.attrs["kind"] == "prelu":
+                continue
+            mass = (h.detach() * g) if g is not None else torch.zeros_like(h)
+            dims = [d for d in range(mass.dim()) if d != _channel_dim(node)]
+            per_channel = (mass.sum(dims) if dims else mass) / total
+            out[_owner_name(node)] = per_channel
+        return out
+
+
+def _power(v: Tensor, q: float) -> Tensor:
+    a = v.abs()
+    return a if q == 1.0 else a.pow(q)
+
+
+def _log2_add(x: float, y: float) -> float:
+    """log2(2**x + 2**y) without overflow."""
+    top = max(x, y)
+    if top == -float("inf"):
+        return top
+    return top + torch.log2(torch.tensor(2.0 ** (x - top) + 2.0 ** (y - top),
+                                         dtype=torch.float64)).item()
+
+
+def _param_shape(source: ParamSource, name: str) -> torch.Size:
+    return source._get[name][0].shape
+
+
+def _channel_dim(node: Any) -> int:
+    if node.op == "linear" and node.attrs["kind"] == "dense":
+        return 1 + len(node.shape) - 1  # batched: features are the last dimension
+    return 1
+
+
+def _owner_name(node: Any) -> str:
+    if node.op == "linear":
+        return node.params["weight"].rpartition(".")[0]
+    return node.attrs["bn"].running_mean.rpartition(".")[0]

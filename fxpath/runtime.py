@@ -1,0 +1,119 @@
+"""Scale tracking: the small functions the generated path networks call.
+
+Path-network values overflow any float type (ResNet-152's l^1 path-norm is about 1e222), so
+every value is carried as ``(mantissa, exponent)`` with ``value = mantissa * 2**exponent``:
+after each layer the mantissa is divided by a power of two chosen from its largest entry.
+Multiplying by a power of two is exact in binary floating point, so scale tracking adds no
+rounding error at all; the exponent is a 0-dim tensor (no host sync, CUDA-graph friendly).
+
+The scale factors are computed from detached values: they are constants to autograd, so the
+gradient of the scaled output is the gradient of the true output times a constant, and
+``a * grad / output`` (path mass fractions) is exact.
+
+Functions taking ``*streams`` work on one stream (path-norms) or on the pair
+``(lo, delta)`` of the path-metric network, which share one exponent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["add", "cat", "exponent_of", "output_total", "rescale", "rescale_with_bias",
+           "window_sum"]
+
+_AVG = {2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def exponent_of(m: Tensor) -> Tensor:
+    """The exponent k with ``m * 2**-k`` in [0.5, 1) (0 for m == 0), as m's dtype."""
+    return torch.frexp(m).exponent.to(m.dtype)
+
+
+def _peak(streams: Sequence[Tensor]) -> Tensor:
+    total = streams[0] if len(streams) == 1 else sum(streams)
+    return total.detach().amax()
+
+
+def rescale(exp: Tensor, *streams: Tensor) -> tuple[Tensor, ...]:
+    """Renormalize ``streams`` (value ``s * 2**exp``): returns ``(*scaled, new_exp)``."""
+    k = exponent_of(_peak(streams))
+    f = torch.exp2(-k)
+    return (*(s * f for s in streams), exp + k)
+
+
+def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor],
+                      biases: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """``s * 2**exp + b`` for each stream/bias pair, renormalized to one shared exponent."""
+    k_in = exp + exponent_of(_peak(streams))
+    k_b = exponent_of(_peak(biases))
+    new = torch.maximum(k_in, k_b)
+    f, g = torch.exp2(exp - new), torch.exp2(-new)
+    return (*(s * f + b * g for s, b in zip(streams, biases)), new)
+
+
+def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequence[float],
+        const: float) -> tuple[Tensor, ...]:
+    """``sum_k coeffs[k] * x_k + const`` per stream (non-negative coefficients), renormalized.
+
+    ``inputs[k]`` holds the streams of the k-th operand, with exponent ``exps[k]``; the constant
+    (a bias of these identity neurons) goes into the first stream only.
+    """
+    top = exps[0]
+    for e in exps[1:]:
+        top = torch.maximum(top, e)
+    if const:
+        top = top.clamp(min=float(math.frexp(const)[1]))
+    n = len(inputs[0])
+    out = []
+    for i in range(n):
+        acc = None
+        for e, x, c in zip(exps, inputs, coeffs):
+            term = x[i] * (torch.exp2(e - top) * c)
+            acc = term if acc is None else acc + term
+        if const and i == 0:
+            acc = acc + const * torch.exp2(-top)
+        out.append(acc)
+    return rescale(top, *out)
+
+
+def cat(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], dim: int) -> tuple[Tensor, ...]:
+    """Concatenate operands along ``dim`` per stream after aligning their exponents."""
+    top = exps[0]
+    for e in exps[1:]:
+        top = torch.maximum(top, e)
+    n = len(inputs[0])
+    out = [torch.cat([x[i] * torch.exp2(e - top) for e, x in zip(exps, inputs)], dim)
+           for i in range(n)]
+    return (*out, top)
+
+
+def output_total(exps: Sequence[Tensor], outputs: Sequence[Sequence[Tensor]]) -> tuple[Tensor, ...]:
+    """Sum of all output neurons of all outputs, per stream: ``(*totals, exponent)``."""
+    top = exps[0]
+    for e in exps[1:]:
+        top = torch.maximum(top, e)
+    n = len(outputs[0])
+    totals = []
+    for i in range(n):
+        acc = None
+        for e, x in zip(exps, outputs):
+            term = x[i].sum() * torch.exp2(e - top)
+            acc = term if acc is None else acc + term
+        totals.append(acc)
+    return (*totals, top)
+
+
+def window_sum(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int], ceil_mode: bool) -> torch.Tensor:
+    """Sum of each pooling window's real inputs (zero padding), PyTorch's window placement."""
+    nd = len(kernel)
+    if nd == 1:  # avg_pool1d has no divisor_override: go through 2-D
+        out = F.avg_pool2d(x.unsqueeze(-2), (1, kernel[0]), (1, stride[0]), (0, padding[0]),
+                           ceil_mode, True, 1)
+        return out.squeeze(-2)
+    return _AVG[nd](x, kernel, stride, padding, ceil_mode, True, 1)
