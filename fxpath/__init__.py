@@ -10,10 +10,12 @@ from __future__ import annotations
 from .api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
 from .errors import FxPathError, TraceError, UnsupportedModelError, UnsupportedOp
 from .program import PathProgram
+from .prune import PruneReport, prune
+from .rescale import rescale
 from .results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["FxPathError", "PathMetric", "PathNorm", "PathProgram", "TraceError",
+__all__ = ["FxPathError", "PathMetric", "PathNorm", "PathProgram", "PruneReport", "TraceError",
            "UnsupportedModelError", "UnsupportedOp", "compile", "lipschitz_bound",
-           "path_magnitude", "path_metric", "path_norm"]
+           "path_magnitude", "path_metric", "path_norm", "prune", "rescale"]

@@ -40,23 +40,31 @@ class ParamSource:
     """
 
     def __init__(self, params: Params, names: Sequence[str]) -> None:
-        self._get: dict[str, tuple[Tensor, ...]] = {}
+        self._params = params
+        self.names = tuple(names)
+        self._owners: dict[str, tuple[Any, str]] = {}
         for name in names:
-            self._get[name] = self._resolve(params, name)
-
-    @staticmethod
-    def _resolve(params: Params, name: str) -> tuple[Tensor, ...]:
-        if isinstance(params, nn.Module):
             path, _, attr = name.rpartition(".")
-            try:
-                owner = params.get_submodule(path)
-            except AttributeError as exc:
-                raise FxPathError(f"the model has no submodule {path!r} (needed for {name})") \
-                    from exc
-            if hasattr(owner, f"{attr}_orig") and hasattr(owner, f"{attr}_mask"):
-                return getattr(owner, f"{attr}_orig"), getattr(owner, f"{attr}_mask")
+            if isinstance(params, nn.Module):
+                try:
+                    owner: Any = params.get_submodule(path)
+                except AttributeError as exc:
+                    raise FxPathError(f"the model has no submodule {path!r} (needed for "
+                                      f"{name}); the parameter sets must share one "
+                                      "architecture") from exc
+                self._owners[name] = (owner, attr)
+            self.tensors(name)  # fail early on a missing parameter
+
+    def tensors(self, name: str) -> tuple[Tensor, ...]:
+        """The tensors behind ``name``: ``(value,)`` or ``(orig, mask)`` for a pruned one."""
+        if isinstance(self._params, nn.Module):
+            owner, attr = self._owners[name]
+            orig, mask = getattr(owner, f"{attr}_orig", None), getattr(owner, f"{attr}_mask", None)
+            if orig is not None and mask is not None:
+                return orig, mask
             value = getattr(owner, attr, None)
         else:
+            params = self._params
             if f"{name}_orig" in params and f"{name}_mask" in params:
                 return params[f"{name}_orig"], params[f"{name}_mask"]
             value = params.get(name)
@@ -67,15 +75,17 @@ class ParamSource:
 
     def version(self) -> tuple[tuple[int, int], ...]:
         """Identity and version counter of every tensor read: changes on any in-place update."""
-        return tuple((id(t), t._version) for ts in self._get.values() for t in ts)
+        return tuple((id(t), t._version) for name in self.names
+                     for t in self.tensors(name))
 
     def requires_grad(self) -> bool:
         """Whether any tensor read requires grad."""
-        return any(t.requires_grad for ts in self._get.values() for t in ts)
+        return any(t.requires_grad for name in self.names
+                   for t in self.tensors(name))
 
     def fetch(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
         """The current value of ``name`` in ``dtype`` on ``device``."""
-        ts = self._get[name]
+        ts = self.tensors(name)
         value = ts[0] if len(ts) == 1 else ts[0] * ts[1]
         return value.to(device=device, dtype=dtype)
 
@@ -265,7 +275,7 @@ def _log2_add(x: float, y: float) -> float:
 
 
 def _param_shape(source: ParamSource, name: str) -> torch.Size:
-    return source._get[name][0].shape
+    return source.tensors(name)[0].shape
 
 
 def _channel_dim(node: Any) -> int:

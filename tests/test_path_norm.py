@@ -1,0 +1,63 @@
+"""Path-norms against brute-force path enumeration and the reference magnitudes."""
+
+from __future__ import annotations
+
+import math
+
+import bruteforce as bf
+import pytest
+import torch
+import torchvision
+
+import fxpath
+
+
+@pytest.mark.parametrize("name", sorted(bf.ALL_FACTORIES))
+@pytest.mark.parametrize("q", [1.0, 2.0, 4.0])
+def test_matches_path_enumeration(name: str, q: float) -> None:
+    module, shape, build = bf.ALL_FACTORIES[name]()
+    expected = bf.path_norm(build(module), q)
+    got = fxpath.compile(module, shape, dtype=torch.float64, fold_bn=module.fold_bn).path_norm(q)
+    assert got.value == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_folding_convention(fold: bool) -> None:
+    """Folded BN (one combined bias) gives a smaller norm than separate conv and BN biases."""
+    folded = bf.conv_bn(fold=True)
+    separate = bf.conv_bn(fold=False)
+    assert bf.path_norm_dp(folded.build(folded.module)) < bf.path_norm_dp(
+        separate.build(separate.module))
+    case = folded if fold else separate
+    got = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
+                         fold_bn=fold).path_norm()
+    assert got.value == pytest.approx(bf.path_norm_dp(case.build(case.module)), rel=1e-10)
+
+
+@pytest.mark.parametrize("arch, l1, l2", [
+    ("resnet18", 6.282851162e30, 512.0112247),
+    ("vgg11", 1.087326398e23, 726.3537153),
+])
+def test_reference_magnitudes(arch: str, l1: float, l2: float) -> None:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)().eval()
+    prog = fxpath.compile(model, (3, 224, 224), dtype=torch.float64)
+    assert prog.path_norm(1).value == pytest.approx(l1, rel=1e-9)
+    assert prog.path_norm(2).value == pytest.approx(l2, rel=1e-9)
+
+
+def test_pathnorm_fields() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    pn = fxpath.path_norm(model.eval(), (4,))
+    assert float(pn) == pn.value
+    assert pn.log10 == pytest.approx(math.log10(pn.value), rel=1e-12)
+    zero = torch.nn.Linear(4, 2, bias=False).eval()
+    torch.nn.init.zeros_(zero.weight)
+    assert fxpath.path_norm(zero, (4,)).value == 0.0
+
+
+def test_multiple_outputs_are_one_output_layer() -> None:
+    case = bf.concat_net()
+    assert fxpath.compile(case.module, case.input_shape, dtype=torch.float64).path_norm().value \
+        == pytest.approx(bf.path_norm(case.build(case.module)), rel=1e-10)
