@@ -3,8 +3,8 @@
 An avg-pool output neuron j has edges of weight ``1/divisor_j`` from the real (non-padding)
 inputs of its window; ``divisor_j`` depends on ``count_include_pad``, ``ceil_mode`` and
 ``divisor_override``. Rather than re-deriving PyTorch's rules, the coefficients are read off
-PyTorch's own pooling applied to an all-ones map (float64): ``coeff = avg(1) / sum(1)``, where
-``sum`` is the same window with divisor 1. Max-pooling becomes k-max-pooling neurons whose
+PyTorch's own pooling applied to an all-ones map (float64): the divisor is ``sum(1) / avg(1)``
+(rounded: divisors are integers), where ``sum`` is the same window with divisor 1. Max-pooling becomes k-max-pooling neurons whose
 edges have weight 1. Adaptive and global (mean/sum) pools likewise.
 """
 
@@ -44,7 +44,8 @@ def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:
             avg = _AVG[nd](ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"],
                            a["count_include_pad"], a["divisor_override"])
         total = window_sum(ones, a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
-        attrs["coeff"] = (avg / total)[0]
+        # divisors are integers: round away the division's last-bit error, then invert
+        attrs["coeff"] = 1.0 / torch.round(total / avg)[0]
     return node.replace(op="pool", attrs=attrs)
 
 

@@ -26,3 +26,29 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     torch.set_num_threads(int(os.environ.get("FXPATH_TEST_THREADS", "2")))
+
+
+def lowered(model: torch.nn.Module, shape: tuple[int, ...]):
+    """The IR of ``model`` straight from the lowering, before any pass."""
+    from fxpath.lower import has_rule, lower
+    from fxpath.tracer import trace
+
+    return lower(trace(model, [shape], has_rule=has_rule))
+
+
+def assert_same_function(graph, model: torch.nn.Module, shape: tuple[int, ...],
+                         batch: int = 3, seed: int = 0) -> None:
+    """The IR, run as a network by the reference interpreter, computes ``model``'s outputs."""
+    from torch.utils._pytree import tree_leaves
+
+    from fxpath.interpret import run
+
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(model.parameters()).dtype
+    x = torch.randn((batch, *shape), generator=gen, dtype=dtype)
+    with torch.no_grad():
+        want = [t for t in tree_leaves(model(x)) if isinstance(t, torch.Tensor)]
+        got = run(graph, model, x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
