@@ -169,7 +169,7 @@ class PathProgram:
             raise FxPathError(f"q must be positive, got {q}")
         with torch.set_grad_enabled(differentiable):
             total, exp = self.path_network(q)(*self.magnitudes(q))
-        log2 = log2_of(float(total), float(exp)) / q
+        log2 = log2_of(float(total.detach()), float(exp)) / q
         log_tensor = None
         if differentiable:
             log_tensor = (torch.log(total) + exp * torch.log(torch.tensor(2.0,

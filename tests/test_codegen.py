@@ -1,0 +1,101 @@
+"""The generated path network: readable, exact scale tracking, live parameters, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+import fxpath
+
+
+class DeepResidual(torch.nn.Module):
+    """h <- h + relu(W_k h), ``depth`` times, then a linear read-out: far beyond float64."""
+
+    def __init__(self, depth: int, width: int) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(width, width, bias=False)
+                                          for _ in range(depth))
+        self.head = torch.nn.Linear(width, 1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = h + torch.relu(block(h))
+        return self.head(h)
+
+
+def _log10_layer_by_layer(model: DeepResidual, width: int) -> float:
+    """Independent float64 evaluation of the path network with explicit log-space scaling."""
+    h = torch.ones(width, dtype=torch.float64)
+    log10_scale = 0.0
+    for block in model.blocks:
+        h = h + block.weight.detach().double().abs() @ h
+        top = h.max()
+        h, log10_scale = h / top, log10_scale + math.log10(top.item())
+    return math.log10((model.head.weight.detach().double().abs() @ h).sum().item()) + log10_scale
+
+
+def test_generated_code_is_readable() -> None:
+    prog = fxpath.compile(torchvision.models.resnet18(num_classes=10).eval(), (3, 32, 32))
+    code = prog.path_network(1.0).code
+    assert "def forward(self, conv1_weight, conv1_bias" in code
+    assert "torch.conv2d(x_ones, conv1_weight" in code
+    assert "relu" not in code  # ReLUs are identities in the path network
+    assert "window_sum" in code  # the max-pool is a windowed sum
+    assert len(code.splitlines()) < 400
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_beyond_float64_deep_residual(dtype: torch.dtype) -> None:
+    depth, width = 1000, 8
+    torch.manual_seed(0)
+    model = DeepResidual(depth, width).eval()
+    with torch.no_grad():
+        for b in model.blocks:
+            b.weight.fill_(1.0)
+        model.head.weight.fill_(1.0)
+    pn = fxpath.path_norm(model, (width,), dtype=dtype)
+    closed_form = math.log10(width) + depth * math.log10(1 + width)  # ones: (I + J) ** depth
+    assert closed_form > 308  # beyond float64
+    assert pn.value == math.inf and math.isfinite(pn.log10)
+    assert pn.log10 == pytest.approx(closed_form, rel=1e-5)
+    torch.manual_seed(1)
+    random = DeepResidual(depth, width).eval()
+    expected = _log10_layer_by_layer(random, width)
+    assert fxpath.path_norm(random, (width,), dtype=dtype).log10 == pytest.approx(expected,
+                                                                                  rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50",
+                                  pytest.param("resnet152", marks=pytest.mark.slow)])
+def test_float32_agrees_with_float64(arch: str) -> None:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)().eval()
+    shape = (3, 224, 224)
+    a = fxpath.compile(model, shape, dtype=torch.float32)
+    b = fxpath.compile(model, shape, dtype=torch.float64)
+    for q in (1.0, 2.0):
+        assert a.path_norm(q).log10 == pytest.approx(b.path_norm(q).log10, rel=1e-5)
+        assert a.path_norm(q).value == pytest.approx(b.path_norm(q).value, rel=1e-5)
+    if arch == "resnet152":
+        assert b.path_norm(1).value > 1e200
+
+
+def test_live_parameters_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    prog = fxpath.compile(model, (3, 32, 32))
+    before = prog.path_norm().log10
+    assert prog.path_norm().log10 == before  # cached magnitudes
+    pn = prog.path_norm(differentiable=True)
+    pn.log_tensor.backward()
+    assert model.conv1.weight.grad is not None and model.conv1.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # an optimizer step in place: the same program sees it
+        for p in model.parameters():
+            p.mul_(1.1)
+    after = prog.path_norm().log10
+    assert after != before
+    assert after == pytest.approx(fxpath.path_norm(model, (3, 32, 32)).log10, rel=1e-6)
+    assert math.exp(pn.log_tensor.item()) == pytest.approx(10 ** before, rel=1e-5)
