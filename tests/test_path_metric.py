@@ -1,0 +1,132 @@
+"""The l^1 path-metric and the Lipschitz bound: exact on pruned pairs, never violated."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import bruteforce as bf
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fxpath
+
+FACTORIES = ["mlp_with_bias", "conv_bn_fold", "conv_bn_nofold", "residual_add_fold", "pools", "bn_after_concat",
+             "activations_relu6", "activations_leaky", "activations_prelu"]
+EXAMPLES = int(os.environ.get("FXPATH_HYPOTHESIS_EXAMPLES", "150"))
+_PROGRAMS: dict[str, tuple] = {}
+
+
+def _case(name: str):
+    if name not in _PROGRAMS:
+        case = bf.ALL_FACTORIES[name]()
+        prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
+                              fold_bn=case.module.fold_bn)
+        _PROGRAMS[name] = (case, prog)
+    return _PROGRAMS[name]
+
+
+def _perturb(module: torch.nn.Module, kind: str, seed: int) -> torch.nn.Module:
+    """A twin of ``module``: pruned, shrunk, same-sign rescaled, or with signs flipped.
+
+    Pruning and shrinking touch conv/linear weights only: shrinking a BatchNorm bias can grow
+    the folded bias ``s * (c - mean) + b``, so the pair would not be dominated.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    twin = copy.deepcopy(module)
+    dominated = kind in ("prune", "shrink")
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            owner = twin.get_submodule(name.rpartition(".")[0])
+            if dominated and not (name.endswith("weight") and isinstance(
+                    owner, (torch.nn.Conv2d, torch.nn.Linear))):
+                continue
+            u = torch.rand(p.shape, generator=gen, dtype=p.dtype)
+            if kind == "prune":
+                p.mul_((u > 0.4).to(p.dtype))
+            elif kind == "shrink":  # rounding toward zero: dominated, same signs
+                p.mul_(u)
+            elif kind == "same_sign":
+                p.mul_(2 * u)
+            else:
+                flip = torch.where(u < 0.3, -1.0, 1.0).to(p.dtype)
+                p.mul_(flip * (0.5 + u))
+    return twin
+
+
+def test_factory_names_exist() -> None:
+    assert set(FACTORIES) <= set(bf.ALL_FACTORIES)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("kind", ["prune", "shrink"])
+def test_dominated_pairs_are_exact(name: str, kind: str) -> None:
+    case, prog = _case(name)
+    for seed in range(3):
+        twin = _perturb(case.module, kind, seed)
+        metric = prog.path_metric(twin)
+        assert metric.exact
+        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        assert metric.value == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("kind", ["same_sign", "mixed_sign"])
+def test_other_pairs_get_a_certified_upper_bound(name: str, kind: str) -> None:
+    case, prog = _case(name)
+    for seed in range(3):
+        twin = _perturb(case.module, kind, seed)
+        metric = prog.path_metric(twin)
+        assert not metric.exact
+        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        assert metric.value >= expected * (1 - 1e-12)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(FACTORIES),
+       kind=st.sampled_from(["prune", "shrink", "same_sign", "mixed_sign"]),
+       seed=st.integers(0, 10_000), log_scale=st.floats(-3.0, 4.0))
+def test_lipschitz_bound_is_never_violated(name: str, kind: str, seed: int,
+                                           log_scale: float) -> None:
+    case, prog = _case(name)
+    twin = _perturb(case.module, kind, seed)
+    d = prog.path_metric(twin).value
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((8, *case.input_shape), generator=gen, dtype=torch.float64)
+    x = x * 10.0 ** log_scale
+    with torch.no_grad():
+        ra, rb = case.module(x), twin(x)
+    ra = torch.cat([t.flatten(1) for t in (ra if isinstance(ra, tuple) else (ra,))], 1)
+    rb = torch.cat([t.flatten(1) for t in (rb if isinstance(rb, tuple) else (rb,))], 1)
+    measured = (ra - rb).abs().sum(1)
+    bound = x.flatten(1).abs().amax(1).clamp(min=1.0) * d
+    assert bool((measured <= bound * (1 + 1e-9) + 1e-12).all())
+
+
+def test_lipschitz_bound_api_and_relative_precision() -> None:
+    """A pruned coordinate of a ResNet moves the metric by ~1e-6 of a 1e30 norm: the metric
+    keeps its relative precision in float32 (it is never formed as a difference of norms)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    shape = (3, 32, 32)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.layer2[0].conv1.weight[3, 7, 1, 1] = 0.0
+    m32 = fxpath.path_metric(model, twin, shape)
+    m64 = fxpath.path_metric(model, twin, shape, dtype=torch.float64)
+    assert m32.exact and m64.exact
+    assert m32.relative < 1e-4
+    assert m32.value == pytest.approx(m64.value, rel=1e-5)
+    score = fxpath.path_magnitude(model, shape, dtype=torch.float64)["layer2.0.conv1.weight"]
+    assert m64.relative == pytest.approx(score[3, 7, 1, 1].item(), rel=1e-9)
+    x = torch.randn(5, *shape) * 3
+    bound = fxpath.lipschitz_bound(model, twin, x)
+    assert bound.shape == (5,) and bound.dtype == torch.float64
+    with torch.no_grad():
+        measured = (model(x) - twin(x)).abs().sum(1).double()
+    assert bool((measured <= bound).all())
