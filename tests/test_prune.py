@@ -1,0 +1,78 @@
+"""Pruning through torch.nn.utils.prune with an exact certified path-metric."""
+
+from __future__ import annotations
+
+import copy
+
+import bruteforce as bf
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+import torchvision
+from conftest import randomize_batchnorm
+
+import fxpath
+from fxpath import FxPathError
+
+
+@pytest.fixture(scope="module")
+def resnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_batchnorm(torchvision.models.resnet18(num_classes=10)).eval()
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_sparsity_masks_and_exact_metric(resnet: torch.nn.Module, scope: str) -> None:
+    model = copy.deepcopy(resnet)
+    shape = (3, 32, 32)
+    before = fxpath.path_norm(model, shape, dtype=torch.float64)
+    report = fxpath.prune(model, 0.5, shape, scope=scope)
+    assert report.overall_sparsity == pytest.approx(0.5, abs=1e-4)
+    if scope == "layer":
+        assert all(s == pytest.approx(0.5, abs=0.01) for s in report.sparsity.values())
+    assert hasattr(model.conv1, "weight_orig") and hasattr(model.conv1, "weight_mask")
+    assert float((model.conv1.weight == 0).float().mean()) == report.sparsity["conv1.weight"]
+    assert report.metric.exact
+    after = fxpath.path_norm(model, shape, dtype=torch.float64)
+    assert report.metric.value == pytest.approx(before.value - after.value, rel=1e-4)
+    x = torch.randn(6, *shape) * 4
+    with torch.no_grad():
+        moved = (resnet(x) - model(x)).abs().sum(1).double()
+    bound = x.flatten(1).abs().amax(1).double().clamp(min=1) * report.metric.value
+    assert bool((moved <= bound).all())
+    for name in report.sparsity:
+        module = model.get_submodule(name.rpartition(".")[0])
+        torch_prune.remove(module, "weight")
+    assert not any(k.endswith("_orig") for k in model.state_dict())
+    assert fxpath.path_norm(model, shape, dtype=torch.float64).value == pytest.approx(
+        after.value, rel=1e-12)
+
+
+def test_pruned_metric_equals_enumeration() -> None:
+    case = bf.conv_bn(fold=True)
+    model = copy.deepcopy(case.module)
+    report = fxpath.prune(model, 0.4, case.input_shape, dtype=torch.float64)
+    assert report.metric.exact
+    expected = bf.path_metric(case.build(case.module), case.build(model))
+    assert report.metric.value == pytest.approx(expected, rel=1e-9)
+
+
+def test_iterative_magnitude_and_prunable_options(resnet: torch.nn.Module) -> None:
+    shape = (3, 32, 32)
+    iterative = copy.deepcopy(resnet)
+    report = fxpath.prune(iterative, 0.8, shape, steps=3)
+    assert report.overall_sparsity == pytest.approx(0.8, abs=1e-3) and report.steps == 3
+    only_fc = copy.deepcopy(resnet)
+    report = fxpath.prune(only_fc, 0.3, shape, prunable=["fc.weight"], criterion="magnitude")
+    assert list(report.sparsity) == ["fc.weight"]
+    assert not hasattr(only_fc.conv1, "weight_mask")
+    kept = only_fc.fc.weight[only_fc.fc.weight != 0].abs().min()
+    assert kept >= resnet.fc.weight.abs().flatten().kthvalue(int(0.3 * 5120)).values
+    convs = copy.deepcopy(resnet)
+    report = fxpath.prune(convs, 0.2, shape,
+                          prunable=lambda n, m: isinstance(m, torch.nn.Conv2d))
+    assert "fc.weight" not in report.sparsity and "conv1.weight" in report.sparsity
+    with pytest.raises(FxPathError, match="amount"):
+        fxpath.prune(copy.deepcopy(resnet), 1.5, shape)
+    with pytest.raises(FxPathError, match="criterion"):
+        fxpath.prune(copy.deepcopy(resnet), 0.5, shape, criterion="random")

@@ -1,0 +1,46 @@
+"""Zoo sweep (marker ``zoo``): every timm model either compiles and matches its own function,
+or is refused with `UnsupportedModelError`; never another exception.
+
+``FXPATH_ZOO_SAMPLE=N`` sweeps a fixed random sample of N models (CI), 0 sweeps them all.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import timm
+import torch
+from conftest import assert_same_function
+
+import fxpath
+
+ALL = sorted(timm.list_models())
+SAMPLE = int(os.environ.get("FXPATH_ZOO_SAMPLE", "0"))
+FAMILIES_ALWAYS = ["resnet18", "resnet26d", "densenet121", "vgg11_bn", "mobilenetv2_050",
+                   "regnetx_002", "dla34", "efficientnet_b0", "convnext_atto"]
+NAMES = ALL if SAMPLE <= 0 else sorted(
+    set(FAMILIES_ALWAYS[: max(2, SAMPLE // 2)])
+    | set(random.Random(0).sample(ALL, SAMPLE)))
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", NAMES)
+def test_compiles_or_refuses_cleanly(name: str) -> None:
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=5)
+    except Exception as exc:  # some zoo entries need extra packages or kwargs
+        pytest.skip(f"timm cannot build {name}: {exc}")
+    model = model.double().eval()
+    shape = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    shape = (shape[0], min(shape[1], 96), min(shape[2], 96))
+    try:
+        prog = fxpath.compile(model, shape, dtype=torch.float64)
+    except fxpath.UnsupportedModelError as exc:
+        assert exc.ops and all(op.reason for op in exc.ops)
+        return
+    except fxpath.TraceError as exc:
+        pytest.xfail(f"not traceable by torch.fx: {exc}")
+    assert_same_function(prog.graph, model, shape, batch=2)
+    assert prog.path_norm().log10 > -float("inf")
