@@ -113,19 +113,19 @@ def _step(n: Node, xs: list[Tensor], p: Callable[[str], Tensor],
         return torch.cat(xs, a["dim"])
     if op == "reshape":
         return _reshape(n, xs[0])
-    if op == "relu":
-        return F.relu(xs[0])
-    if op == "identity":
-        return xs[0]
-    if op == "relu6":
-        return F.relu6(xs[0])
-    if op == "hardtanh":
-        return xs[0].clamp(min=a["lo"], max=a["hi"])
-    if op == "leaky_relu":
-        return F.leaky_relu(xs[0], a["slope"])
-    if op == "prelu":
-        return F.prelu(xs[0], p(n.params["weight"]))
+    if op in _ACTIVATIONS:
+        return _ACTIVATIONS[op](n, xs[0], p)
     raise ValueError(f"cannot interpret {n.describe()}")
+
+
+_ACTIVATIONS: dict[str, Callable[[Node, Tensor, Callable[[str], Tensor]], Tensor]] = {
+    "relu": lambda n, x, p: F.relu(x),
+    "identity": lambda n, x, p: x,
+    "relu6": lambda n, x, p: F.relu6(x),
+    "hardtanh": lambda n, x, p: x.clamp(min=n.attrs["lo"], max=n.attrs["hi"]),
+    "leaky_relu": lambda n, x, p: F.leaky_relu(x, n.attrs["slope"]),
+    "prelu": lambda n, x, p: F.prelu(x, p(n.params["weight"])),
+}
 
 
 def run(graph: Graph, model: torch.nn.Module, inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:

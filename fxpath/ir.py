@@ -154,7 +154,7 @@ class Graph:
         return tuple(seen)
 
     def to_networkx(self) -> nx.DiGraph:
-        """A networkx view: one vertex per node (with op, shape, attrs, params), edges = data flow."""
+        """A networkx view: one vertex per node (op, shape, attrs, params); edges = data flow."""
         g = nx.DiGraph()
         for n in self.nodes:
             g.add_node(n.name, op=n.op, shape=n.shape, attrs=dict(n.attrs), params=dict(n.params),
@@ -169,8 +169,9 @@ class Graph:
         lines = []
         for n in self.nodes:
             extra = {k: v for k, v in n.attrs.items() if k != "coeff"}
-            lines.append(f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {list(n.shape)}"
-                         + (f" {extra}" if extra else "") + (f" {dict(n.params)}" if n.params else ""))
+            line = f"{n.name}: {n.op}({', '.join(n.inputs)}) -> {list(n.shape)}"
+            line += f" {extra}" if extra else ""
+            lines.append(line + (f" {dict(n.params)}" if n.params else ""))
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -151,7 +151,11 @@ class _Lowering:
             if any(a in self.value for a in n.all_input_nodes):
                 raise _Refuse(f"produces a non-tensor value ({type(val).__name__}) from "
                               "activations")
-        elif n.op == "call_module":
+        else:
+            self.lower_call(n)
+
+    def lower_call(self, n: fx.Node) -> None:
+        if n.op == "call_module":
             module = self.gm.get_submodule(str(n.target))
             rule = _module_rule(module)
             if rule is None:

@@ -1,12 +1,14 @@
 """The torch.fx front end: trace a model at one concrete input shape.
 
-`trace(model, input_shapes)` runs `torch.fx` symbolic tracing with a twist: every proxy carries a
-meta-device tensor (``node.meta["val"]``) computed as the trace goes, so shapes are known on every node
-and Python control flow on shapes (``if x.shape[-1] < 7``, ``x.view(x.size(0), -1)``) takes the
-branch the real input would. Nothing runs on real data: meta tensors carry no data.
+`trace(model, input_shapes)` runs `torch.fx` symbolic tracing with a twist: every proxy carries
+a meta-device tensor (``node.meta["val"]``) computed as the trace goes, so shapes are known on
+every node and Python control flow on shapes (``if x.shape[-1] < 7``,
+``x.view(x.size(0), -1)``) takes the branch the real input would. Nothing runs on real data.
 
-timm's own FX registrations decide which timm modules stay leaves and which functions are
-auto-wrapped, so timm models trace exactly as timm's feature extractor traces them.
+timm's own FX registrations decide which timm modules are leaves and which functions are
+auto-wrapped. timm marks modules notrace because plain symbolic tracing cannot follow their
+shape-dependent code; with concrete shapes fxpath can, so a timm leaf without an fxpath rule is
+traced through instead of refused.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ An avg-pool output neuron j has edges of weight ``1/divisor_j`` from the real (n
 inputs of its window; ``divisor_j`` depends on ``count_include_pad``, ``ceil_mode`` and
 ``divisor_override``. Rather than re-deriving PyTorch's rules, the coefficients are read off
 PyTorch's own pooling applied to an all-ones map (float64): the divisor is ``sum(1) / avg(1)``
-(rounded: divisors are integers), where ``sum`` is the same window with divisor 1. Max-pooling becomes k-max-pooling neurons whose
-edges have weight 1. Adaptive and global (mean/sum) pools likewise.
+(rounded: divisors are integers), where ``sum`` is the same window with divisor 1.
+Max-pooling becomes k-max-pooling neurons whose edges have weight 1. Adaptive and global
+(mean/sum) pools likewise.
 """
 
 from __future__ import annotations

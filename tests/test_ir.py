@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 import networkx as nx
+import pytest
 import torchvision
 
 import fxpath

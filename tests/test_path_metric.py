@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import fxpath
 
-FACTORIES = ["mlp_with_bias", "conv_bn_fold", "conv_bn_nofold", "residual_add_fold", "pools", "bn_after_concat",
-             "activations_relu6", "activations_leaky", "activations_prelu"]
+FACTORIES = ["mlp_with_bias", "conv_bn_fold", "conv_bn_nofold", "residual_add_fold", "pools",
+             "bn_after_concat", "activations_relu6", "activations_leaky", "activations_prelu"]
 EXAMPLES = int(os.environ.get("FXPATH_HYPOTHESIS_EXAMPLES", "150"))
 _PROGRAMS: dict[str, tuple] = {}
 

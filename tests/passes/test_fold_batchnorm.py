@@ -3,7 +3,6 @@ from __future__ import annotations
 import bruteforce as bf
 import torch
 from conftest import assert_same_function, lowered
-
 from fxpath.passes import fold_batchnorm, remove_identities
 
 

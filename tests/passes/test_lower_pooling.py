@@ -4,7 +4,6 @@ import bruteforce as bf
 import pytest
 import torch
 from conftest import assert_same_function, lowered
-
 from fxpath.passes import lower_pooling, remove_identities
 
 

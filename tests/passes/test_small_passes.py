@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import assert_same_function, lowered
+from fxpath.passes import (
+    PIPELINE,
+    check_supported,
+    eliminate_dead_nodes,
+    normalize,
+    remove_identities,
+)
 
 from fxpath import UnsupportedModelError
-from fxpath.passes import (PIPELINE, check_supported, eliminate_dead_nodes, normalize,
-                           remove_identities)
 
 
 class Branchy(torch.nn.Module):
