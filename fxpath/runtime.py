@@ -53,7 +53,7 @@ def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor],
     k_b = exponent_of(_peak(biases))
     new = torch.maximum(k_in, k_b)
     f, g = torch.exp2(exp - new), torch.exp2(-new)
-    return (*(s * f + b * g for s, b in zip(streams, biases)), new)
+    return (*(torch.addcmul(b * g, s, f) for s, b in zip(streams, biases)), new)
 
 
 def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequence[float],
@@ -73,8 +73,8 @@ def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequ
     for i in range(n):
         acc = None
         for e, x, c in zip(exps, inputs, coeffs):
-            term = x[i] * (torch.exp2(e - top) * c)
-            acc = term if acc is None else acc + term
+            factor = torch.exp2(e - top) * c
+            acc = x[i] * factor if acc is None else torch.addcmul(acc, x[i], factor)
         if const and i == 0:
             acc = acc + const * torch.exp2(-top)
         out.append(acc)
