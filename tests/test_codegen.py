@@ -99,3 +99,12 @@ def test_live_parameters_and_gradients() -> None:
     assert after != before
     assert after == pytest.approx(fxpath.path_norm(model, (3, 32, 32)).log10, rel=1e-6)
     assert math.exp(pn.log_tensor.item()) == pytest.approx(10 ** before, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_option_gives_the_same_norm() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 7 * 7, 4)).eval()
+    compiled = fxpath.compile(model, (3, 16, 16), torch_compile=True).path_norm()
+    assert compiled.value == pytest.approx(fxpath.path_norm(model, (3, 16, 16)).value, rel=1e-6)
