@@ -13,11 +13,13 @@ traced through instead of refused.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch.fx.node import map_arg
 
 from .errors import TraceError
@@ -77,6 +79,10 @@ class _Tracer(fx.Tracer):
         self._inputs = list(inputs)
         self._fake_attrs: dict[str, Any] = {}
         self._running_fake = False
+        self._twins: dict[str, torch.nn.Module] = {}
+        self._param_names: dict[int, str] = {}
+        self._attr_names: dict[int, str] = {}
+        self._attr_nodes: dict[str, fx.Node] = {}
 
     def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx's signature
         if self._running_fake:  # a leaf module runs on fake tensors: no nodes inside it
@@ -86,7 +92,29 @@ class _Tracer(fx.Tracer):
     def getattr(self, attr, attr_val, parameter_proxy_cache):  # noqa: ANN001 - fx's signature
         if self._running_fake:  # parameters read inside a leaf module stay real tensors
             return attr_val
+        if isinstance(attr_val, torch.nn.Parameter):  # O(1) name lookup (fx scans the model)
+            name = self._param_names.get(id(attr_val))
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+                return parameter_proxy_cache[name]
         return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_arg(self, a: Any) -> Any:
+        # parameters and buffers by identity in O(1) (fx scans the whole model per argument)
+        if isinstance(a, torch.Tensor) and id(a) in self._attr_names:
+            name = self._attr_names[id(a)]
+            if name not in self._attr_nodes:
+                self._attr_nodes[name] = self.create_node("get_attr", name, (), {})
+            return self._attr_nodes[name]
+        return super().create_arg(a)
+
+    def trace(self, root, concrete_args=None):  # noqa: ANN001 - fx's signature
+        if isinstance(root, torch.nn.Module):
+            self._param_names = {id(p): n for n, p in root.named_parameters()}
+            self._attr_names = {**{id(b): n for n, b in root.named_buffers()},
+                                **self._param_names}
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         if self._notrace_modules and isinstance(m, self._notrace_modules):
@@ -126,18 +154,30 @@ class _Tracer(fx.Tracer):
             return self._run_fake(node, args, kwargs)
         finally:
             self._running_fake = False
+        self._twins: dict[str, torch.nn.Module] = {}
+        self._param_names: dict[int, str] = {}
+        self._attr_names: dict[int, str] = {}
+        self._attr_nodes: dict[str, fx.Node] = {}
 
     def _run_fake(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and _preserves_shape(self.root, node):
+            return torch.empty_like(first)  # elementwise: skip meta kernels (BN decomposes)
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            return _meta_cat(*args, **kwargs)
         if node.op == "call_function":
             return node.target(*args, **kwargs)
         if node.op == "call_method":
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         if node.op == "call_module":
-            module = self.root.get_submodule(node.target)
-            state = {k: self._fake_attr(f"{node.target}.{k}" if node.target else k)
-                     for k, _ in _tensors(module)}
-            return torch.func.functional_call(module, state, tuple(args), kwargs)
+            return self._meta_twin(str(node.target)).forward(*args, **kwargs)
         return None
+
+    def _meta_twin(self, target: str) -> torch.nn.Module:
+        """A shallow copy of a leaf module whose tensors are meta tensors (no data copied)."""
+        if target not in self._twins:
+            self._twins[target] = _twin(self.root.get_submodule(target), target, self._fake_attr)
+        return self._twins[target]
 
     def _fake_attr(self, target: str) -> Any:
         if target not in self._fake_attrs:
@@ -150,9 +190,44 @@ class _Tracer(fx.Tracer):
         return self._fake_attrs[target]
 
 
-def _tensors(module: torch.nn.Module):
-    yield from module.named_parameters()
-    yield from module.named_buffers()
+_SAME_SHAPE_MODULES = frozenset({
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.ReLU,
+    torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.Hardtanh, torch.nn.Identity, torch.nn.Dropout,
+    torch.nn.Dropout2d, torch.nn.SiLU, torch.nn.GELU, torch.nn.Sigmoid, torch.nn.Hardswish})
+_SAME_SHAPE_FUNCTIONS = frozenset({F.batch_norm, F.relu, torch.relu, F.relu6, F.dropout,
+                                   F.silu, F.gelu, torch.sigmoid, F.hardswish})
+
+
+def _meta_cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """Output of ``torch.cat`` on meta tensors without the (slow, Python) meta kernel."""
+    first = tensors[0]
+    dim = dim % first.dim()
+    if any(t.dim() != first.dim() or t.dtype != first.dtype or
+           t.shape[:dim] + t.shape[dim + 1:] != first.shape[:dim] + first.shape[dim + 1:]
+           for t in tensors):
+        return torch.cat(list(tensors), dim)  # let torch raise its own error
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return first.new_empty(shape)
+
+
+def _preserves_shape(root: torch.nn.Module, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return type(root.get_submodule(str(node.target))) in _SAME_SHAPE_MODULES
+    return node.op == "call_function" and node.target in _SAME_SHAPE_FUNCTIONS
+
+
+def _twin(module: torch.nn.Module, prefix: str,
+          meta: Callable[[str], Any]) -> torch.nn.Module:
+    twin = copy.copy(module)
+    path = f"{prefix}." if prefix else ""
+    twin._parameters = {k: None if v is None else meta(path + k)
+                        for k, v in module._parameters.items()}
+    twin._buffers = {k: None if v is None else meta(path + k)
+                     for k, v in module._buffers.items()}
+    twin._modules = {k: None if v is None else _twin(v, path + k, meta)
+                     for k, v in module._modules.items()}
+    return twin
 
 
 def where(node: fx.Node) -> str:
