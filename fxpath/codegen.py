@@ -240,5 +240,4 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         env[n.name] = _RULES[n.op](e, n, [env[i] for i in n.inputs], by_node.get(n.name, []))
         if probes and n.op in ("linear", "affine"):
             probe_nodes.append(env[n.name].streams[0])
-    e.graph.lint()
     return fx.GraphModule(e.root, e.graph, class_name)

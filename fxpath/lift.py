@@ -83,25 +83,36 @@ def _channel_view(v: Tensor, node: Node) -> Tensor:
     return v.reshape(-1, *([1] * (len(node.shape) - 1)))
 
 
-def _linear(n: Node, fetch: Fetch) -> list[Tensor]:
+def _power(v: Tensor, q: float | None) -> Tensor:
+    if q is None:
+        return v
+    a = v.abs()
+    return a if q == 1.0 else a.pow_(q)
+
+
+def _linear(n: Node, fetch: Fetch, q: float | None) -> list[Tensor]:
     w = fetch(n.params["weight"])
     c = fetch(n.params["bias"]) if "bias" in n.params else None
     bn: BatchNormRef | None = n.attrs.get("bn")
     if bn is None:
-        return [w] if c is None else [w, _channel_view(c, n)]
+        return [_power(w, q)] if c is None else [_power(w, q), _power(_channel_view(c, n), q)]
     s, t = _bn_affine(bn, fetch)
     out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
     shape = [1] * w.dim()
     shape[out_dim] = -1
-    bias = t if c is None else t + c * s
-    return [w * s.reshape(shape), _channel_view(bias, n)]
+    bias = _power(_channel_view(t if c is None else t + c * s, n), q)
+    if q is None:
+        return [w * s.reshape(shape), bias]
+    # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
+    return [_power(w, q).mul_(_power(s, q).reshape(shape)), bias]
 
 
-def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None) -> dict[str, Tensor]:
+def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
+         q: float | None = None) -> dict[str, Tensor]:
     """Compute every coordinate tensor from live parameters (``fetch(state_dict_name)``).
 
-    Returns a dict slot name -> tensor, in `slots` order; signed values (magnitudes are taken
-    by the caller), differentiable w.r.t. what ``fetch`` returns.
+    Returns a dict slot name -> tensor, in `slots` order: signed values, or their magnitudes
+    ``|coordinate|^q`` when ``q`` is given. Differentiable w.r.t. what ``fetch`` returns.
     """
     order = order or slots(graph)
     by_node: dict[str, list[Slot]] = {}
@@ -111,12 +122,12 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None) -> d
     for node_name, node_slots in by_node.items():
         n = graph[node_name]
         if n.op == "linear":
-            tensors = _linear(n, fetch)
+            tensors = _linear(n, fetch, q)
         elif n.attrs["kind"] == "batchnorm":
             s, t = _bn_affine(n.attrs["bn"], fetch)
-            tensors = [_channel_view(s, n), _channel_view(t, n)]
+            tensors = [_power(_channel_view(s, n), q), _power(_channel_view(t, n), q)]
         else:  # prelu: the negative part's edge weight is -a
-            tensors = [_channel_view(-fetch(n.params["weight"]), n)]
+            tensors = [_power(_channel_view(-fetch(n.params["weight"]), n), q)]
         for slot, tensor in zip(node_slots, tensors):
             values[slot.name] = tensor
     return values

@@ -151,7 +151,9 @@ class PathProgram:
         hit = self._cache.get(q)
         if hit is not None and hit.key == key and not torch.is_grad_enabled():
             return list(hit.values.values())
-        values = {k: _power(v, q) for k, v in self.coordinates().items()}
+        source = self._source
+        values = lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots,
+                      q=q)
         if not torch.is_grad_enabled():
             self._cache[q] = _Cache(key, values)
         return list(values.values())
@@ -258,11 +260,6 @@ class PathProgram:
             per_channel = (mass.sum(dims) if dims else mass) / total
             out[_owner_name(node)] = per_channel
         return out
-
-
-def _power(v: Tensor, q: float) -> Tensor:
-    a = v.abs()
-    return a if q == 1.0 else a.pow(q)
 
 
 def _log2_add(x: float, y: float) -> float:
