@@ -79,7 +79,7 @@ def _keep_masks(scores: dict[str, Tensor], density: float, scope: str) -> dict[s
         return masks
     if scope != "global":
         raise FxPathError(f"unknown scope {scope!r}: use 'global' or 'layer'")
-    flat = torch.cat([s.flatten().to(torch.float64) for s in scores.values()])
+    flat = torch.cat([s.flatten() for s in scores.values()])
     keep = int(round(density * flat.numel()))
     mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if keep:

@@ -269,8 +269,10 @@ def trace(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
     except TraceError:
         raise
     except Exception as exc:
+        shapes = ", ".join(str(tuple(s)) for s in input_shapes)
         raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}. "
-            "fxpath needs a model whose forward only branches on shapes, not on tensor values."
+            f"torch.fx could not trace {type(model).__name__} at input shape {shapes}: "
+            f"{type(exc).__name__}: {exc}. fxpath traces with concrete shapes: a forward that "
+            "branches on tensor values, or that rejects this input shape, cannot be traced."
         ) from exc
     return fx.GraphModule(tracer.root, graph, type(model).__name__)

@@ -41,7 +41,7 @@ def test_value_dependent_control_flow_is_a_clear_error() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x if x.sum() > 0 else -x
 
-    with pytest.raises(TraceError, match="branches on shapes"):
+    with pytest.raises(TraceError, match="branches on tensor values"):
         trace(Bad(), [(3,)])
 
 
