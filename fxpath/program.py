@@ -188,7 +188,7 @@ class PathProgram:
         """
         a = self.coordinates(base)
         b = self.coordinates(other)
-        norm = self._norm_of(a)
+        norm = self.path_norm(1.0) if base is None else self._norm_of(a)
         same = all(bool((a[k] * b[k] >= 0).all()) for k in a)
         if same:
             log2, exact = self._metric_same_sign(a, b)
@@ -229,18 +229,20 @@ class PathProgram:
         """
         leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
         with torch.enable_grad():
-            total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
+            total, _exp, *probes = self.path_network(1.0, probes=neurons)(*leaves)
+            probes = probes[0] if probes else []
             targets = list(probes) if neurons else leaves
-            grads = torch.autograd.grad(total, targets, allow_unused=True)
+            # seeding the backward with 1/total gives d(log total)/d a directly
+            seed = torch.reciprocal(total.detach())
+            grads = torch.autograd.grad(total, targets, grad_outputs=seed, allow_unused=True)
         if neurons:
-            return self._neuron_mass(probes, grads, total.detach())
+            return self._neuron_mass(probes, grads)
         scores: dict[str, Tensor] = {}
         for slot, a, g in zip(self.slots, leaves, grads):
             if slot.param is None:
                 continue
-            frac = (a.detach() * (g if g is not None else torch.zeros_like(a))) / total.detach()
-            shape = _param_shape(self._source, slot.param)
-            scores[slot.param] = frac.reshape(shape)
+            frac = g.mul_(a.detach()) if g is not None else torch.zeros_like(a)
+            scores[slot.param] = frac.reshape(_param_shape(self._source, slot.param))
         return scores
 
     def magnitudes_detached(self) -> list[Tensor]:
@@ -248,8 +250,8 @@ class PathProgram:
         with torch.no_grad():
             return self.magnitudes(1.0)
 
-    def _neuron_mass(self, probes: Sequence[Tensor], grads: Sequence[Tensor | None],
-                     total: Tensor) -> dict[str, Tensor]:
+    def _neuron_mass(self, probes: Sequence[Tensor],
+                     grads: Sequence[Tensor | None]) -> dict[str, Tensor]:
         owners = [n for n in self.graph if n.op in ("linear", "affine")]
         out: dict[str, Tensor] = {}
         for node, h, g in zip(owners, probes, grads):
@@ -257,7 +259,7 @@ class PathProgram:
                 continue
             mass = (h.detach() * g) if g is not None else torch.zeros_like(h)
             dims = [d for d in range(mass.dim()) if d != _channel_dim(node)]
-            per_channel = (mass.sum(dims) if dims else mass) / total
+            per_channel = mass.sum(dims) if dims else mass
             out[_owner_name(node)] = per_channel
         return out
 
