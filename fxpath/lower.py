@@ -87,8 +87,8 @@ class _Lowering:
         if not isinstance(val, torch.Tensor):
             raise TraceError(f"{n.format_node()} at {where(n)} is not a tensor")
         if val.dim() == 0 or val.shape[0] != TRACE_BATCH:
-            raise TraceError(f"{n.format_node()} at {where(n)} does not keep the batch dimension "
-                             "first; fxpath needs per-sample computations")
+            raise _Refuse("mixes samples: its output does not keep the batch dimension first "
+                          "(e.g. windows folded into the batch); fxpath needs per-sample layers")
         return tuple(val.shape[1:])
 
     def src(self, a: Any) -> str:

@@ -153,6 +153,17 @@ def _divide_consumer(model: nn.Module, node: Node, ids: Tensor, lam: Tensor) -> 
     w.div_(f[index].to(w.dtype).reshape(*index.shape, *([1] * (w.dim() - 2))))
 
 
+def _refresh_pruned(model: nn.Module) -> None:
+    """Recompute ``w = w_orig * w_mask`` detached, so that deepcopy accepts a pruned model that
+    ran forward with autograd on (the pruning hook leaves a non-leaf tensor behind)."""
+    with torch.no_grad():
+        for module in model.modules():
+            for name in [k[:-5] for k in module._buffers if k.endswith("_mask")]:
+                orig = getattr(module, f"{name}_orig", None)
+                if isinstance(orig, Tensor) and isinstance(getattr(module, name, None), Tensor):
+                    setattr(module, name, orig * module._buffers[f"{name}_mask"])
+
+
 def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             factors: Sequence[float] = (1.0, 128.0, 4096.0), seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every free neuron rescaled by a random factor from ``factors``.
@@ -177,6 +188,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             raise FxPathError("rescale needs input_shape (the model has no timm input_size)")
     if any(f <= 0 for f in factors):
         raise FxPathError(f"rescaling factors must be positive, got {tuple(factors)}")
+    _refresh_pruned(model)
     twin = copy.deepcopy(model)
     graph = PathProgram(twin, input_shape).graph
     gen = torch.Generator().manual_seed(seed)

@@ -85,3 +85,19 @@ def _pruned(m: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
     p = _copy(m)
     fxpath.prune(p, 0.6, shape)
     return p
+
+
+def test_rescale_accepts_a_pruned_model_after_a_training_step() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    fxpath.prune(model, 0.5, (1, 8, 8))
+    model.train()
+    model(torch.rand(4, 1, 8, 8)).sum().backward()
+    model.eval()
+    twin = fxpath.rescale(model, (1, 8, 8), factors=FACTORS)
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), rtol=1e-4, atol=1e-5)
+    assert fxpath.path_norm(twin, (1, 8, 8)).value == pytest.approx(
+        fxpath.path_norm(model, (1, 8, 8)).value, rel=1e-5)
