@@ -40,10 +40,14 @@ def _peak(streams: Sequence[Tensor]) -> Tensor:
 
 
 def rescale(exp: Tensor, *streams: Tensor) -> tuple[Tensor, ...]:
-    """Renormalize ``streams`` (value ``s * 2**exp``): returns ``(*scaled, new_exp)``."""
+    """Renormalize ``streams`` (value ``s * 2**exp``): returns ``(*scaled, new_exp)``.
+
+    Scales in place: the generated code only passes freshly computed tensors whose producers
+    do not keep them for their backward (conv, pooling, sums), so autograd stays valid.
+    """
     k = exponent_of(_peak(streams))
     f = torch.exp2(-k)
-    return (*(s * f for s in streams), exp + k)
+    return (*(s.mul_(f) for s in streams), exp + k)
 
 
 def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor],
@@ -53,7 +57,7 @@ def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor],
     k_b = exponent_of(_peak(biases))
     new = torch.maximum(k_in, k_b)
     f, g = torch.exp2(exp - new), torch.exp2(-new)
-    return (*(torch.addcmul(b * g, s, f) for s, b in zip(streams, biases)), new)
+    return (*(s.mul_(f).add_(b * g) for s, b in zip(streams, biases)), new)
 
 
 def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequence[float],
