@@ -39,6 +39,14 @@ def _peak(streams: Sequence[Tensor]) -> Tensor:
     return total.detach().amax()
 
 
+def _top(exps: Sequence[Tensor]) -> Tensor:
+    """The largest of several exponents (the common scale operands are aligned to)."""
+    top = exps[0]
+    for e in exps[1:]:
+        top = torch.maximum(top, e)
+    return top
+
+
 def rescale(exp: Tensor, *streams: Tensor) -> tuple[Tensor, ...]:
     """Renormalize ``streams`` (value ``s * 2**exp``): returns ``(*scaled, new_exp)``.
 
@@ -67,9 +75,7 @@ def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequ
     ``inputs[k]`` holds the streams of the k-th operand, with exponent ``exps[k]``; the constant
     (a bias of these identity neurons) goes into the first stream only.
     """
-    top = exps[0]
-    for e in exps[1:]:
-        top = torch.maximum(top, e)
+    top = _top(exps)
     if const:
         top = top.clamp(min=float(math.frexp(const)[1]))
     n = len(inputs[0])
@@ -87,9 +93,7 @@ def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequ
 
 def cat(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], dim: int) -> tuple[Tensor, ...]:
     """Concatenate operands along ``dim`` per stream after aligning their exponents."""
-    top = exps[0]
-    for e in exps[1:]:
-        top = torch.maximum(top, e)
+    top = _top(exps)
     n = len(inputs[0])
     out = [torch.cat([x[i] * torch.exp2(e - top) for e, x in zip(exps, inputs)], dim)
            for i in range(n)]
@@ -98,9 +102,7 @@ def cat(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], dim: int) ->
 
 def output_total(exps: Sequence[Tensor], outputs: Sequence[Sequence[Tensor]]) -> tuple[Tensor, ...]:
     """Sum of all output neurons of all outputs, per stream: ``(*totals, exponent)``."""
-    top = exps[0]
-    for e in exps[1:]:
-        top = torch.maximum(top, e)
+    top = _top(exps)
     n = len(outputs[0])
     totals = []
     for i in range(n):
