@@ -245,6 +245,10 @@ class PathProgram:
             scores[slot.param] = frac.reshape(_param_shape(self._source, slot.param))
         return scores
 
+    def parameter(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
+        """The live value of a parameter or buffer the IR reads (pruned ones with masks applied)."""
+        return self._source.fetch(name, dtype or self.dtype, self.device)
+
     def magnitudes_detached(self) -> list[Tensor]:
         """``|coordinate|`` (q = 1) of the live model, without autograd history."""
         with torch.no_grad():

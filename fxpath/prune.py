@@ -63,7 +63,7 @@ def _scores(prog: PathProgram, names: Sequence[str], criterion: str) -> dict[str
         scores = prog.path_magnitude()
         return {n: scores[n] for n in names}
     if criterion == "magnitude":
-        return {n: prog._source.fetch(n, torch.float64, prog.device).abs() for n in names}
+        return {n: prog.parameter(n, torch.float64).abs() for n in names}
     raise FxPathError(f"unknown criterion {criterion!r}: use 'path_magnitude' or 'magnitude'")
 
 
@@ -121,7 +121,7 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
         raise FxPathError(f"steps must be >= 1, got {steps}")
     prog = PathProgram(model, input_shape, dtype=dtype)
     names = _prunable_names(prog, prunable)
-    before = {n: prog._source.fetch(n, torch.float64, prog.device).clone()
+    before = {n: prog.parameter(n, torch.float64).clone()
               for n in prog.graph.param_names()}
     for step in range(1, steps + 1):
         density = (1.0 - amount) ** (step / steps)
@@ -134,7 +134,7 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
     sparsity, kept = {}, {}
     total = zeros = 0
     for n in names:
-        value = prog._source.fetch(n, torch.float64, prog.device)
+        value = prog.parameter(n, torch.float64)
         nz = int((value == 0).sum())
         sparsity[n] = nz / value.numel()
         kept[n] = value.numel() - nz
