@@ -189,7 +189,7 @@ class PathProgram:
         a = self.coordinates(base)
         b = self.coordinates(other)
         norm = self.path_norm(1.0) if base is None else self._norm_of(a)
-        same = all(bool((a[k] * b[k] >= 0).all()) for k in a)
+        same = _all([(a[k] * b[k] >= 0).all() for k in a])
         if same:
             log2, exact = self._metric_same_sign(a, b)
             return PathMetric(log2, exact, norm)
@@ -204,17 +204,16 @@ class PathProgram:
 
     def _metric_same_sign(self, a: Mapping[str, Tensor],
                           b: Mapping[str, Tensor]) -> tuple[float, bool]:
-        hi, lo = [], []
-        a_dominates = b_dominates = True
+        hi, lo, a_over, b_over = [], [], [], []
         for k in a:
             x, y = a[k].abs(), b[k].abs()
-            a_dominates = a_dominates and bool((y <= x).all())
-            b_dominates = b_dominates and bool((x <= y).all())
+            a_over.append((y <= x).all())
+            b_over.append((x <= y).all())
             hi.append(torch.maximum(x, y))
             lo.append(torch.minimum(x, y))
         args = [t for pair in zip(lo, hi) for t in pair]
         _, delta, exp = self.path_network(1.0, mode="diff")(*args)
-        return log2_of(float(delta), float(exp)), a_dominates or b_dominates
+        return log2_of(float(delta), float(exp)), _all(a_over) or _all(b_over)
 
     # -- path-magnitude scores ----------------------------------------------------------------
     def path_magnitude(self, *, neurons: bool = False) -> dict[str, Tensor]:
@@ -266,6 +265,11 @@ class PathProgram:
             per_channel = mass.sum(dims) if dims else mass
             out[_owner_name(node)] = per_channel
         return out
+
+
+def _all(flags: Sequence[Tensor]) -> bool:
+    """All of many 0-dim boolean tensors, with one host sync instead of one per tensor."""
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _log2_add(x: float, y: float) -> float:
