@@ -99,6 +99,11 @@ class Node:
         """A copy of this node with some attributes added or changed."""
         return self.replace(attrs={**self.attrs, **changes})
 
+    def channel_dim(self) -> int:
+        """The channel dimension of the *batched* output: last for dense layers, else 1."""
+        dense = self.op == "linear" and self.attrs["kind"] == "dense"
+        return len(self.shape) if dense else 1
+
     def describe(self) -> str:
         """One line naming the node, its op and where it sits in the model."""
         where = f" at {self.source}" if self.source else ""

@@ -78,11 +78,6 @@ class ParamSource:
         return tuple((id(t), t._version) for name in self.names
                      for t in self.tensors(name))
 
-    def requires_grad(self) -> bool:
-        """Whether any tensor read requires grad."""
-        return any(t.requires_grad for name in self.names
-                   for t in self.tensors(name))
-
     def fetch(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
         """The current value of ``name`` in ``dtype`` on ``device``."""
         ts = self.tensors(name)
@@ -261,7 +256,7 @@ class PathProgram:
             if node.op == "affine" and node.attrs["kind"] == "prelu":
                 continue
             mass = (h.detach() * g) if g is not None else torch.zeros_like(h)
-            dims = [d for d in range(mass.dim()) if d != _channel_dim(node)]
+            dims = [d for d in range(mass.dim()) if d != node.channel_dim()]
             per_channel = mass.sum(dims) if dims else mass
             out[_owner_name(node)] = per_channel
         return out
@@ -283,12 +278,6 @@ def _log2_add(x: float, y: float) -> float:
 
 def _param_shape(source: ParamSource, name: str) -> torch.Size:
     return source.tensors(name)[0].shape
-
-
-def _channel_dim(node: Any) -> int:
-    if node.op == "linear" and node.attrs["kind"] == "dense":
-        return 1 + len(node.shape) - 1  # batched: features are the last dimension
-    return 1
 
 
 def _owner_name(node: Any) -> str:

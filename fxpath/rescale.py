@@ -33,17 +33,12 @@ def _writable(model: nn.Module, name: str) -> Tensor:
     return orig if orig is not None else getattr(owner, attr)
 
 
-def _channel_dim(node: Node) -> int:
-    dense = node.op == "linear" and node.attrs["kind"] == "dense"
-    return len(node.shape) if dense else 1
-
-
 def _ids(node: Node, value: int | None = None) -> Tensor:
     """A batched tensor of ``node``'s shape holding 1 + channel index (or a constant)."""
     shape = (1, *node.shape)
     if value is not None:
         return torch.full(shape, float(value), dtype=torch.float64)
-    dim = _channel_dim(node)
+    dim = node.channel_dim()
     view = [1] * len(shape)
     view[dim] = shape[dim]
     return (torch.arange(shape[dim], dtype=torch.float64) + 1).reshape(view).expand(shape)
@@ -70,7 +65,7 @@ def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
             if node.op == "relu":
                 ids[u] = ids[name]
             elif node.op == "pool":
-                if _channel_dim(graph[name]) != 1 or node.attrs["window"] == "global" \
+                if graph[name].channel_dim() != 1 or node.attrs["window"] == "global" \
                         and 1 in node.attrs["dims"]:
                     return None
                 reduce_dims = tuple(range(2, ids[name].dim()))
@@ -196,7 +191,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     with torch.no_grad():
         for name, consumers in rescalable_neurons(graph).items():
             node = graph[name]
-            channels = (node.shape[-1] if _channel_dim(node) == len(node.shape)
+            channels = (node.shape[-1] if node.channel_dim() == len(node.shape)
                         else node.shape[0])
             lam = choices[torch.randint(len(choices), (channels,), generator=gen)]
             _scale_producer(twin, node, lam)
