@@ -34,7 +34,7 @@ from . import runtime
 from .ir import Graph, Node
 from .lift import Slot
 
-__all__ = ["generate"]
+__all__ = ["generate", "tapped_nodes"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -55,6 +55,8 @@ class _Emitter:
         self.root = nn.Module()
         self.mode, self.q = mode, q
         self.args: dict[str, tuple[fx.Node, ...]] = {}
+        self.taps: dict[str, fx.Node] = {}
+        self.tapped_inputs: list[fx.Node] = []
 
     def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
         return self.graph.create_node("call_function", fn, args, {}, name)
@@ -113,6 +115,9 @@ def _parameterized(e: _Emitter, n: Node, v: _Value, slots: list[Slot],
     weight, bias = e.args[slots[0].name], (e.args[slots[1].name] if len(slots) > 1 else None)
     if e.mode == "norm":
         raw = [apply(v.streams[0], weight[0], f"{n.name}_linear")]
+        if n.name in e.taps:  # d total / d tap is the gradient at this layer's output
+            e.tapped_inputs.append(v.streams[0])
+            raw = [e.call(operator.add, raw[0], e.taps[n.name], name=f"{n.name}_tapped")]
         return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
     lo, delta = v.streams
     w_lo, w_hi = weight
@@ -198,8 +203,20 @@ _RULES: dict[str, Callable[[_Emitter, Node, list[_Value], list[Slot]], _Value]] 
 }
 
 
+def tapped_nodes(graph: Graph) -> list[Node]:
+    """Dense layers on vectors: their coordinate scores are ``a * outer(grad_out, input)``.
+
+    With ``generate(..., taps=True)`` each takes a zero tap added to its output (shape
+    ``(1, *node.shape)``) and the network returns the input it reads, so path-magnitude scores
+    of these (often huge) matrices need no weight gradient from autograd.
+    """
+    return [n for n in graph if n.op == "linear" and n.attrs["kind"] == "dense"
+            and len(n.shape) == 1]
+
+
 def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
-             probes: bool = False, class_name: str = "PathNetwork") -> fx.GraphModule:
+             probes: bool = False, taps: bool = False,
+             class_name: str = "PathNetwork") -> fx.GraphModule:
     """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
 
     Args:
@@ -208,15 +225,22 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         mode: ``"norm"`` (path-norm network) or ``"diff"`` (path-metric network, q = 1).
         q: the exponent of the l^q path-norm.
         probes: also return the scaled output of every linear/affine node (norm mode only).
+        taps: take one extra zero argument per `tapped_nodes` entry, added to that layer's
+            output, and also return the (scaled) inputs of those layers (norm mode only).
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")
+    if mode == "diff" and (probes or taps):
+        raise ValueError("probes and taps exist in the path-norm network only")
     e = _Emitter(mode, q)
     by_node: dict[str, list[Slot]] = {}
     for s in slots:
         suffixes = ("",) if mode == "norm" else ("_lo", "_hi")
         e.args[s.name] = tuple(e.graph.placeholder(f"{s.name}{x}") for x in suffixes)
         by_node.setdefault(s.node, []).append(s)
+    if taps:
+        for n in tapped_nodes(graph):
+            e.taps[n.name] = e.graph.placeholder(f"{by_node[n.name][0].name}_tap")
     zero = e.buffer("zero", torch.zeros(()))
     env: dict[str, _Value] = {}
     probe_nodes: list[fx.Node] = []
@@ -235,6 +259,8 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
                                                               "total_exp"]))
             if probes:
                 result = (*result, probe_nodes)
+            if taps:
+                result = (*result, e.tapped_inputs)
             e.graph.output(result)
             continue
         env[n.name] = _RULES[n.op](e, n, [env[i] for i in n.inputs], by_node.get(n.name, []))

@@ -78,7 +78,7 @@ def _bn_affine(bn: BatchNormRef, fetch: Fetch) -> tuple[Tensor, Tensor]:
 
 def _channel_view(v: Tensor, node: Node) -> Tensor:
     """A per-channel vector shaped to broadcast over one sample of ``node``'s output."""
-    if len(node.shape) <= 1:
+    if len(node.shape) <= 1 or node.channel_dim() == len(node.shape):  # channels last
         return v.reshape(-1)
     return v.reshape(-1, *([1] * (len(node.shape) - 1)))
 

@@ -11,7 +11,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch import Tensor
 
-from .codegen import generate
+from .codegen import generate, tapped_nodes
 from .errors import FxPathError
 from .ir import Graph
 from .lift import Slot, lift, slots
@@ -119,17 +119,23 @@ class PathProgram:
         self.traced: fx.GraphModule = trace(model, self.input_shapes, has_rule=has_rule)
         self.graph: Graph = normalize(lower(self.traced), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
+        self._tapped = tapped_nodes(self.graph)
+        first_slot = {}
+        for i, s in enumerate(self.slots):
+            first_slot.setdefault(s.node, i)
+        self._tapped_slots = [first_slot[n.name] for n in self._tapped]  # their weight slots
         self._source = ParamSource(model, self.graph.param_names())
         self._networks: dict[tuple[str, float, bool], Any] = {}
         self._cache: dict[float, _Cache] = {}
 
     # -- building blocks ----------------------------------------------------------------------
     def path_network(self, q: float = 1.0, *, mode: str = "norm",
-                     probes: bool = False) -> fx.GraphModule:
+                     probes: bool = False, taps: bool = False) -> fx.GraphModule:
         """The generated path network (a GraphModule; print ``.code`` to read it)."""
-        key = (mode, float(q), probes)
+        key = (mode, float(q), probes, taps)
         if key not in self._networks:
-            gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes)
+            gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes,
+                          taps=taps)
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]
@@ -221,22 +227,33 @@ class PathProgram:
         fraction of every output channel of every conv/linear/BatchNorm instead, keyed by
         module path.
         """
-        leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
-        with torch.enable_grad():
-            total, _exp, *probes = self.path_network(1.0, probes=neurons)(*leaves)
-            probes = probes[0] if probes else []
-            targets = list(probes) if neurons else leaves
-            # seeding the backward with 1/total gives d(log total)/d a directly
-            seed = torch.reciprocal(total.detach())
-            grads = torch.autograd.grad(total, targets, grad_outputs=seed, allow_unused=True)
         if neurons:
-            return self._neuron_mass(probes, grads)
+            return self._neuron_mass()
+        mags = self.magnitudes_detached()
+        tapped = self._tapped_slots  # dense layers: no autograd weight gradient
+        leaves = [m if i in tapped else m.detach().requires_grad_(True)
+                  for i, m in enumerate(mags)]
+        taps = [torch.zeros((1, *n.shape), dtype=self.dtype, device=self.device,
+                            requires_grad=True) for n in self._tapped]
+        targets = [m for i, m in enumerate(leaves) if i not in tapped] + taps
+        with torch.enable_grad():
+            total, _exp, inputs = self.path_network(1.0, taps=True)(*leaves, *taps)
+            # seeding the backward with 1/total gives d(log total)/d a directly
+            grads = list(torch.autograd.grad(total, targets, torch.reciprocal(total.detach()),
+                                             allow_unused=True))
+        by_slot = dict(zip([i for i in range(len(mags)) if i not in tapped], grads))
         scores: dict[str, Tensor] = {}
-        for slot, a, g in zip(self.slots, leaves, grads):
-            if slot.param is None:
-                continue
-            frac = g.mul_(a.detach()) if g is not None else torch.zeros_like(a)
-            scores[slot.param] = frac.reshape(_param_shape(self._source, slot.param))
+        for i, (slot, a) in enumerate(zip(self.slots, mags)):
+            if i in tapped:  # a * outer(grad_out, input): the weight gradient, fused
+                k = tapped.index(i)
+                g = grads[len(grads) - len(taps) + k]
+                frac = (torch.mul(a, g.reshape(-1, 1)).mul_(inputs[k].detach().reshape(1, -1))
+                        if g is not None else torch.zeros_like(a))
+            else:
+                g = by_slot[i]
+                frac = g.mul_(a) if g is not None else torch.zeros_like(a)
+            if slot.param is not None:
+                scores[slot.param] = frac.reshape(_param_shape(self._source, slot.param))
         return scores
 
     def parameter(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
@@ -248,8 +265,12 @@ class PathProgram:
         with torch.no_grad():
             return self.magnitudes(1.0)
 
-    def _neuron_mass(self, probes: Sequence[Tensor],
-                     grads: Sequence[Tensor | None]) -> dict[str, Tensor]:
+    def _neuron_mass(self) -> dict[str, Tensor]:
+        leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
+        with torch.enable_grad():
+            total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
+            grads = torch.autograd.grad(total, probes, grad_outputs=torch.reciprocal(
+                total.detach()), allow_unused=True)
         owners = [n for n in self.graph if n.op in ("linear", "affine")]
         out: dict[str, Tensor] = {}
         for node, h, g in zip(owners, probes, grads):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import bruteforce as bf
 import numpy as np
 import pytest
@@ -106,3 +108,50 @@ def test_scores_are_fractions_and_match_published_style() -> None:
         assert float(s.min()) >= 0.0 and float(s.max()) <= 1.0
         assert float(s.sum()) * norm == pytest.approx(float(reference[name].double().sum()),
                                                       rel=1e-5)
+
+
+class _Tokens(torch.nn.Module):
+    """Conv stem, a Linear on (tokens, channels) (not tapped) and a head on a vector (tapped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 6, 3, stride=2)
+        self.mix = torch.nn.Linear(6, 5)
+        self.head = torch.nn.Linear(5 * 9, 4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.stem(x)).flatten(2).transpose(1, 2)  # (N, 9, 6)
+        return self.head(torch.relu(self.mix(t)).flatten(1))
+
+
+@pytest.mark.parametrize("build", [lambda: torchvision.models.vgg11(num_classes=7),
+                                   _Tokens], ids=["vgg11", "tokens"])
+def test_scores_equal_gradient_of_log_norm(build: object) -> None:
+    """Score = w * d log||Phi||_1 / dw (PATHS.md): computed here through the differentiable
+    path-norm (autograd over the signed lift), not through the score network's fused taps."""
+    torch.manual_seed(0)
+    model = build().double().eval()
+    shape = (3, 32, 32) if isinstance(model, torchvision.models.VGG) else (3, 7, 7)
+    prog = fxpath.compile(model, shape, dtype=torch.float64)
+    assert prog._tapped, "the model should exercise the fused dense-layer scores"
+    scores = prog.path_magnitude()
+    params = dict(model.named_parameters())
+    log_norm = prog.path_norm(differentiable=True).log_tensor
+    grads = torch.autograd.grad(log_norm, [params[k] for k in scores])
+    for (name, s), g in zip(scores.items(), grads):
+        torch.testing.assert_close(s, (params[name] * g).detach(), rtol=1e-9, atol=1e-15)
+
+
+def test_token_linear_path_norm_is_abs_model_on_ones() -> None:
+    """Without max-pooling or BatchNorm, ||Phi||_1 is the |theta| model's output sum on ones
+    (every value is non-negative, so each ReLU is the identity): biases of a Linear on
+    (tokens, channels) broadcast over the channel (last) dimension."""
+    torch.manual_seed(0)
+    model = _Tokens().double().eval()
+    absolute = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in absolute.parameters():
+            p.abs_()
+        expected = absolute(torch.ones(1, 3, 7, 7, dtype=torch.float64)).sum().item()
+    got = fxpath.path_norm(model, (3, 7, 7), dtype=torch.float64).value
+    assert got == pytest.approx(expected, rel=1e-12)
