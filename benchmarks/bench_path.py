@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +47,8 @@ def machine(device: str) -> dict[str, str]:
     """A description of where the numbers come from."""
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": str(os.cpu_count()),
-            "threads": str(torch.get_num_threads()), "device": device}
+            "threads": str(torch.get_num_threads()), "device": device,
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -61,39 +61,76 @@ def machine(device: str) -> dict[str, str]:
     return info
 
 
-class PeakRSS:
-    """Peak resident memory (MiB) above the starting point, sampled every millisecond."""
+OPS = ("forward", "cold_path_norm", "warm_path_norm", "warm_path_magnitude", "warm_path_metric",
+       "prune")
 
-    def __enter__(self) -> PeakRSS:
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def _setup(name: str, device: str) -> tuple[nn.Module, nn.Module, torch.Tensor,
+                                            tuple[int, ...]]:
+    model = build(name).to(device)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(0.9)
+    shape = (3, 224, 224)
+    return model, other, torch.randn(1, *shape, device=device), shape
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.001)
 
-    @staticmethod
-    def _rss() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+def operations(model: nn.Module, other: nn.Module, x: torch.Tensor,
+               shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:
+    """The timed calls; the warm ones share one compiled program (built on first use)."""
+    progs: list[fxpath.PathProgram] = []
 
-    @property
-    def mib(self) -> float:
-        return self.peak - self.start
+    def prog() -> fxpath.PathProgram:
+        if not progs:
+            progs.append(fxpath.compile(model, shape))
+        return progs[0]
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(x)
+
+    return {"forward": forward,
+            "cold_path_norm": lambda: fxpath.path_norm(model, shape),
+            "warm_path_norm": lambda: prog().path_norm(),
+            "warm_path_magnitude": lambda: prog().path_magnitude(),
+            "warm_path_metric": lambda: prog().path_metric(other),
+            "prune": lambda: fxpath.prune(copy.deepcopy(model), 0.5, shape)}
+
+
+def peak_memory(fn: Callable[[], object], device: str) -> float:
+    """Peak of the tensor memory one call of ``fn`` allocates on top of what already exists (MiB).
+
+    CPU: replays the allocation events of the PyTorch profiler (``profile_memory``), so the
+    figure is the tensors' high-water mark, free of the C allocator's caching. CUDA: the caching
+    allocator's peak.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def timeit(fn: Callable[[], object], repeats: int, device: str, warmup: int = 1) -> float:
     """Median wall time in milliseconds."""
+    return statistics.median(_times(fn, repeats, device, warmup))
+
+
+def _times(fn: Callable[[], object], repeats: int, device: str, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -105,49 +142,50 @@ def timeit(fn: Callable[[], object], repeats: int, device: str, warmup: int = 1)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return times
 
 
-def bench_model(name: str, repeats: int, device: str, baseline: bool) -> dict[str, float]:
-    """All timings of one model, as milliseconds and ratios to its forward."""
-    model = build(name).to(device)
-    shape = (3, 224, 224)
-    x = torch.randn(1, *shape, device=device)
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.mul_(0.9)
-    row: dict[str, float] = {}
+def paired_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
+                 device: str, warmup: int = 1) -> tuple[float, float]:
+    """``(median ms, median ratio)`` of ``fn`` to the forward timed around each call.
 
-    @torch.no_grad()
-    def forward() -> None:
-        model(x)
+    Each call of ``fn`` is timed between two forwards, and its ratio is taken to their mean:
+    on a machine whose speed drifts (shared cores), pairs in time keep the ratio honest.
+    """
+    for _ in range(warmup):
+        fn()
+    ms, ratios = [], []
+    for _ in range(repeats):
+        before = _times(forward, 1, device, warmup=0)[0]
+        t = _times(fn, 1, device, warmup=0)[0]
+        after = _times(forward, 1, device, warmup=0)[0]
+        ms.append(t)
+        ratios.append(2 * t / (before + after))
+    return statistics.median(ms), statistics.median(ratios)
 
-    row["forward_ms"] = timeit(forward, repeats, device, warmup=2)
-    prog = fxpath.compile(model, shape)
-    row["cold_path_norm_ms"] = timeit(lambda: fxpath.path_norm(model, shape), repeats, device)
-    row["warm_path_norm_ms"] = timeit(lambda: prog.path_norm(), repeats, device, warmup=2)
-    with PeakRSS() as mem:
-        prog.path_magnitude()
-    row["path_magnitude_peak_mib"] = mem.mib
-    row["warm_path_magnitude_ms"] = timeit(lambda: prog.path_magnitude(), repeats, device)
-    row["warm_path_metric_ms"] = timeit(lambda: prog.path_metric(other), repeats, device)
 
-    def prune_once() -> None:
-        fxpath.prune(copy.deepcopy(model), 0.5, shape)
-
-    row["prune_ms"] = timeit(prune_once, max(1, repeats // 3), device, warmup=0)
+def bench_model(name: str, repeats: int, device: str, baseline: bool,
+                memory: bool = True) -> dict[str, float]:
+    """All timings of one model, as milliseconds and paired ratios to its forward."""
+    model, other, x, shape = _setup(name, device)
+    ops = operations(model, other, x, shape)
+    forward = ops["forward"]
+    row: dict[str, float] = {"forward_ms": timeit(forward, repeats, device, warmup=2)}
+    few = max(1, repeats // 3)
+    for op in OPS[1:]:
+        n = few if op == "prune" else repeats
+        row[f"{op}_ms"], row[f"{op}_x"] = paired_ratio(ops[op], forward, n, device,
+                                                       warmup=0 if op == "prune" else 1)
     if baseline and device == "cpu" and not name.startswith("timm:"):
         from baselines import published_style_path_magnitude, published_style_path_norm
 
-        row["published_path_norm_ms"] = timeit(
-            lambda: published_style_path_norm(model, shape), max(1, repeats // 2), device)
-        row["published_path_magnitude_ms"] = timeit(
-            lambda: published_style_path_magnitude(model, shape), max(1, repeats // 2), device)
-    fwd = row["forward_ms"]
-    for k in list(row):
-        if k.endswith("_ms") and k != "forward_ms":
-            row[k.replace("_ms", "_x")] = row[k] / fwd
+        for key, fn in (("published_path_norm", published_style_path_norm),
+                        ("published_path_magnitude", published_style_path_magnitude)):
+            row[f"{key}_ms"], row[f"{key}_x"] = paired_ratio(lambda f=fn: f(model, shape),
+                                                             forward, few, device)
+    if memory:  # after the timings: every call is warm, as in the time columns
+        for op in OPS:
+            row[f"{op}_peak_mib"] = peak_memory(ops[op], device)
     return row
 
 
@@ -180,21 +218,28 @@ def bench_scaling(repeats: int, device: str) -> dict[str, list[dict[str, float]]
 
 
 def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
-    """The results table (ratios to the model's own forward; ms in parentheses)."""
+    """The results tables: time ratios (ms in parentheses) and extra peak memory."""
     cols = [("cold path_norm", "cold_path_norm"), ("warm path_norm", "warm_path_norm"),
-            ("warm path_magnitude", "warm_path_magnitude"), ("warm path_metric",
-                                                             "warm_path_metric"),
-            ("prune (one call)", "prune"), ("published-style norm", "published_path_norm"),
+            ("warm path_magnitude", "warm_path_magnitude"),
+            ("warm path_metric", "warm_path_metric"), ("prune (one call)", "prune"),
+            ("published-style norm", "published_path_norm"),
             ("published-style scores", "published_path_magnitude")]
     lines = [f"Machine: {', '.join(f'{k}={v}' for k, v in info.items())}", "",
-             "| model | forward (ms) | " + " | ".join(c for c, _ in cols)
-             + " | scores peak RSS (MiB) |",
-             "|---|---|" + "---|" * len(cols) + "---|"]
+             "Time: median of paired ratios to the model's forward (float32, batch 1, "
+             "224x224); median ms in parentheses.", "",
+             "| model | forward (ms) | " + " | ".join(c for c, _ in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
     for name, r in rows.items():
         cells = [f"{r[k + '_x']:.2f}x ({r[k + '_ms']:.0f})" if k + "_x" in r else "-"
                  for _, k in cols]
-        lines.append(f"| {name} | {r['forward_ms']:.1f} | " + " | ".join(cells)
-                     + f" | {r['path_magnitude_peak_mib']:.0f} |")
+        lines.append(f"| {name} | {r['forward_ms']:.1f} | " + " | ".join(cells) + " |")
+    if all(f"{op}_peak_mib" in r for r in rows.values() for op in OPS):
+        lines += ["", "Peak tensor memory of one call (MiB) on top of what exists before it "
+                  "(model, twin and, for warm calls, the compiled program and its cached "
+                  "coordinate magnitudes):", "",
+                  "| model | " + " | ".join(OPS) + " |", "|---|" + "---|" * len(OPS)]
+        lines += [f"| {name} | " + " | ".join(f"{r[f'{op}_peak_mib']:.0f}" for op in OPS) + " |"
+                  for name, r in rows.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +267,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--scaling", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -237,7 +283,8 @@ def main() -> None:
         return
     rows = {}
     for name in args.models:
-        rows[name] = bench_model(name, args.repeats, args.device, not args.no_baseline)
+        rows[name] = bench_model(name, args.repeats, args.device, not args.no_baseline,
+                                 not args.no_memory)
         print(name, {k: round(v, 2) for k, v in rows[name].items()}, flush=True)
     (RESULTS / f"bench_{tag}.json").write_text(json.dumps({"machine": info, "rows": rows},
                                                           indent=1))

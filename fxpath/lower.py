@@ -593,6 +593,18 @@ def has_rule(module: nn.Module) -> bool:
     return _module_rule(module) is not None
 
 
-def lower(gm: fx.GraphModule) -> Graph:
-    """Lower a traced GraphModule (from `fxpath.tracer.trace`) into the fxpath IR."""
-    return _Lowering(gm).run()
+def lower(traced: fx.GraphModule | fx.Graph) -> Graph:
+    """Lower a traced GraphModule (`fxpath.tracer.trace`) or graph (`trace_graph`) to the IR."""
+    if isinstance(traced, fx.Graph):
+        if traced.owning_module is None:
+            raise TypeError("lower() needs a GraphModule or a graph whose owning_module is set")
+        return _Lowering(_GraphView(traced, traced.owning_module)).run()
+    return _Lowering(traced).run()
+
+
+class _GraphView:
+    """A traced graph with the model that owns its submodules (what lowering reads of a
+    GraphModule, without building one)."""
+
+    def __init__(self, graph: fx.Graph, root: nn.Module) -> None:
+        self.graph, self.get_submodule = graph, root.get_submodule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from .lift import Slot, lift, slots
 from .lower import has_rule, lower
 from .passes import normalize
 from .results import PathMetric, PathNorm, log2_of
-from .tracer import trace
+from .tracer import trace_graph
 
 __all__ = ["ParamSource", "PathProgram", "as_shapes"]
 
@@ -116,8 +117,8 @@ class PathProgram:
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         self.use_compile = compile
-        self.traced: fx.GraphModule = trace(model, self.input_shapes, has_rule=has_rule)
-        self.graph: Graph = normalize(lower(self.traced), fold_bn=fold_bn, debug=debug)
+        self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
+        self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
         self._tapped = tapped_nodes(self.graph)
         first_slot = {}
@@ -127,6 +128,11 @@ class PathProgram:
         self._source = ParamSource(model, self.graph.param_names())
         self._networks: dict[tuple[str, float, bool], Any] = {}
         self._cache: dict[float, _Cache] = {}
+
+    @functools.cached_property
+    def traced(self) -> fx.GraphModule:
+        """The model as torch.fx traced it (before lowering), built on first access."""
+        return fx.GraphModule(self.model, self._fx_graph, type(self.model).__name__)
 
     # -- building blocks ----------------------------------------------------------------------
     def path_network(self, q: float = 1.0, *, mode: str = "norm",

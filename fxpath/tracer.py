@@ -248,6 +248,18 @@ def trace(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
           has_rule: Callable[[torch.nn.Module], bool] = lambda m: False) -> fx.GraphModule:
     """Trace ``model`` at the given per-sample input shapes; every node gets ``meta["val"]``.
 
+    Returns a GraphModule (use `trace_graph` for the graph alone: no module copy, no Python
+    code generation, which is most of the cost of a GraphModule on large models).
+    """
+    graph = trace_graph(model, input_shapes, dtype, has_rule)
+    return fx.GraphModule(graph.owning_module, graph, type(model).__name__)
+
+
+def trace_graph(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
+                dtype: torch.dtype | None = None,
+                has_rule: Callable[[torch.nn.Module], bool] = lambda m: False) -> fx.Graph:
+    """`trace` without building a GraphModule: the fx graph, whose ``owning_module`` is ``model``.
+
     Args:
         model: the model, in eval mode.
         input_shapes: one per-sample shape (no batch dimension) per model input.
@@ -275,4 +287,5 @@ def trace(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
             f"{type(exc).__name__}: {exc}. fxpath traces with concrete shapes: a forward that "
             "branches on tensor values, or that rejects this input shape, cannot be traced."
         ) from exc
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    graph.owning_module = tracer.root
+    return graph
