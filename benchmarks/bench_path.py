@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import statistics
@@ -76,9 +77,13 @@ def _setup(name: str, device: str) -> tuple[nn.Module, nn.Module, torch.Tensor,
     return model, other, torch.randn(1, *shape, device=device), shape
 
 
-def operations(model: nn.Module, other: nn.Module, x: torch.Tensor,
-               shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:
-    """The timed calls; the warm ones share one compiled program (built on first use)."""
+def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple[int, ...],
+               spares: list[nn.Module]) -> dict[str, Callable[[], object]]:
+    """The timed calls; the warm ones share one compiled program (built on first use).
+
+    ``prune`` modifies its model: it takes a copy from ``spares`` (made before the clock starts)
+    and falls back to copying inside the timed region only when none is left.
+    """
     progs: list[fxpath.PathProgram] = []
 
     def prog() -> fxpath.PathProgram:
@@ -95,7 +100,8 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor,
             "warm_path_norm": lambda: prog().path_norm(),
             "warm_path_magnitude": lambda: prog().path_magnitude(),
             "warm_path_metric": lambda: prog().path_metric(other),
-            "prune": lambda: fxpath.prune(copy.deepcopy(model), 0.5, shape)}
+            "prune": lambda: fxpath.prune(spares.pop() if spares else copy.deepcopy(model),
+                                          0.5, shape)}
 
 
 def peak_memory(fn: Callable[[], object], device: str) -> float:
@@ -146,44 +152,58 @@ def _times(fn: Callable[[], object], repeats: int, device: str, warmup: int = 1)
 
 
 def paired_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
-                 device: str, warmup: int = 1) -> tuple[float, float]:
-    """``(median ms, median ratio)`` of ``fn`` to the forward timed around each call.
+                 device: str, warmup: int = 1) -> tuple[float, float, float]:
+    """``(median ms, median wall-time ratio, median CPU-time ratio)`` of ``fn`` to the forward.
 
-    Each call of ``fn`` is timed between two forwards, and its ratio is taken to their mean:
-    on a machine whose speed drifts (shared cores), pairs in time keep the ratio honest.
+    Each call of ``fn`` is timed between two forwards and compared with their mean: on a
+    machine whose speed drifts (shared cores), pairs close in time keep the ratio honest. The
+    CPU-time ratio (this process's user + system time, all threads) does not count time the
+    virtual machine spent descheduled; on a GPU it is not meaningful and is reported as NaN.
     """
+    def clock(f: Callable[[], object]) -> tuple[float, float]:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter(), time.process_time()
+        f()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+
     for _ in range(warmup):
         fn()
-    ms, ratios = [], []
+    ms, ratios, cpu_ratios = [], [], []
     for _ in range(repeats):
-        before = _times(forward, 1, device, warmup=0)[0]
-        t = _times(fn, 1, device, warmup=0)[0]
-        after = _times(forward, 1, device, warmup=0)[0]
-        ms.append(t)
-        ratios.append(2 * t / (before + after))
-    return statistics.median(ms), statistics.median(ratios)
+        before, t, after = clock(forward), clock(fn), clock(forward)
+        ms.append(t[0])
+        ratios.append(2 * t[0] / (before[0] + after[0]))
+        cpu_ratios.append(2 * t[1] / (before[1] + after[1]) if device == "cpu" else math.nan)
+    return statistics.median(ms), statistics.median(ratios), statistics.median(cpu_ratios)
 
 
 def bench_model(name: str, repeats: int, device: str, baseline: bool,
                 memory: bool = True) -> dict[str, float]:
     """All timings of one model, as milliseconds and paired ratios to its forward."""
     model, other, x, shape = _setup(name, device)
-    ops = operations(model, other, x, shape)
+    spares: list[nn.Module] = []
+    ops = operations(model, other, x, shape, spares)
     forward = ops["forward"]
     row: dict[str, float] = {"forward_ms": timeit(forward, repeats, device, warmup=2)}
     few = max(1, repeats // 3)
     for op in OPS[1:]:
         n = few if op == "prune" else repeats
-        row[f"{op}_ms"], row[f"{op}_x"] = paired_ratio(ops[op], forward, n, device,
-                                                       warmup=0 if op == "prune" else 1)
+        if op == "prune":
+            spares.extend(copy.deepcopy(model) for _ in range(n))
+        row[f"{op}_ms"], row[f"{op}_x"], row[f"{op}_cpu_x"] = paired_ratio(
+            ops[op], forward, n, device, warmup=0 if op == "prune" else 1)
     if baseline and device == "cpu" and not name.startswith("timm:"):
         from baselines import published_style_path_magnitude, published_style_path_norm
 
         for key, fn in (("published_path_norm", published_style_path_norm),
                         ("published_path_magnitude", published_style_path_magnitude)):
-            row[f"{key}_ms"], row[f"{key}_x"] = paired_ratio(lambda f=fn: f(model, shape),
-                                                             forward, few, device)
+            row[f"{key}_ms"], row[f"{key}_x"], row[f"{key}_cpu_x"] = paired_ratio(
+                lambda f=fn: f(model, shape), forward, few, device)
     if memory:  # after the timings: every call is warm, as in the time columns
+        spares.append(copy.deepcopy(model))
         for op in OPS:
             row[f"{op}_peak_mib"] = peak_memory(ops[op], device)
     return row
@@ -233,6 +253,14 @@ def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
         cells = [f"{r[k + '_x']:.2f}x ({r[k + '_ms']:.0f})" if k + "_x" in r else "-"
                  for _, k in cols]
         lines.append(f"| {name} | {r['forward_ms']:.1f} | " + " | ".join(cells) + " |")
+    if info["device"] == "cpu":
+        lines += ["", "CPU-time ratios (process user + system time, all threads; not counting "
+                  "time the virtual machine was descheduled):", "",
+                  "| model | " + " | ".join(c for c, _ in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        lines += [f"| {name} | " + " | ".join(f"{r[k + '_cpu_x']:.2f}x" if k + "_cpu_x" in r
+                                               else "-" for _, k in cols) + " |"
+                  for name, r in rows.items()]
     if all(f"{op}_peak_mib" in r for r in rows.values() for op in OPS):
         lines += ["", "Peak tensor memory of one call (MiB) on top of what exists before it "
                   "(model, twin and, for warm calls, the compiled program and its cached "

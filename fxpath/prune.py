@@ -67,23 +67,40 @@ def _scores(prog: PathProgram, names: Sequence[str], criterion: str) -> dict[str
     raise FxPathError(f"unknown criterion {criterion!r}: use 'path_magnitude' or 'magnitude'")
 
 
+def _top(flat: Tensor, keep: int) -> Tensor:
+    """Boolean mask of the ``keep`` largest entries of a 1-D tensor; ties at the threshold go to
+    the lowest indices. A selection (``kthvalue``), not a sort: linear time in the entries."""
+    n = flat.numel()
+    if keep >= n or keep <= 0:
+        return torch.full((n,), keep > 0, dtype=torch.bool, device=flat.device)
+    threshold = torch.kthvalue(flat, n - keep + 1).values
+    mask = flat > threshold
+    missing = keep - int(mask.sum())  # entries equal to the threshold still to keep
+    at = flat == threshold
+    if missing < int(at.sum()):
+        first = torch.nonzero(at).squeeze(1)[:missing]
+        at = torch.zeros_like(at)
+        at[first] = True
+    return mask | at
+
+
+def _live_name(model: nn.Module, name: str) -> str:
+    """``name``, or ``name + "_orig"`` once ``torch.nn.utils.prune`` has reparametrized it."""
+    path, _, attr = name.rpartition(".")
+    owner = model.get_submodule(path)
+    return f"{name}_orig" if hasattr(owner, f"{attr}_orig") else name
+
+
 def _keep_masks(scores: dict[str, Tensor], density: float, scope: str) -> dict[str, Tensor]:
     """Masks keeping the ``density`` fraction of highest scores (globally or per tensor)."""
-    masks: dict[str, Tensor] = {}
     if scope == "layer":
-        for n, s in scores.items():
-            keep = int(round(density * s.numel()))
-            mask = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
-            mask[torch.topk(s.flatten().float(), keep).indices] = True if keep else False
-            masks[n] = mask.reshape(s.shape)
-        return masks
+        return {n: _top(s.flatten(), int(round(density * s.numel()))).reshape(s.shape)
+                for n, s in scores.items()}
     if scope != "global":
         raise FxPathError(f"unknown scope {scope!r}: use 'global' or 'layer'")
     flat = torch.cat([s.flatten() for s in scores.values()])
-    keep = int(round(density * flat.numel()))
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if keep:
-        mask[torch.topk(flat, keep).indices] = True
+    mask = _top(flat, int(round(density * flat.numel())))
+    masks: dict[str, Tensor] = {}
     start = 0
     for n, s in scores.items():
         masks[n] = mask[start:start + s.numel()].reshape(s.shape)
@@ -134,8 +151,8 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
     sparsity, kept = {}, {}
     total = zeros = 0
     for n in names:
-        value = prog.parameter(n, torch.float64)
-        nz = int((value == 0).sum())
+        value = prog.parameter(n, model.get_parameter(_live_name(model, n)).dtype)
+        nz = value.numel() - int(torch.count_nonzero(value))
         sparsity[n] = nz / value.numel()
         kept[n] = value.numel() - nz
         total += value.numel()

@@ -108,3 +108,26 @@ def test_torch_compile_option_gives_the_same_norm() -> None:
                                 torch.nn.Linear(8 * 7 * 7, 4)).eval()
     compiled = fxpath.compile(model, (3, 16, 16), torch_compile=True).path_norm()
     assert compiled.value == pytest.approx(fxpath.path_norm(model, (3, 16, 16)).value, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["norm", "diff", "taps"])
+def test_path_networks_never_read_values_on_the_host(kind: str) -> None:
+    """Every path network (and the score backward) runs on the meta device, where any host
+    read of a value (``.item()``, ``bool()``, data-dependent shapes) raises: nothing in them
+    forces a device-to-host sync on a GPU."""
+    model = torchvision.models.vgg11(num_classes=10).eval()  # convs, max-pools and dense taps
+    prog = fxpath.compile(model, (3, 32, 32))
+    mags = [torch.empty_like(m, device="meta") for m in prog.magnitudes_detached()]
+    if kind == "diff":
+        net = prog.path_network(1.0, mode="diff").to("meta")
+        _, delta, exp = net(*(t for m in mags for t in (m, m)))
+        assert delta.device.type == "meta" and exp.device.type == "meta"
+        return
+    leaves = [m.requires_grad_() for m in mags]
+    taps = [torch.zeros((1, *n.shape), device="meta", requires_grad=True) for n in prog._tapped]
+    net = prog.path_network(1.0, taps=kind == "taps").to("meta")
+    total, exp, *rest = net(*leaves, *(taps if kind == "taps" else []))
+    grads = torch.autograd.grad(total, leaves + taps, allow_unused=True)
+    assert total.device.type == "meta" and exp.device.type == "meta"
+    assert all(g is None or g.device.type == "meta" for g in grads)
+    assert len(rest) == (1 if kind == "taps" else 0)

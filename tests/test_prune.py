@@ -76,3 +76,19 @@ def test_iterative_magnitude_and_prunable_options(resnet: torch.nn.Module) -> No
         fxpath.prune(copy.deepcopy(resnet), 1.5, shape)
     with pytest.raises(FxPathError, match="criterion"):
         fxpath.prune(copy.deepcopy(resnet), 0.5, shape, criterion="random")
+
+
+@pytest.mark.parametrize("n,keep,levels", [(1000, 300, 7), (1000, 0, 7), (1000, 1000, 7),
+                                           (997, 500, 1000000), (64, 1, 1), (5000, 2500, 3)])
+def test_top_selection_keeps_exactly_the_largest(n: int, keep: int, levels: int) -> None:
+    """The linear-time selection equals a stable sort: exactly ``keep`` entries, every kept one
+    at least every dropped one, ties at the threshold to the lowest indices."""
+    from fxpath.prune import _top
+
+    gen = torch.Generator().manual_seed(n + keep)
+    flat = torch.randint(levels, (n,), generator=gen).to(torch.float32)  # many ties
+    mask = _top(flat, keep)
+    order = torch.argsort(-flat, stable=True)  # descending, ties by index
+    expected = torch.zeros(n, dtype=torch.bool)
+    expected[order[:keep]] = True
+    assert torch.equal(mask, expected)
