@@ -297,11 +297,12 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix of the result files (bench_cpu_TAG.md)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     info = machine(args.device)
     RESULTS.mkdir(exist_ok=True)
-    tag = "cpu" if args.device == "cpu" else "gpu"
+    tag = ("cpu" if args.device == "cpu" else "gpu") + (f"_{args.tag}" if args.tag else "")
     if args.scaling:
         s = bench_scaling(args.repeats, args.device)
         (RESULTS / f"scaling_{tag}.json").write_text(json.dumps({"machine": info, **s}, indent=1))

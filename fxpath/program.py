@@ -12,7 +12,6 @@ import torch.fx as fx
 import torch.nn as nn
 from torch import Tensor
 
-from . import _alloc
 from .codegen import generate, tapped_nodes
 from .errors import FxPathError
 from .ir import Graph
@@ -254,8 +253,7 @@ class PathProgram:
             if i in tapped:  # a * outer(grad_out, input): the weight gradient, fused
                 k = tapped.index(i)
                 g = grads[len(grads) - len(taps) + k]
-                frac = (torch.mul(a, g.reshape(-1, 1), out=_alloc.empty(a.shape, a.dtype, a.device))
-                        .mul_(inputs[k].detach().reshape(1, -1))
+                frac = (torch.mul(a, g.reshape(-1, 1)).mul_(inputs[k].detach().reshape(1, -1))
                         if g is not None else torch.zeros_like(a))
             else:
                 g = by_slot[i]
