@@ -155,3 +155,22 @@ def test_token_linear_path_norm_is_abs_model_on_ones() -> None:
         expected = absolute(torch.ones(1, 3, 7, 7, dtype=torch.float64)).sum().item()
     got = fxpath.path_norm(model, (3, 7, 7), dtype=torch.float64).value
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_out_reuses_the_tensors_of_an_earlier_call() -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(torchvision.models.vgg11_bn(num_classes=10)).eval()
+    prog = fxpath.compile(model, (3, 32, 32))
+    first = prog.path_magnitude()
+    kept = {k: v.clone() for k, v in first.items()}
+    with torch.no_grad():
+        model.classifier[0].weight.mul_(3.0)  # scores change; same tensors must hold them
+    fresh = prog.path_magnitude()
+    again = prog.path_magnitude(out=first)
+    assert set(again) == set(fresh)
+    for k in fresh:
+        assert again[k] is first[k]
+        torch.testing.assert_close(again[k], fresh[k], rtol=0, atol=0)
+    assert any(not torch.equal(kept[k], fresh[k]) for k in fresh)
+    with pytest.raises(fxpath.FxPathError, match="out\\['features.0.weight'\\]"):
+        prog.path_magnitude(out={**first, "features.0.weight": first["features.0.weight"].double()})
