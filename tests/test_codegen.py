@@ -102,12 +102,16 @@ def test_live_parameters_and_gradients() -> None:
 
 
 @pytest.mark.slow
-def test_torch_compile_option_gives_the_same_norm() -> None:
+def test_torch_compile_option_gives_the_same_norm_and_scores() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
                                 torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 7 * 7, 4)).eval()
-    compiled = fxpath.compile(model, (3, 16, 16), torch_compile=True).path_norm()
-    assert compiled.value == pytest.approx(fxpath.path_norm(model, (3, 16, 16)).value, rel=1e-6)
+    prog = fxpath.compile(model, (3, 16, 16), torch_compile=True)
+    assert prog.path_norm().value == pytest.approx(fxpath.path_norm(model, (3, 16, 16)).value,
+                                                   rel=1e-6)
+    scores = prog.path_magnitude()  # the tapped score network, compiled, with its backward
+    for name, s in fxpath.path_magnitude(model, (3, 16, 16)).items():
+        torch.testing.assert_close(scores[name], s, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["norm", "diff", "taps"])
