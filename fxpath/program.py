@@ -120,11 +120,8 @@ class PathProgram:
         self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
         self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
-        self._tapped = tapped_nodes(self.graph)
-        first_slot = {}
-        for i, s in enumerate(self.slots):
-            first_slot.setdefault(s.node, i)
-        self._tapped_slots = [first_slot[n.name] for n in self._tapped]  # their weight slots
+        weight_slot = {s.node: i for i, s in reversed(list(enumerate(self.slots)))}
+        self._taps = [(n, weight_slot[n.name]) for n in tapped_nodes(self.graph)]
         self._source = ParamSource(model, self.graph.param_names())
         self._networks: dict[tuple[str, float, bool], Any] = {}
         self._cache: dict[float, _Cache] = {}
@@ -243,28 +240,27 @@ class PathProgram:
                 raise FxPathError("out= is for parameter scores, not neurons=True")
             return self._neuron_mass()
         mags = self.magnitudes_detached()
-        tapped = self._tapped_slots  # dense layers: no autograd weight gradient
+        tapped = {i: n for n, i in self._taps}  # dense layers: no autograd weight gradient
         leaves = [m if i in tapped else m.detach().requires_grad_(True)
                   for i, m in enumerate(mags)]
         taps = [torch.zeros((1, *n.shape), dtype=self.dtype, device=self.device,
-                            requires_grad=True) for n in self._tapped]
-        targets = [m for i, m in enumerate(leaves) if i not in tapped] + taps
+                            requires_grad=True) for n in tapped.values()]
+        plain = [i for i in range(len(mags)) if i not in tapped]
         with torch.enable_grad():
             total, _exp, inputs = self.path_network(1.0, taps=True)(*leaves, *taps)
-            # seeding the backward with 1/total gives d(log total)/d a directly
-            grads = list(torch.autograd.grad(total, targets, torch.reciprocal(total.detach()),
-                                             allow_unused=True))
-        by_slot = dict(zip([i for i in range(len(mags)) if i not in tapped], grads))
+            grads = _log_gradient(total, [leaves[i] for i in plain] + taps)
+        grad_of = dict(zip(plain + list(tapped), grads))
+        input_of = dict(zip(tapped, inputs))
         scores: dict[str, Tensor] = {}
         for i, (slot, a) in enumerate(zip(self.slots, mags)):
             if slot.param is None:
                 continue
             dest = None if out is None else self._destination(out, slot.param, a)
-            g = grads[len(grads) - len(taps) + tapped.index(i)] if i in tapped else by_slot[i]
+            g = grad_of[i]
             if g is None:  # no path through this coordinate reaches an output
                 frac = torch.zeros_like(a) if dest is None else dest.zero_()
             elif i in tapped:  # a * outer(grad_out, input): the weight gradient, fused
-                x = inputs[tapped.index(i)].detach().reshape(1, -1)
+                x = input_of[i].detach().reshape(1, -1)
                 frac = torch.mul(a, g.reshape(-1, 1), out=dest).mul_(x)
             else:
                 frac = g.mul_(a) if dest is None else torch.mul(g, a, out=dest)
@@ -283,8 +279,15 @@ class PathProgram:
         return t.view(like.shape)
 
     def parameter(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
-        """The live value of a parameter or buffer the IR reads (pruned ones with masks applied)."""
+        """The live value of a parameter or buffer the IR reads (pruned ones with masks applied).
+
+        ``dtype``: default the program's compute dtype; `stored_dtype` gives the model's own.
+        """
         return self._source.fetch(name, dtype or self.dtype, self.device)
+
+    def stored_dtype(self, name: str) -> torch.dtype:
+        """The dtype the model keeps ``name`` in (``<name>_orig``'s once pruned)."""
+        return self._source.tensors(name)[0].dtype
 
     def magnitudes_detached(self) -> list[Tensor]:
         """``|coordinate|`` (q = 1) of the live model, without autograd history."""
@@ -295,8 +298,7 @@ class PathProgram:
         leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
         with torch.enable_grad():
             total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
-            grads = torch.autograd.grad(total, probes, grad_outputs=torch.reciprocal(
-                total.detach()), allow_unused=True)
+            grads = _log_gradient(total, probes)
         owners = [n for n in self.graph if n.op in ("linear", "affine")]
         out: dict[str, Tensor] = {}
         for node, h, g in zip(owners, probes, grads):
@@ -307,6 +309,13 @@ class PathProgram:
             per_channel = mass.sum(dims) if dims else mass
             out[_owner_name(node)] = per_channel
         return out
+
+
+def _log_gradient(total: Tensor, targets: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    """``total * d(log total)/d target`` up to the same factor for all: the backward is seeded
+    with ``1/total``, so ``value * grad`` is a path mass fraction directly."""
+    return torch.autograd.grad(total, list(targets), torch.reciprocal(total.detach()),
+                               allow_unused=True)
 
 
 def _all(flags: Sequence[Tensor]) -> bool:

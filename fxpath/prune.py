@@ -84,13 +84,6 @@ def _top(flat: Tensor, keep: int) -> Tensor:
     return mask | at
 
 
-def _live_name(model: nn.Module, name: str) -> str:
-    """``name``, or ``name + "_orig"`` once ``torch.nn.utils.prune`` has reparametrized it."""
-    path, _, attr = name.rpartition(".")
-    owner = model.get_submodule(path)
-    return f"{name}_orig" if hasattr(owner, f"{attr}_orig") else name
-
-
 def _keep_masks(scores: dict[str, Tensor], density: float, scope: str) -> dict[str, Tensor]:
     """Masks keeping the ``density`` fraction of highest scores (globally or per tensor)."""
     if scope == "layer":
@@ -151,7 +144,7 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
     sparsity, kept = {}, {}
     total = zeros = 0
     for n in names:
-        value = prog.parameter(n, model.get_parameter(_live_name(model, n)).dtype)
+        value = prog.parameter(n, prog.stored_dtype(n))
         nz = value.numel() - int(torch.count_nonzero(value))
         sparsity[n] = nz / value.numel()
         kept[n] = value.numel() - nz

@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 import fxpath
+from fxpath.codegen import tapped_nodes
 
 
 class DeepResidual(torch.nn.Module):
@@ -128,7 +129,8 @@ def test_path_networks_never_read_values_on_the_host(kind: str) -> None:
         assert delta.device.type == "meta" and exp.device.type == "meta"
         return
     leaves = [m.requires_grad_() for m in mags]
-    taps = [torch.zeros((1, *n.shape), device="meta", requires_grad=True) for n in prog._tapped]
+    taps = [torch.zeros((1, *n.shape), device="meta", requires_grad=True)
+            for n in tapped_nodes(prog.graph)]
     net = prog.path_network(1.0, taps=kind == "taps").to("meta")
     total, exp, *rest = net(*leaves, *(taps if kind == "taps" else []))
     grads = torch.autograd.grad(total, leaves + taps, allow_unused=True)
