@@ -63,11 +63,16 @@ def _path_network(model: nn.Module) -> nn.Module:
     return net
 
 
+def _ones(net: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.ones((1, *input_shape), dtype=torch.float64,
+                      device=next(net.parameters()).device)
+
+
 def published_style_path_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     """l^1 path-norm, published style (float64, no scale tracking: overflows past 1e308)."""
     net = _path_network(model)
     with torch.no_grad():
-        return float(net(torch.ones((1, *input_shape), dtype=torch.float64)).sum())
+        return float(net(_ones(net, input_shape)).sum())
 
 
 def published_style_path_magnitude(model: nn.Module,
@@ -77,7 +82,7 @@ def published_style_path_magnitude(model: nn.Module,
     BatchNorm ``weight``/``bias`` entries are the scores of its affine map's ``|s|`` and ``|t|``.
     """
     net = _path_network(model)
-    total = net(torch.ones((1, *input_shape), dtype=torch.float64)).sum()
+    total = net(_ones(net, input_shape)).sum()
     params = dict(net.named_parameters())
     grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
     return {n: (p.detach() * g if g is not None else torch.zeros_like(p)).float()

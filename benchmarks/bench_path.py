@@ -84,19 +84,19 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
     ``prune`` modifies its model: it takes a copy from ``spares`` (made before the clock starts)
     and falls back to copying inside the timed region only when none is left.
     """
-    progs: list[fxpath.PathProgram] = []
+    progs: dict[bool, fxpath.PathProgram] = {}
     reuse: dict[str, torch.Tensor] = {}
 
-    def prog() -> fxpath.PathProgram:
-        if not progs:
-            progs.append(fxpath.compile(model, shape))
-        return progs[0]
+    def prog(graphs: bool | None = None) -> fxpath.PathProgram:
+        if graphs not in progs:
+            progs[graphs] = fxpath.compile(model, shape, cuda_graphs=graphs)
+        return progs[graphs]
 
     @torch.no_grad()
     def forward() -> None:
         model(x)
 
-    return {"forward": forward,
+    ops = {"forward": forward,
             "cold_path_norm": lambda: fxpath.path_norm(model, shape),
             "warm_path_norm": lambda: prog().path_norm(),
             "warm_path_magnitude": lambda: prog().path_magnitude(),
@@ -106,6 +106,10 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
             "warm_path_metric": lambda: prog().path_metric(other),
             "prune": lambda: fxpath.prune(spares.pop() if spares else copy.deepcopy(model),
                                           0.5, shape)}
+    if x.is_cuda:  # the same warm calls without CUDA graphs (one launch per kernel)
+        ops["warm_path_norm_eager"] = lambda: prog(False).path_norm()
+        ops["warm_path_magnitude_eager"] = lambda: prog(False).path_magnitude()
+    return ops
 
 
 def peak_memory(fn: Callable[[], object], device: str) -> float:
@@ -193,13 +197,13 @@ def bench_model(name: str, repeats: int, device: str, baseline: bool,
     forward = ops["forward"]
     row: dict[str, float] = {"forward_ms": timeit(forward, repeats, device, warmup=2)}
     few = max(1, repeats // 3)
-    for op in OPS[1:]:
+    for op in list(ops)[1:]:
         n = few if op == "prune" else repeats
         if op == "prune":
             spares.extend(copy.deepcopy(model) for _ in range(n))
         row[f"{op}_ms"], row[f"{op}_x"], row[f"{op}_cpu_x"] = paired_ratio(
             ops[op], forward, n, device, warmup=0 if op == "prune" else 1)
-    if baseline and device == "cpu" and not name.startswith("timm:"):
+    if baseline and not name.startswith("timm:"):
         from baselines import published_style_path_magnitude, published_style_path_norm
 
         for key, fn in (("published_path_norm", published_style_path_norm),
@@ -208,7 +212,7 @@ def bench_model(name: str, repeats: int, device: str, baseline: bool,
                 lambda f=fn: f(model, shape), forward, few, device)
     if memory:  # after the timings: every call is warm, as in the time columns
         spares.append(copy.deepcopy(model))
-        for op in OPS:
+        for op in ops:
             row[f"{op}_peak_mib"] = peak_memory(ops[op], device)
     return row
 
@@ -247,8 +251,11 @@ def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
             ("warm path_magnitude", "warm_path_magnitude"),
             ("warm path_magnitude(out=)", "warm_path_magnitude_out"),
             ("warm path_metric", "warm_path_metric"), ("prune (one call)", "prune"),
+            ("warm path_norm, no CUDA graphs", "warm_path_norm_eager"),
+            ("warm path_magnitude, no CUDA graphs", "warm_path_magnitude_eager"),
             ("published-style norm", "published_path_norm"),
             ("published-style scores", "published_path_magnitude")]
+    cols = [c for c in cols if any(c[1] + "_x" in r for r in rows.values())]
     lines = [f"Machine: {', '.join(f'{k}={v}' for k, v in info.items())}", "",
              "Time: median of paired ratios to the model's forward (float32, batch 1, "
              "224x224); median ms in parentheses.", "",

@@ -18,7 +18,8 @@ Shape = Sequence[int] | Sequence[Sequence[int]]
 
 def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.float32,  # noqa: A001
             device: torch.device | str | None = None, fold_bn: bool = True,
-            torch_compile: bool = False, debug: bool = False) -> PathProgram:
+            torch_compile: bool = False, cuda_graphs: bool | None = None,
+            debug: bool = False) -> PathProgram:
     """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
 
     Args:
@@ -31,6 +32,9 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
         fold_bn: fold frozen BatchNorm into the producing conv/linear (PATHS.md section 1).
         torch_compile: wrap the generated path networks in ``torch.compile`` (for repeated
             use, e.g. monitoring during training).
+        cuda_graphs: replay repeated calls from CUDA graphs (one launch instead of hundreds
+            of tiny kernels; the same kernels as eager). Default: on for a CUDA device unless
+            ``torch_compile``.
         debug: verify the IR after every pass.
 
     Example:
@@ -38,7 +42,7 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
         >>> prog.path_norm().value, prog.path_norm(q=2).value
     """
     return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
-                       compile=torch_compile, debug=debug)
+                       compile=torch_compile, cuda_graphs=cuda_graphs, debug=debug)
 
 
 def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,12 @@ from torch import Tensor
 
 from .codegen import generate, tapped_nodes
 from .errors import FxPathError
+from .graphs import GraphedCall
 from .ir import Graph
 from .lift import Slot, lift, slots
 from .lower import has_rule, lower
 from .passes import normalize
+from .precision import ieee_float32
 from .results import PathMetric, PathNorm, log2_of
 from .tracer import trace_graph
 
@@ -106,7 +108,8 @@ class PathProgram:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
                  *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-                 fold_bn: bool = True, compile: bool = False, debug: bool = False) -> None:
+                 fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
+                 debug: bool = False) -> None:
         if model.training:
             raise FxPathError("fxpath analyses the frozen (eval-mode) network: call model.eval() "
                               "first (BatchNorm must use its running statistics)")
@@ -117,6 +120,12 @@ class PathProgram:
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         self.use_compile = compile
+        if cuda_graphs and self.device.type != "cuda":
+            raise FxPathError(f"cuda_graphs=True needs a CUDA device, the program runs on "
+                              f"{self.device}: pass device='cuda' or leave cuda_graphs unset")
+        self.use_graphs = (self.device.type == "cuda" and not compile if cuda_graphs is None
+                           else cuda_graphs)
+        self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
         self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
         self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
@@ -142,6 +151,17 @@ class PathProgram:
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]
+
+    def _call(self, key: tuple[Any, ...], fn: Callable[..., Any], inputs: Sequence[Tensor]) -> Any:
+        """``fn(*inputs)`` in IEEE float32 (no TF32), replayed from a CUDA graph on repeated
+        calls when ``use_graphs`` (the outputs are then the graph's static tensors: read or
+        copy them before the next call with the same ``key``)."""
+        with ieee_float32():
+            if not self.use_graphs:
+                return fn(*inputs)
+            if key not in self._graphed:
+                self._graphed[key] = GraphedCall(fn)
+            return self._graphed[key](*inputs)
 
     def coordinates(self, params: Params | None = None) -> dict[str, Tensor]:
         """The signed path-lifting coordinates (effective DAG parameters), by slot name."""
@@ -174,7 +194,12 @@ class PathProgram:
         if q <= 0:
             raise FxPathError(f"q must be positive, got {q}")
         with torch.set_grad_enabled(differentiable):
-            total, exp = self.path_network(q)(*self.magnitudes(q))
+            if differentiable:  # its backward runs later, under the caller's precision settings
+                with ieee_float32():
+                    total, exp = self.path_network(q)(*self.magnitudes(q))
+            else:
+                total, exp = self._call(("norm", float(q)), self.path_network(q),
+                                        self.magnitudes(q))
         log2 = log2_of(float(total.detach()), float(exp)) / q
         log_tensor = None
         if differentiable:
@@ -203,7 +228,8 @@ class PathProgram:
         return PathMetric(_log2_add(first, second), False, norm)
 
     def _norm_of(self, coords: Mapping[str, Tensor]) -> PathNorm:
-        total, exp = self.path_network(1.0)(*(v.abs() for v in coords.values()))
+        total, exp = self._call(("norm", 1.0), self.path_network(1.0),
+                                [v.abs() for v in coords.values()])
         return PathNorm(1.0, log2_of(float(total), float(exp)))
 
     def _metric_same_sign(self, a: Mapping[str, Tensor],
@@ -216,7 +242,7 @@ class PathProgram:
             hi.append(torch.maximum(x, y))
             lo.append(torch.minimum(x, y))
         args = [t for pair in zip(lo, hi) for t in pair]
-        _, delta, exp = self.path_network(1.0, mode="diff")(*args)
+        _, delta, exp = self._call(("diff",), self.path_network(1.0, mode="diff"), args)
         return log2_of(float(delta), float(exp)), _all(a_over) or _all(b_over)
 
     # -- path-magnitude scores ----------------------------------------------------------------
@@ -240,6 +266,19 @@ class PathProgram:
                 raise FxPathError("out= is for parameter scores, not neurons=True")
             return self._neuron_mass()
         mags = self.magnitudes_detached()
+        if not self.use_graphs:
+            return self._call(("scores",), functools.partial(self._scores, out=out), mags)
+        static = self._call(("scores",), self._scores, mags)  # the graph's own tensors: copy
+        if out is None:
+            return {name: s.clone() for name, s in static.items()}
+        for name, s in static.items():
+            self._destination(out, name, s).copy_(s)
+        return {name: out[name] for name in static}
+
+    def _scores(self, *mags: Tensor, out: Mapping[str, Tensor] | None = None
+                ) -> dict[str, Tensor]:
+        """Scores from the coordinate magnitudes: one forward and one backward of the path
+        network (dense layers through taps, see `codegen.tapped_nodes`)."""
         tapped = {i: n for n, i in self._taps}  # dense layers: no autograd weight gradient
         leaves = [m if i in tapped else m.detach().requires_grad_(True)
                   for i, m in enumerate(mags)]
@@ -296,7 +335,7 @@ class PathProgram:
 
     def _neuron_mass(self) -> dict[str, Tensor]:
         leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
-        with torch.enable_grad():
+        with torch.enable_grad(), ieee_float32():
             total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
             grads = _log_gradient(total, probes)
         owners = [n for n in self.graph if n.op in ("linear", "affine")]
