@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 import fxpath
+from fxpath.precision import ieee_float32
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -106,7 +107,13 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
             "warm_path_metric": lambda: prog().path_metric(other),
             "prune": lambda: fxpath.prune(spares.pop() if spares else copy.deepcopy(model),
                                           0.5, shape)}
-    if x.is_cuda:  # the same warm calls without CUDA graphs (one launch per kernel)
+    if x.is_cuda:  # the model's forward without TF32, as the path networks run (like for like)
+        def forward_ieee() -> None:
+            with torch.no_grad(), ieee_float32():
+                model(x)
+
+        ops["forward_ieee"] = forward_ieee
+        # the same warm calls without CUDA graphs (one launch per kernel)
         ops["warm_path_norm_eager"] = lambda: prog(False).path_norm()
         ops["warm_path_magnitude_eager"] = lambda: prog(False).path_magnitude()
     return ops
@@ -251,6 +258,7 @@ def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
             ("warm path_magnitude", "warm_path_magnitude"),
             ("warm path_magnitude(out=)", "warm_path_magnitude_out"),
             ("warm path_metric", "warm_path_metric"), ("prune (one call)", "prune"),
+            ("forward without TF32", "forward_ieee"),
             ("warm path_norm, no CUDA graphs", "warm_path_norm_eager"),
             ("warm path_magnitude, no CUDA graphs", "warm_path_magnitude_eager"),
             ("published-style norm", "published_path_norm"),
