@@ -18,6 +18,7 @@ from .graphs import GraphedCall
 from .ir import Graph
 from .lift import Slot, lift, slots
 from .lower import has_rule, lower
+from .memory import empty_scores
 from .passes import normalize
 from .precision import ieee_float32
 from .results import PathMetric, PathNorm, log2_of
@@ -300,7 +301,9 @@ class PathProgram:
                 frac = torch.zeros_like(a) if dest is None else dest.zero_()
             elif i in tapped:  # a * outer(grad_out, input): the weight gradient, fused
                 x = input_of[i].detach().reshape(1, -1)
-                frac = torch.mul(a, g.reshape(-1, 1), out=dest).mul_(x)
+                # fresh memory asks for huge pages before its first write (`memory`)
+                into = empty_scores(a.shape, a.dtype, a.device) if dest is None else dest
+                frac = torch.mul(a, g.reshape(-1, 1), out=into).mul_(x)
             else:
                 frac = g.mul_(a) if dest is None else torch.mul(g, a, out=dest)
             scores[slot.param] = (frac.reshape(_param_shape(self._source, slot.param))

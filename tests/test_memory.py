@@ -1,0 +1,43 @@
+"""`empty_scores`: plain tensors, with huge pages requested for big CPU ones on Linux."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fxpath.memory import empty_scores
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _anon_huge_kib(start: int, end: int) -> int:
+    """AnonHugePages of the mappings overlapping ``[start, end)`` (``/proc/self/smaps``; the
+    advice splits the allocation's mapping in three)."""
+    inside, total = False, 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo < end and start < hi
+        elif inside and head == "AnonHugePages:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.parametrize("shape,dtype", [((3,), torch.float32), ((4096, 4097), torch.float64)])
+def test_empty_scores_is_a_plain_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    t = empty_scores(shape, dtype, torch.device("cpu"))
+    assert t.shape == shape and t.dtype == dtype and t.is_contiguous()
+    t.fill_(2.0)
+    assert float(t.sum()) == 2.0 * t.numel()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not THP.exists()
+                    or "[never]" in THP.read_text(), reason="no transparent huge pages here")
+def test_big_scores_get_huge_pages() -> None:
+    t = empty_scores((64 << 20) // 4, torch.float32, torch.device("cpu"))
+    t.fill_(1.0)  # first write: the kernel maps the range
+    assert _anon_huge_kib(t.data_ptr(), t.data_ptr() + (64 << 20)) >= 2048
