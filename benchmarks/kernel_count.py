@@ -3,7 +3,8 @@
     python benchmarks/kernel_count.py --device cuda
 
 At batch 1 on a GPU, time follows the number of kernel launches more than FLOPs; this prints
-the count of device kernels (CUDA) or of aten ops (CPU) per call, with and without CUDA graphs.
+the count of device kernels (CUDA) or of top-level aten ops (CPU) per call. With CUDA graphs the
+same kernels run (and are counted); what the graph removes is launching them one by one.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,9 +36,38 @@ def test_empty_scores_is_a_plain_tensor(shape: tuple[int, ...], dtype: torch.dty
     assert float(t.sum()) == 2.0 * t.numel()
 
 
+def test_huge_pages_are_requested_for_the_aligned_interior(monkeypatch) -> None:
+    from fxpath import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_madvise", lambda: lambda *args: calls.append(args) or 0)
+    t = empty_scores((16 << 20) // 4, torch.float32, torch.device("cpu"))
+    (start, length, advice), = calls
+    assert advice == 14 and start % (2 << 20) == 0 and length % (2 << 20) == 0
+    assert t.data_ptr() <= start and start + length <= t.data_ptr() + (16 << 20)
+    assert length >= (16 << 20) - (4 << 20)
+    calls.clear()
+    empty_scores((1000,), torch.float32, torch.device("cpu"))  # small: no system call
+    assert not calls
+
+
+PROBE = """
+import sys, torch
+sys.path.insert(0, "tests")
+from test_memory import _anon_huge_kib
+from fxpath.memory import empty_scores
+t = empty_scores((64 << 20) // 4, torch.float32, torch.device("cpu"))
+t.fill_(1.0)
+print(_anon_huge_kib(t.data_ptr(), t.data_ptr() + (64 << 20)))
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not THP.exists()
                     or "[never]" in THP.read_text(), reason="no transparent huge pages here")
 def test_big_scores_get_huge_pages() -> None:
-    t = empty_scores((64 << 20) // 4, torch.float32, torch.device("cpu"))
-    t.fill_(1.0)  # first write: the kernel maps the range
-    assert _anon_huge_kib(t.data_ptr(), t.data_ptr() + (64 << 20)) >= 2048
+    """In a fresh process (so the allocation is fresh memory, not pages a long test session
+    already touched), the kernel backs the tensor with huge pages."""
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.split()[-1]) >= 2048
