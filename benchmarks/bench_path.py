@@ -85,7 +85,7 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
     ``prune`` modifies its model: it takes a copy from ``spares`` (made before the clock starts)
     and falls back to copying inside the timed region only when none is left.
     """
-    progs: dict[bool, fxpath.PathProgram] = {}
+    progs: dict[bool | None, fxpath.PathProgram] = {}
     reuse: dict[str, torch.Tensor] = {}
 
     def prog(graphs: bool | None = None) -> fxpath.PathProgram:

@@ -19,11 +19,8 @@ import torch
 __all__ = ["ieee_float32"]
 
 
-def _precision_switches() -> list[object]:
-    """Every object of this torch's precision API with an ``fp32_precision`` (root first)."""
-    b = torch.backends
-    owners = [b, b.cuda.matmul, b.cudnn, getattr(b.cudnn, "conv", None),
-              getattr(b.cudnn, "rnn", None)]
+def _has_precision(*owners: object) -> list[object]:
+    """Those of ``owners`` that this torch gives an ``fp32_precision`` string (torch >= 2.9)."""
     return [o for o in owners if o is not None and hasattr(o, "fp32_precision")]
 
 
@@ -46,17 +43,18 @@ def ieee_float32() -> Iterator[None]:
     per-op ``fp32_precision`` strings and refuses to run a matmul or read a switch when the two
     disagree: both are set here, and both restored to exactly what they were.
     """
-    cudnn = torch.backends.cudnn
-    owners = _precision_switches()
+    b = torch.backends
+    conv, rnn = getattr(b.cudnn, "conv", None), getattr(b.cudnn, "rnn", None)
+    ieee = _has_precision(b.cuda.matmul, conv, rnn)      # set to "ieee" inside
+    owners = _has_precision(b, b.cudnn) + ieee           # restored after (parents first)
     saved = [o.fp32_precision for o in owners]  # type: ignore[attr-defined]
     legacy_cudnn = _quiet(torch._C._get_cudnn_allow_tf32)
     legacy_matmul = _quiet(torch.get_float32_matmul_precision)
     try:
         _quiet(lambda: torch._C._set_cudnn_allow_tf32(False))
         _quiet(lambda: torch.set_float32_matmul_precision("highest"))
-        for o in owners[1:]:
-            if o is not cudnn:
-                o.fp32_precision = "ieee"  # type: ignore[attr-defined]
+        for o in ieee:
+            o.fp32_precision = "ieee"  # type: ignore[attr-defined]
         yield
     finally:
         if legacy_cudnn is not None:
