@@ -19,7 +19,7 @@ Shape = Sequence[int] | Sequence[Sequence[int]]
 def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.float32,  # noqa: A001
             device: torch.device | str | None = None, fold_bn: bool = True,
             torch_compile: bool = False, cuda_graphs: bool | None = None,
-            debug: bool = False) -> PathProgram:
+            interior: bool | None = None, debug: bool = False) -> PathProgram:
     """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
 
     Args:
@@ -35,6 +35,10 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
         cuda_graphs: replay repeated calls from CUDA graphs (one launch instead of hundreds
             of tiny kernels; the same kernels as eager). Default: on for a CUDA device unless
             ``torch_compile``.
+        interior: convs whose path-network activations are constant away from a thin border
+            frame (zero padding of the all-ones input) compute that frame only and fill the
+            interior with one value per channel; exact, same sums. Default: on for the CPU,
+            off for a GPU (where batch-1 convs are launch-bound).
         debug: verify the IR after every pass.
 
     Example:
@@ -42,7 +46,8 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
         >>> prog.path_norm().value, prog.path_norm(q=2).value
     """
     return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
-                       compile=torch_compile, cuda_graphs=cuda_graphs, debug=debug)
+                       compile=torch_compile, cuda_graphs=cuda_graphs, interior=interior,
+                       debug=debug)
 
 
 def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,

@@ -9,8 +9,10 @@ Node ops (after normalization, see `fxpath.passes.pipeline`):
 =============  ==================================================================================
 ``input``      a model input; the path network feeds it all-ones
 ``linear``     a parameterized linear map: ``attrs["kind"]`` is ``conv``, ``conv_transpose`` or
-               ``dense``; ``params`` name the weight / bias; an optional ``bn`` affine (a frozen
-               BatchNorm folded into it) scales its output channels and adds one combined bias
+               ``dense`` (convs also carry ``ndim``, ``kernel``, ``stride``, ``padding``,
+               ``dilation``, ``groups``); ``params`` name the weight / bias; an optional
+               ``bn`` affine (a frozen BatchNorm folded into it) scales its output channels
+               and adds one combined bias
 ``affine``     a standalone per-channel affine map (frozen BatchNorm not foldable, PReLU slope)
 ``relu``       ReLU neurons (identity in the path network)
 ``pool``       fixed pooling: ``attrs["reduce"]`` is ``sum`` (avg/mean pools: edges of weight

@@ -197,7 +197,8 @@ def _conv(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
         raise _Refuse("ConvTranspose called with output_size is not supported yet")
     nd = len(m.kernel_size)
     attrs = {"kind": "conv_transpose" if transpose else "conv", "ndim": nd,
-             "stride": tuple(m.stride), "dilation": tuple(m.dilation), "groups": m.groups,
+             "kernel": tuple(m.kernel_size), "stride": tuple(m.stride),
+             "dilation": tuple(m.dilation), "groups": m.groups,
              "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding)}
     if transpose:
         attrs["output_padding"] = tuple(m.output_padding)
@@ -520,7 +521,8 @@ def _conv_fn(kind: str) -> Callable:
         if kind == "conv":
             names = ("stride", "padding", "dilation", "groups")
             a = dict(zip(names, args)) | kwargs
-            attrs.update(ndim=nd, stride=_ntuple(a.get("stride", 1), nd),
+            attrs.update(ndim=nd, kernel=tuple(weight.meta["val"].shape[2:]),
+                         stride=_ntuple(a.get("stride", 1), nd),
                          dilation=_ntuple(a.get("dilation", 1), nd), groups=a.get("groups", 1))
             pad = a.get("padding", 0)
             attrs["padding"] = pad if isinstance(pad, str) else _ntuple(pad, nd)

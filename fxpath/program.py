@@ -110,7 +110,7 @@ class PathProgram:
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
                  *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
                  fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
-                 debug: bool = False) -> None:
+                 interior: bool | None = None, debug: bool = False) -> None:
         if model.training:
             raise FxPathError("fxpath analyses the frozen (eval-mode) network: call model.eval() "
                               "first (BatchNorm must use its running statistics)")
@@ -127,6 +127,9 @@ class PathProgram:
         self.use_graphs = (self.device.type == "cuda" and not compile if cuda_graphs is None
                            else cuda_graphs)
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
+        # frame-only convs pay off where convs are compute-bound (CPU); on a GPU at batch 1
+        # the extra small kernels cost more launches than the FLOPs they save
+        self.use_interior = self.device.type == "cpu" if interior is None else interior
         self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
         self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
@@ -148,7 +151,7 @@ class PathProgram:
         key = (mode, float(q), probes, taps)
         if key not in self._networks:
             gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes,
-                          taps=taps)
+                          taps=taps, interior=self.use_interior)
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 import torchvision
+from conftest import randomize_batchnorm
 
 import fxpath
 from fxpath.codegen import tapped_nodes
@@ -39,10 +41,15 @@ def _log10_layer_by_layer(model: DeepResidual, width: int) -> float:
 
 
 def test_generated_code_is_readable() -> None:
-    prog = fxpath.compile(torchvision.models.resnet18(num_classes=10).eval(), (3, 32, 32))
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    prog = fxpath.compile(model, (3, 32, 32), interior=False)
     code = prog.path_network(1.0).code
     assert "def forward(self, conv1_weight, conv1_bias" in code
     assert "torch.conv2d(x_ones, conv1_weight" in code
+    framed = fxpath.compile(model, (3, 32, 32), interior=True).path_network(1.0).code
+    # the stem's output varies only in a 2-then-1 wide frame: (2, 1) per spatial dim
+    assert ("frame_conv(x_ones, conv1_weight, (2, 2), (3, 3), (1, 1), 1, ((0, 0), (0, 0)), "
+            "((2, 1), (2, 1)))") in framed
     assert "relu" not in code  # ReLUs are identities in the path network
     assert "window_sum" in code  # the max-pool is a windowed sum
     assert len(code.splitlines()) < 400
@@ -137,3 +144,62 @@ def test_path_networks_never_read_values_on_the_host(kind: str) -> None:
     assert total.device.type == "meta" and exp.device.type == "meta"
     assert all(g is None or g.device.type == "meta" for g in grads)
     assert len(rest) == (1 if kind == "taps" else 0)
+
+
+class _Mixed(torch.nn.Module):
+    """Dilated grouped strided convs, uneven average pools, a concat and a 3-D conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 8, 5, stride=2, padding=3, dilation=2, groups=2)
+        self.pool = torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+        self.c3 = torch.nn.Conv3d(1, 2, 3, padding=1)
+        self.fc = torch.nn.Linear(2 * 16 * 15 * 15, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.c1(x))
+        b = torch.relu(self.c2(a))
+        c = torch.cat([self.pool(a)[:, :, : b.shape[2], : b.shape[3]], b], 1)
+        return self.fc(torch.flatten(torch.relu(self.c3(c.unsqueeze(1))), 1))
+
+
+@pytest.mark.parametrize("name,shape", [
+    ("resnet18", (3, 64, 64)), ("vgg11_bn", (3, 64, 64)), ("mobilenet_v2", (3, 64, 64)),
+    ("densenet121", (3, 64, 64)), ("mixed", (3, 32, 32)),
+])
+def test_interior_option_gives_the_same_norms_scores_and_metric(name: str,
+                                                                shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    if name == "mixed":
+        model = _Mixed()
+    elif name == "vgg11_bn":  # its features, with a small head (the 4096-wide one is slow)
+        model = torch.nn.Sequential(torchvision.models.vgg11_bn().features, torch.nn.Flatten(),
+                                    torch.nn.Linear(512 * 2 * 2, 10))
+    else:
+        model = getattr(torchvision.models, name)(num_classes=10)
+    model = randomize_batchnorm(model).double().eval()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1 + 0.01 * torch.rand_like(p))
+    dense = fxpath.compile(model, shape, dtype=torch.float64, interior=False)
+    framed = fxpath.compile(model, shape, dtype=torch.float64, interior=True)
+    assert "frame_conv" in framed.path_network(1.0).code
+    assert "frame_conv" not in dense.path_network(1.0).code
+    for q in (1.0, 2.0):
+        assert framed.path_norm(q).log2 == pytest.approx(dense.path_norm(q).log2, rel=1e-13)
+    want = dense.path_magnitude()
+    got = framed.path_magnitude()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-300)
+    assert framed.path_metric(other).log2 == pytest.approx(dense.path_metric(other).log2,
+                                                           rel=1e-11)
+    g_dense = torch.autograd.grad(dense.path_norm(differentiable=True).log_tensor,
+                                  list(model.parameters()), allow_unused=True)
+    g_framed = torch.autograd.grad(framed.path_norm(differentiable=True).log_tensor,
+                                   list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_framed, g_dense):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-15)
