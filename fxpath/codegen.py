@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import runtime
-from .frame_conv import frame_conv
-from .interior import Frame, frame_fraction, interior_frames, window_frame
+from .frame_conv import compression, frame_conv
+from .interior import Frame, interior_frames
 from .ir import Graph, Node
 from .lift import Slot
 
@@ -97,21 +97,22 @@ class _Emitter:
         return abs(c) ** self.q
 
 
-#: a conv convolves only its output's frame when the frame is at most this share of it
-#: (measured on a 2-core CPU: 3x3 convs gain up to 8x at share 0.04, break even near 0.5)
-FRAME_SHARE = 0.45
+#: a conv runs on the compressed image when that shrinks its output at least this much
+#: (measured on a 2-core CPU, see benchmarks/frame_conv.py)
+MAX_KEPT = 0.5
 
 
-def _frames(e: _Emitter, n: Node) -> tuple[Frame, Frame] | None:
-    """Input and output frames of a conv worth computing by `frame_conv`, else None."""
+def _frame_in(e: _Emitter, n: Node) -> Frame | None:
+    """The input frame of a conv worth running on its compressed image, else None."""
     a = n.attrs
     f_in = e.frames.get(n.inputs[0])
     if (a["kind"] != "conv" or f_in is None or "padding_mode" in a
-            or isinstance(a["padding"], str) or math.prod(a["kernel"]) == 1):
-        return None  # 1x1 convs are plain GEMMs: cropping the frame costs more than it saves
-    f_out = window_frame(f_in, e.shapes[n.inputs[0]][1:], n.shape[1:], a["kernel"], a["stride"],
-                         a["padding"], a["dilation"])
-    return (f_in, f_out) if frame_fraction(f_out, n.shape[1:]) <= FRAME_SHARE else None
+            or isinstance(a["padding"], str)):
+        return None
+    cuts = compression(e.shapes[n.inputs[0]][1:], a["kernel"], a["stride"], a["padding"],
+                       a["dilation"], f_in)
+    kept = math.prod((c.size - c.count) / c.size for c in cuts)
+    return f_in if kept <= MAX_KEPT else None
 
 
 # -- rules: one per IR op ---------------------------------------------------------------------
@@ -120,10 +121,10 @@ def _apply_linear(e: _Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx
     kind = a["kind"]
     if kind == "dense":
         return e.call(F.linear, x, w, name=name)
-    framed = _frames(e, n)
-    if framed:  # the interior is one value per channel: convolve the frame only
+    frame = _frame_in(e, n)
+    if frame is not None:  # constant interior: convolve the compressed image, expand
         return e.call(frame_conv, x, w, a["stride"], a["padding"], a["dilation"], a["groups"],
-                      *framed, name=name)
+                      frame, name=name)
     padding = a["padding"]
     if "padding_mode" in a:
         x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
@@ -253,8 +254,8 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         probes: also return the scaled output of every linear/affine node (norm mode only).
         taps: take one extra zero argument per `tapped_nodes` entry, added to that layer's
             output, and also return the (scaled) inputs of those layers (norm mode only).
-        interior: convs whose activations are constant away from a thin frame
-            (`fxpath.interior`) convolve the frame only (`fxpath.frame_conv`).
+        interior: convs whose input is constant away from a thin frame (`fxpath.interior`)
+            run on the compressed image (`fxpath.frame_conv`).
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")

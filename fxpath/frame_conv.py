@@ -1,19 +1,26 @@
-"""Convolution of a constant-interior activation: convolve the frame, fill the interior.
+"""Convolution of a constant-interior activation on a compressed image.
 
-When a conv's input has a frame (see `fxpath.interior`), every interior output position reads
-interior inputs only and holds ``v[o] = sum_{i,k} W[o,i,k] c[i]``, where ``c`` is the input's
-interior value. `frame_conv` computes that one value per channel, and runs real convolutions
-only on the boxes that tile the output's frame, each on the crop of the input it reads. The
-weight gradient splits the same way: ``c[i] * (sum of the output gradient over the interior)``
-plus the frame boxes' weight gradients. Nothing is approximated and no term cancels: every
-output and gradient entry is a sum of the same products a dense convolution adds up.
+When a conv's input has a frame (see `fxpath.interior`), deleting ``s * D`` identical interior
+rows from the input (``s`` the stride) deletes exactly ``D`` identical interior rows from the
+output, as long as the cut is surrounded by interior rows. `frame_conv` deletes as many as it
+can along every spatial dimension, convolves the small image that is left (VGG-16's first
+layers: 224x224 -> 8x8), and expands the result by repeating one interior row. Every output
+entry is the same sum of the same products a dense convolution computes.
 
-The input gradient is the dense one (the output gradient has no frame structure in general).
+Backward, with ``E`` the expansion and ``C`` the compression (both 0/1 maps):
+
+* the weight gradient is ``conv_weight_grad(E^T g, C x)``: the output gradient summed over
+  the interior, paired with the compressed input. Exact.
+* the input gradient is ``C^T conv_input_grad(E^T g)``. It differs from the dense one, but
+  only by a vector orthogonal to every activation with this frame. Every perturbation of the
+  path network's parameters moves each activation inside its frame's subspace (the frames come
+  from geometry, not values), and every quantity fxpath reads off gradients pairs them with
+  such vectors (weight gradients, per-channel sums of neuron path mass), so all of them are
+  exact. Do not use `frame_conv` where the input gradient itself is the result.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,130 +29,127 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .interior import Frame
+from .interior import Frame, window_frame
 
-__all__ = ["frame_conv"]
+__all__ = ["compression", "frame_conv"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
-Slices = tuple[slice, ...]
-
 
 @dataclass(frozen=True)
-class _Box:
-    out: Slices          # output positions (spatial dims) this box computes
-    crop: Slices         # input positions it reads that exist
-    pad: tuple[int, ...]  # F.pad widths (last dimension first) for the ones that do not
+class _Cut:
+    """One spatial dimension: input rows ``[at, at + stride * count)`` and output rows
+    ``[lo + 1, lo + 1 + count)`` are deleted; output rows ``[lo, size - hi)`` are interior."""
+
+    at: int
+    count: int
+    stride: int
+    lo: int
+    hi: int
+    size: int  # output size along the dimension
+
+    @property
+    def deleted_in(self) -> int:
+        return self.stride * self.count
 
 
-@dataclass(frozen=True)
-class _Plan:
-    interior_in: tuple[int, ...]  # one interior input position (where c is read)
-    interior_out: Slices          # the output interior
-    boxes: tuple[_Box, ...]       # disjoint boxes tiling the output frame
+def _cut(frame_in: tuple[int, int], frame_out: tuple[int, int], size_in: int, size_out: int,
+         k: int, s: int, p: int, d: int) -> _Cut:
+    (lo_in, _), (lo, hi) = frame_in, frame_out
+    at = max(lo_in, s * (lo - 1) - p + d * (k - 1) + 1)  # after every read of the low frame
+    count = min((s * (size_out - hi) - p - at) // s,  # before every read of the high frame
+                size_out - hi - lo - 1,              # one interior row stays
+                (size_in - at) // s)
+    return _Cut(at, max(count, 0), s, lo, hi, size_out)
 
 
-@functools.lru_cache(maxsize=256)
-def _plan(size_in: tuple[int, ...], size_out: tuple[int, ...], kernel: tuple[int, ...],
-          stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...],
-          frame_in: Frame, frame_out: Frame) -> _Plan:
-    nd = len(size_out)
-    inner = [(lo, m - hi) for (lo, hi), m in zip(frame_out, size_out)]
-    boxes = []
-    for j in range(nd):  # slabs: dims before j interior, dim j in its border, dims after full
-        for a, b in ((0, inner[j][0]), (inner[j][1], size_out[j])):
-            ranges = [inner[m] if m < j else (0, size_out[m]) for m in range(nd)]
-            ranges[j] = (a, b)
-            if all(lo < hi for lo, hi in ranges):
-                boxes.append(_box(ranges, size_in, kernel, stride, padding, dilation))
-    return _Plan(tuple(lo for lo, _ in frame_in), tuple(slice(a, b) for a, b in inner),
-                 tuple(boxes))
+def compression(size_in: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                padding: Sequence[int], dilation: Sequence[int], frame_in: Frame
+                ) -> tuple[_Cut, ...]:
+    """The cut of every spatial dimension (``count == 0``: nothing deleted there)."""
+    size_out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+                for n, k, s, p, d in zip(size_in, kernel, stride, padding, dilation)]
+    frame_out = window_frame(frame_in, size_in, size_out, kernel, stride, padding, dilation)
+    return tuple(_cut(fi, fo, n, m, k, s, p, d) for fi, fo, n, m, k, s, p, d in
+                 zip(frame_in, frame_out, size_in, size_out, kernel, stride, padding, dilation))
 
 
-def _box(ranges: Sequence[tuple[int, int]], size_in: Sequence[int], kernel: Sequence[int],
-         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> _Box:
-    crop, pad = [], []
-    for (a, b), n, k, s, p, d in zip(ranges, size_in, kernel, stride, padding, dilation):
-        first, end = s * a - p, s * (b - 1) - p + d * (k - 1) + 1  # input positions read
-        crop.append(slice(max(first, 0), min(end, n)))
-        pad.append((max(0, -first), max(0, end - n)))
-    flat = tuple(w for pair in reversed(pad) for w in pair)
-    return _Box(tuple(slice(a, b) for a, b in ranges), tuple(crop), flat)
+def _compress(x: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+    """``C x``: delete each cut's input rows."""
+    for dim, c in enumerate(cuts, start=2):
+        if c.count:
+            n = x.shape[dim]
+            x = torch.cat([x.narrow(dim, 0, c.at),
+                           x.narrow(dim, c.at + c.deleted_in, n - c.at - c.deleted_in)], dim)
+    return x
 
 
-def _interior_value(x: Tensor, plan: _Plan) -> Tensor:
-    """``c``: the input's value at an interior position, one per channel."""
-    return x[(0, slice(None), *plan.interior_in)]
+def _expand(y: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+    """``E y``: repeat the interior row ``lo`` over the full interior again."""
+    for dim, c in enumerate(cuts, start=2):
+        if c.count:
+            inner = y.narrow(dim, c.lo, 1)
+            inner = inner.expand(*inner.shape[:dim], c.size - c.lo - c.hi, *inner.shape[dim + 1:])
+            y = torch.cat([y.narrow(dim, 0, c.lo), inner,
+                           y.narrow(dim, y.shape[dim] - c.hi, c.hi)], dim)
+    return y
 
 
-def _per_output(c: Tensor, weight: Tensor, groups: int) -> Tensor:
-    """``c`` laid out like one weight's input channels: ``(C_out, C_in / groups)``."""
-    c_out, c_in = weight.shape[0], weight.shape[1]
-    return c.reshape(groups, 1, c_in).expand(groups, c_out // groups, c_in).reshape(c_out, c_in)
+def _expand_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+    """``E^T g``: sum the gradient over the interior into row ``lo``."""
+    for dim, c in reversed(list(enumerate(cuts, start=2))):
+        if c.count:
+            inner = g.narrow(dim, c.lo, c.size - c.lo - c.hi).sum(dim, keepdim=True)
+            rest = list(g.shape)
+            rest[dim] = c.size - c.count - c.lo - c.hi - 1
+            g = torch.cat([g.narrow(dim, 0, c.lo), inner, g.new_zeros(rest),
+                           g.narrow(dim, c.size - c.hi, c.hi)], dim)
+    return g
 
 
-def _crop(x: Tensor, box: _Box) -> Tensor:
-    part = x[(slice(None), slice(None), *box.crop)]
-    return F.pad(part, box.pad) if any(box.pad) else part
+def _compress_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+    """``C^T g``: zeros where rows were deleted."""
+    for dim, c in reversed(list(enumerate(cuts, start=2))):
+        if c.count:
+            rest = list(g.shape)
+            rest[dim] = c.deleted_in
+            g = torch.cat([g.narrow(dim, 0, c.at), g.new_zeros(rest),
+                           g.narrow(dim, c.at, g.shape[dim] - c.at)], dim)
+    return g
 
 
 class _FrameConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, geometry: tuple[Any, ...],
-                plan: _Plan) -> Tensor:
-        stride, padding, dilation, groups, size_out = geometry
-        nd = len(size_out)
-        ctx.save_for_backward(x, weight)
-        ctx.geometry, ctx.plan = geometry, plan
-        c = _per_output(_interior_value(x, plan), weight, groups)
-        v = (weight * c.reshape(*c.shape, *([1] * nd))).sum(tuple(range(1, weight.dim())))
-        out = x.new_empty((1, weight.shape[0], *size_out))
-        out[(slice(None), slice(None), *plan.interior_out)] = v.reshape(1, -1, *([1] * nd))
-        conv = _CONV[nd]
-        for box in plan.boxes:
-            out[(slice(None), slice(None), *box.out)] = conv(_crop(x, box), weight, None, stride,
-                                                             0, dilation, groups)
-        return out
+                cuts: tuple[_Cut, ...]) -> Tensor:
+        stride, padding, dilation, groups = geometry
+        small = _compress(x, cuts)
+        ctx.save_for_backward(small, weight)
+        ctx.geometry, ctx.cuts = geometry, cuts
+        y = _CONV[weight.dim() - 2](small, weight, None, stride, padding, dilation, groups)
+        return _expand(y, cuts)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, size_out = ctx.geometry
-        plan: _Plan = ctx.plan
-        nd = len(size_out)
-        zeros = [0] * nd
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, list(stride), list(padding), list(dilation), False, zeros,
-                groups, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            inner = grad[(0, slice(None), *plan.interior_out)].sum(tuple(range(1, nd + 1)))
-            c = _per_output(_interior_value(x, plan), weight, groups)
-            grad_w = (inner[:, None] * c).reshape(*c.shape, *([1] * nd)).expand(
-                weight.shape).contiguous()
-            for box in plan.boxes:
-                g = grad[(slice(None), slice(None), *box.out)]
-                grad_w += torch.ops.aten.convolution_backward(
-                    g, _crop(x, box), weight, None, list(stride), zeros, list(dilation), False,
-                    zeros, groups, [False, True, False])[1]
+        small, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        nd = weight.dim() - 2
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            _expand_adjoint(grad, ctx.cuts), small, weight, None, list(stride), list(padding),
+            list(dilation), False, [0] * nd, groups, [need_x, need_w, False])
+        if need_x:
+            grad_x = _compress_adjoint(grad_x, ctx.cuts)
         return grad_x, grad_w, None, None
 
 
 def frame_conv(x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequence[int],
-               dilation: Sequence[int], groups: int, frame_in: Frame, frame_out: Frame
-               ) -> Tensor:
+               dilation: Sequence[int], groups: int, frame_in: Frame) -> Tensor:
     """``conv(x, weight)`` (batch 1, zero padding, no bias) for an input with frame
-    ``frame_in`` whose output has frame ``frame_out`` (`fxpath.interior.window_frame`).
-
-    The output interior must be non-empty along every dimension. Differentiable in ``x``
-    and ``weight`` (first order).
-    """
-    size_in = tuple(x.shape[2:])
-    size_out = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
-                     zip(size_in, weight.shape[2:], stride, padding, dilation))
-    plan = _plan(size_in, size_out, tuple(weight.shape[2:]), tuple(stride), tuple(padding),
-                 tuple(dilation), tuple(frame_in), tuple(frame_out))
-    geometry = (tuple(stride), tuple(padding), tuple(dilation), int(groups), size_out)
-    return _FrameConv.apply(x, weight, geometry, plan)
+    ``frame_in``, computed on the compressed image (see the module docstring for what its
+    input gradient means)."""
+    cuts = compression(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation,
+                       frame_in)
+    geometry = (tuple(stride), tuple(padding), tuple(dilation), int(groups))
+    return _FrameConv.apply(x, weight, geometry, cuts)

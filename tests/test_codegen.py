@@ -47,9 +47,9 @@ def test_generated_code_is_readable() -> None:
     assert "def forward(self, conv1_weight, conv1_bias" in code
     assert "torch.conv2d(x_ones, conv1_weight" in code
     framed = fxpath.compile(model, (3, 32, 32), interior=True).path_network(1.0).code
-    # the stem's output varies only in a 2-then-1 wide frame: (2, 1) per spatial dim
-    assert ("frame_conv(x_ones, conv1_weight, (2, 2), (3, 3), (1, 1), 1, ((0, 0), (0, 0)), "
-            "((2, 1), (2, 1)))") in framed
+    # the input is all ones: its frame is empty, the stem runs on a compressed image
+    assert ("frame_conv(x_ones, conv1_weight, (2, 2), (3, 3), (1, 1), 1, ((0, 0), (0, 0)))"
+            in framed)
     assert "relu" not in code  # ReLUs are identities in the path network
     assert "window_sum" in code  # the max-pool is a windowed sum
     assert len(code.splitlines()) < 400
@@ -195,6 +195,10 @@ def test_interior_option_gives_the_same_norms_scores_and_metric(name: str,
         torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-300)
     assert framed.path_metric(other).log2 == pytest.approx(dense.path_metric(other).log2,
                                                            rel=1e-11)
+    # neuron path mass sums input-side gradients over channels: exact with compressed convs
+    want = dense.path_magnitude(neurons=True)
+    for key, mass in framed.path_magnitude(neurons=True).items():
+        torch.testing.assert_close(mass, want[key], rtol=1e-10, atol=1e-300)
     g_dense = torch.autograd.grad(dense.path_norm(differentiable=True).log_tensor,
                                   list(model.parameters()), allow_unused=True)
     g_framed = torch.autograd.grad(framed.path_norm(differentiable=True).log_tensor,
