@@ -85,13 +85,14 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
     ``prune`` modifies its model: it takes a copy from ``spares`` (made before the clock starts)
     and falls back to copying inside the timed region only when none is left.
     """
-    progs: dict[bool | None, fxpath.PathProgram] = {}
+    progs: dict[tuple[bool | None, bool | None], fxpath.PathProgram] = {}
     reuse: dict[str, torch.Tensor] = {}
 
-    def prog(graphs: bool | None = None) -> fxpath.PathProgram:
-        if graphs not in progs:
-            progs[graphs] = fxpath.compile(model, shape, cuda_graphs=graphs)
-        return progs[graphs]
+    def prog(graphs: bool | None = None, interior: bool | None = None) -> fxpath.PathProgram:
+        if (graphs, interior) not in progs:
+            progs[graphs, interior] = fxpath.compile(model, shape, cuda_graphs=graphs,
+                                                     interior=interior)
+        return progs[graphs, interior]
 
     @torch.no_grad()
     def forward() -> None:
@@ -116,6 +117,10 @@ def operations(model: nn.Module, other: nn.Module, x: torch.Tensor, shape: tuple
         # the same warm calls without CUDA graphs (one launch per kernel)
         ops["warm_path_norm_eager"] = lambda: prog(False).path_norm()
         ops["warm_path_magnitude_eager"] = lambda: prog(False).path_magnitude()
+    # the other setting of `interior` (constant-interior convs: on by default on the CPU only)
+    flip = "interior" if x.is_cuda else "dense"
+    ops[f"warm_path_norm_{flip}"] = lambda: prog(interior=x.is_cuda).path_norm()
+    ops[f"warm_path_magnitude_{flip}"] = lambda: prog(interior=x.is_cuda).path_magnitude()
     return ops
 
 
@@ -261,6 +266,10 @@ def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
             ("forward without TF32", "forward_ieee"),
             ("warm path_norm, no CUDA graphs", "warm_path_norm_eager"),
             ("warm path_magnitude, no CUDA graphs", "warm_path_magnitude_eager"),
+            ("warm path_norm, interior=False", "warm_path_norm_dense"),
+            ("warm path_magnitude, interior=False", "warm_path_magnitude_dense"),
+            ("warm path_norm, interior=True", "warm_path_norm_interior"),
+            ("warm path_magnitude, interior=True", "warm_path_magnitude_interior"),
             ("published-style norm", "published_path_norm"),
             ("published-style scores", "published_path_magnitude")]
     cols = [c for c in cols if any(c[1] + "_x" in r for r in rows.values())]

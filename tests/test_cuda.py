@@ -72,6 +72,24 @@ def test_scores_on_gpu_match_float64_cpu_and_graphs_match_eager(name: str) -> No
 
 
 @cuda
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("graphs", [False, True])
+def test_interior_convs_on_gpu_match_float64_cpu(name: str, graphs: bool) -> None:
+    """`interior=True` (off by default on a GPU): compressed-image convs, captured or not."""
+    ref = _cpu_reference(name)
+    want = ref.path_magnitude()
+    prog = fxpath.compile(copy.deepcopy(MODELS[name]).cuda(), SHAPE, cuda_graphs=graphs,
+                          interior=True)
+    assert "frame_conv" in prog.path_network(1.0).code
+    for _ in range(3):  # eager, capture, replay
+        got = prog.path_magnitude()
+        assert abs(prog.path_norm().log2 - ref.path_norm().log2) <= 1e-5 * abs(
+            ref.path_norm().log2)
+        for k, w in want.items():
+            torch.testing.assert_close(got[k].double().cpu(), w, rtol=1e-4, atol=1e-9)
+
+
+@cuda
 def test_user_tf32_settings_do_not_reach_the_path_network() -> None:
     torch.set_float32_matmul_precision("high")  # the user allows TF32 for matmuls
     try:
@@ -121,10 +139,12 @@ def test_out_reuse_with_cuda_graphs() -> None:
 
 @cuda
 @pytest.mark.parametrize("graphs", [False, True])
-def test_no_host_sync_on_gpu(graphs: bool) -> None:
+@pytest.mark.parametrize("interior", [False, True])
+def test_no_host_sync_on_gpu(graphs: bool, interior: bool) -> None:
     """Warm path networks and scores never wait for the GPU: any sync raises here (device to
     host copies included, which is also how a CPU fallback would show)."""
-    prog = fxpath.compile(copy.deepcopy(MODELS["resnet18"]).cuda(), SHAPE, cuda_graphs=graphs)
+    prog = fxpath.compile(copy.deepcopy(MODELS["resnet18"]).cuda(), SHAPE, cuda_graphs=graphs,
+                          interior=interior)
     other = {k: v * 0.9 for k, v in prog.model.state_dict().items()}
     for _ in range(2):  # the first call runs eagerly, the second captures (which syncs)
         prog.path_magnitude()
