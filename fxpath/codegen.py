@@ -98,7 +98,7 @@ class _Emitter:
 
 
 #: a conv runs on the compressed image when that shrinks its output at least this much
-#: (measured on a 2-core CPU, see benchmarks/frame_conv.py)
+#: (whole-model A/B: benchmarks/interior_ab.py)
 MAX_KEPT = 0.5
 
 

@@ -1,0 +1,83 @@
+"""A/B of ``interior=True`` against ``interior=False`` (compressed-image convs, see
+`fxpath.frame_conv`): warm path-norm and path-magnitude, both programs timed alternately in
+one run, with the model's forward between them.
+
+    python benchmarks/interior_ab.py                       # CPU, 2 threads
+    python benchmarks/interior_ab.py --device cuda --repeats 30
+
+Writes benchmarks/results/interior_ab_<device>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from bench_path import RESULTS, build, machine
+
+import fxpath
+
+
+def _ms(fn: Callable[[], object], cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
+
+
+def ab(name: str, repeats: int, device: str) -> dict[str, float]:
+    """Median ms of the forward and of each program's warm calls, interleaved."""
+    model = build(name).to(device)
+    x = torch.randn(1, 3, 224, 224, device=device)
+    progs = {flag: fxpath.compile(model, (3, 224, 224), interior=flag) for flag in (False, True)}
+    for p in progs.values():  # eager, capture, replay on a GPU
+        for _ in range(3):
+            p.path_norm()
+            p.path_magnitude()
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(x)
+
+    cuda = device.startswith("cuda")
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        times.setdefault("forward", []).append(_ms(forward, cuda))
+        for flag, p in progs.items():
+            times.setdefault(f"norm_{flag}", []).append(_ms(p.path_norm, cuda))
+            times.setdefault(f"scores_{flag}", []).append(_ms(p.path_magnitude, cuda))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    """Command-line entry."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+",
+                    default=["resnet18", "resnet50", "vgg16", "timm:densenet121"])
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    lines = [f"Machine: {', '.join(f'{k}={v}' for k, v in machine(args.device).items())}", "",
+             f"Median ms of {args.repeats} interleaved rounds (forward, then each program).", "",
+             "| model | forward | path_norm, interior off / on | path_magnitude, off / on |",
+             "|---|---|---|---|"]
+    for name in args.models:
+        r = ab(name, args.repeats, args.device)
+        print(name, {k: round(v, 2) for k, v in r.items()}, flush=True)
+        lines.append(f"| {name} | {r['forward']:.1f} | {r['norm_False']:.1f} / "
+                     f"{r['norm_True']:.1f} | {r['scores_False']:.1f} / {r['scores_True']:.1f} |")
+    RESULTS.mkdir(exist_ok=True)
+    tag = "cpu" if args.device == "cpu" else "gpu"
+    (RESULTS / f"interior_ab_{tag}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
