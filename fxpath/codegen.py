@@ -255,7 +255,9 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         taps: take one extra zero argument per `tapped_nodes` entry, added to that layer's
             output, and also return the (scaled) inputs of those layers (norm mode only).
         interior: convs whose input is constant away from a thin frame (`fxpath.interior`)
-            run on the compressed image (`fxpath.frame_conv`).
+            run on the compressed image (`fxpath.frame_conv`). Values and gradients to the
+            coordinates are unchanged; gradients to an intermediate activation (a probe) are
+            exact only summed against framed directions, e.g. over a channel's positions.
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")

@@ -1,5 +1,7 @@
 """Zoo sweep (marker ``zoo``): every timm model either compiles and matches its own function,
-or is refused with `UnsupportedModelError`; never another exception.
+or is refused with `UnsupportedModelError`; never another exception. Compiled models also get
+the same path-norm (and, below 3e7 parameters, the same scores) with and without the
+compressed-image convs of ``interior``.
 
 ``FXPATH_ZOO_SAMPLE=N`` sweeps a fixed random sample of N models (CI; ``FXPATH_ZOO_SEED`` picks
 another sample), 0 sweeps them all.
@@ -52,3 +54,9 @@ def test_compiles_or_refuses_cleanly(name: str) -> None:
         pytest.xfail(f"not traceable by torch.fx: {exc}")
     assert_same_function(prog.graph, model, shape, batch=2)
     assert prog.path_norm().log10 > -float("inf")
+    dense = fxpath.compile(model, shape, dtype=torch.float64, interior=False)
+    assert prog.path_norm().log2 == pytest.approx(dense.path_norm().log2, rel=1e-12)
+    if size <= 3e7:
+        want = dense.path_magnitude()
+        for key, got in prog.path_magnitude().items():
+            torch.testing.assert_close(got, want[key], rtol=1e-9, atol=1e-300)
