@@ -13,6 +13,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .codegen import generate, tapped_nodes
+from .envelope import Envelope, envelope
 from .errors import FxPathError
 from .graphs import GraphedCall
 from .ir import Graph
@@ -222,13 +223,15 @@ class PathProgram:
         a = self.coordinates(base)
         b = self.coordinates(other)
         norm = self.path_norm(1.0) if base is None else self._norm_of(a)
-        same = _all([(a[k] * b[k] >= 0).all() for k in a])
-        if same:
-            log2, exact = self._metric_same_sign(a, b)
+        envs = [envelope(a[k], b[k]) for k in a]
+        if _all([e.same_sign for e in envs]):
+            log2 = self._metric_of(envs)
+            exact = _all([e.a_over for e in envs]) or _all([e.b_over for e in envs])
             return PathMetric(log2, exact, norm)
         mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
-        first, _ = self._metric_same_sign(a, mid)   # mid is dominated by a: exact
-        second, _ = self._metric_same_sign(mid, b)
+        # mid is dominated by a (same signs, smaller magnitudes): both legs are exact metrics
+        first = self._metric_of([envelope(a[k], mid[k]) for k in a])
+        second = self._metric_of([envelope(mid[k], b[k]) for k in a])
         return PathMetric(_log2_add(first, second), False, norm)
 
     def _norm_of(self, coords: Mapping[str, Tensor]) -> PathNorm:
@@ -236,18 +239,11 @@ class PathProgram:
                                 [v.abs() for v in coords.values()])
         return PathNorm(1.0, log2_of(float(total), float(exp)))
 
-    def _metric_same_sign(self, a: Mapping[str, Tensor],
-                          b: Mapping[str, Tensor]) -> tuple[float, bool]:
-        hi, lo, a_over, b_over = [], [], [], []
-        for k in a:
-            x, y = a[k].abs(), b[k].abs()
-            a_over.append((y <= x).all())
-            b_over.append((x <= y).all())
-            hi.append(torch.maximum(x, y))
-            lo.append(torch.minimum(x, y))
-        args = [t for pair in zip(lo, hi) for t in pair]
+    def _metric_of(self, envs: Sequence[Envelope]) -> float:
+        """log2 of the path-metric network's total on same-sign envelopes."""
+        args = [t for e in envs for t in (e.lo, e.hi)]
         _, delta, exp = self._call(("diff",), self.path_network(1.0, mode="diff"), args)
-        return log2_of(float(delta), float(exp)), _all(a_over) or _all(b_over)
+        return log2_of(float(delta), float(exp))
 
     # -- path-magnitude scores ----------------------------------------------------------------
     def path_magnitude(self, *, neurons: bool = False,

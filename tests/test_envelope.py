@@ -1,0 +1,41 @@
+"""`envelope` against the whole-tensor formulas, across block boundaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fxpath import envelope as env_module
+from fxpath.envelope import envelope
+
+
+@pytest.mark.parametrize("case", ["mixed", "same", "a_over", "b_over", "zeros"])
+def test_envelope_matches_whole_tensor_formulas(case: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(env_module, "BLOCK", 7)  # many blocks and a ragged last one
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 11, generator=gen)
+    b = torch.randn(5, 11, generator=gen)
+    if case == "same":
+        b = a.sign() * b.abs()
+    elif case == "a_over":
+        b = a * torch.rand(5, 11, generator=gen)
+    elif case == "b_over":
+        a = b * torch.rand(5, 11, generator=gen)
+    elif case == "zeros":
+        a[::2] = 0.0
+        b = b.abs() * a.sign()
+    e = envelope(a, b)
+    x, y = a.abs(), b.abs()
+    assert torch.equal(e.lo, torch.minimum(x, y)) and torch.equal(e.hi, torch.maximum(x, y))
+    assert bool(e.same_sign) == bool((a * b >= 0).all())
+    assert bool(e.a_over) == bool((y <= x).all())
+    assert bool(e.b_over) == bool((x <= y).all())
+    expected = {"mixed": False, "same": True, "a_over": True, "b_over": True, "zeros": True}
+    assert bool(e.same_sign) == expected[case]
+    assert e.lo.shape == a.shape
+
+
+def test_empty_tensors() -> None:
+    e = envelope(torch.empty(0, 3), torch.empty(0, 3))
+    assert e.lo.shape == (0, 3) and bool(e.same_sign) and bool(e.a_over)
