@@ -45,10 +45,11 @@ def envelope(a: Tensor, b: Tensor) -> Envelope:
         b_over.append((x <= y).all())
         torch.maximum(x, y, out=hi[start:start + step])
         torch.minimum(x, y, out=lo[start:start + step])
-    return Envelope(lo.view(a.shape), hi.view(a.shape), _all(same), _all(a_over), _all(b_over))
+    return Envelope(lo.view(a.shape), hi.view(a.shape), *(_all(f, a.device) for f in
+                                                          (same, a_over, b_over)))
 
 
-def _all(flags: list[Tensor]) -> Tensor:
-    if not flags:
-        return torch.tensor(True)
+def _all(flags: list[Tensor], device: torch.device) -> Tensor:
+    if not flags:  # an empty tensor: every statement about its entries holds
+        return torch.ones((), dtype=torch.bool, device=device)
     return flags[0] if len(flags) == 1 else torch.stack(flags).all()
