@@ -1,6 +1,7 @@
-"""A/B of ``interior=True`` against ``interior=False`` (compressed-image convs, see
-`fxpath.frame_conv`): warm path-norm and path-magnitude, both programs timed alternately in
-one run, with the model's forward between them.
+"""A/B of ``interior=False`` / ``True`` (and, on a GPU, the default ``None``, which compresses
+only big convs there): compressed-image convs, see `fxpath.frame_conv`. Warm path-norm and
+path-magnitude of each program, timed alternately in one run, with the model's forward
+between rounds.
 
     python benchmarks/interior_ab.py                       # CPU, 2 threads
     python benchmarks/interior_ab.py --device cuda --repeats 30
@@ -35,7 +36,8 @@ def ab(name: str, repeats: int, device: str) -> dict[str, float]:
     """Median ms of the forward and of each program's warm calls, interleaved."""
     model = build(name).to(device)
     x = torch.randn(1, 3, 224, 224, device=device)
-    progs = {flag: fxpath.compile(model, (3, 224, 224), interior=flag) for flag in (False, True)}
+    flags = (False, None, True) if device.startswith("cuda") else (False, True)
+    progs = {flag: fxpath.compile(model, (3, 224, 224), interior=flag) for flag in flags}
     for p in progs.values():  # eager, capture, replay on a GPU
         for _ in range(3):
             p.path_norm()
@@ -65,15 +67,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    flags = ["False", "None", "True"] if args.device.startswith("cuda") else ["False", "True"]
+    head = " / ".join(f"interior={f}" for f in flags)
     lines = [f"Machine: {', '.join(f'{k}={v}' for k, v in machine(args.device).items())}", "",
              f"Median ms of {args.repeats} interleaved rounds (forward, then each program).", "",
-             "| model | forward | path_norm, interior off / on | path_magnitude, off / on |",
+             f"| model | forward | path_norm, {head} | path_magnitude, {head} |",
              "|---|---|---|---|"]
     for name in args.models:
         r = ab(name, args.repeats, args.device)
         print(name, {k: round(v, 2) for k, v in r.items()}, flush=True)
-        lines.append(f"| {name} | {r['forward']:.1f} | {r['norm_False']:.1f} / "
-                     f"{r['norm_True']:.1f} | {r['scores_False']:.1f} / {r['scores_True']:.1f} |")
+        norms = " / ".join(f"{r[f'norm_{f}']:.2f}" for f in flags)
+        scores = " / ".join(f"{r[f'scores_{f}']:.2f}" for f in flags)
+        lines.append(f"| {name} | {r['forward']:.2f} | {norms} | {scores} |")
     RESULTS.mkdir(exist_ok=True)
     tag = "cpu" if args.device == "cpu" else "gpu"
     (RESULTS / f"interior_ab_{tag}.md").write_text("\n".join(lines) + "\n")

@@ -35,10 +35,11 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
         cuda_graphs: replay repeated calls from CUDA graphs (one launch instead of hundreds
             of tiny kernels; the same kernels as eager). Default: on for a CUDA device unless
             ``torch_compile``.
-        interior: convs whose path-network activations are constant away from a thin border
-            frame (zero padding of the all-ones input) compute that frame only and fill the
-            interior with one value per channel; exact, same sums. Default: on for the CPU,
-            off for a GPU (where batch-1 convs are launch-bound).
+        interior: convs whose path-network input is constant away from a thin border frame
+            (zero padding of the all-ones input) run on a compressed image (same sums,
+            `fxpath.frame_conv`). Default: every conv where it shrinks the work on the CPU;
+            on a GPU only convs of at least 5e8 multiply-adds (batch-1 GPU convs are mostly
+            launch-bound). ``True``: every conv where it shrinks the work; ``False``: none.
         debug: verify the IR after every pass.
 
     Example:

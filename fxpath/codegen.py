@@ -53,8 +53,10 @@ class _Value:
 class _Emitter:
     """Builds the fx graph; constants become buffers of the generated module."""
 
-    def __init__(self, mode: str, q: float, graph: Graph, interior: bool) -> None:
+    def __init__(self, mode: str, q: float, graph: Graph, interior: bool,
+                 interior_min_macs: int = 0) -> None:
         self.frames = interior_frames(graph) if interior else {}
+        self.min_macs = interior_min_macs
         self.shapes = {n.name: n.shape for n in graph}
         self.graph = fx.Graph()
         self.root = nn.Module()
@@ -112,7 +114,9 @@ def _frame_in(e: _Emitter, n: Node) -> Frame | None:
     cuts = compression(e.shapes[n.inputs[0]][1:], a["kernel"], a["stride"], a["padding"],
                        a["dilation"], f_in)
     kept = math.prod((c.size - c.count) / c.size for c in cuts)
-    return f_in if kept <= MAX_KEPT else None
+    in_channels = e.shapes[n.inputs[0]][0] // a["groups"]
+    macs = math.prod(n.shape) * in_channels * math.prod(a["kernel"])
+    return f_in if kept <= MAX_KEPT and macs >= e.min_macs else None
 
 
 # -- rules: one per IR op ---------------------------------------------------------------------
@@ -243,7 +247,7 @@ def tapped_nodes(graph: Graph) -> list[Node]:
 
 def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
              probes: bool = False, taps: bool = False, interior: bool = False,
-             class_name: str = "PathNetwork") -> fx.GraphModule:
+             interior_min_macs: int = 0, class_name: str = "PathNetwork") -> fx.GraphModule:
     """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
 
     Args:
@@ -258,12 +262,14 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
             run on the compressed image (`fxpath.frame_conv`). Values and gradients to the
             coordinates are unchanged; gradients to an intermediate activation (a probe) are
             exact only summed against framed directions, e.g. over a channel's positions.
+        interior_min_macs: with ``interior``, only convs of at least this many
+            multiply-adds (dense) use it.
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")
     if mode == "diff" and (probes or taps):
         raise ValueError("probes and taps exist in the path-norm network only")
-    e = _Emitter(mode, q, graph, interior)
+    e = _Emitter(mode, q, graph, interior, interior_min_macs)
     by_node: dict[str, list[Slot]] = {}
     for s in slots:
         suffixes = ("",) if mode == "norm" else ("_lo", "_hi")

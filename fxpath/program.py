@@ -29,6 +29,9 @@ __all__ = ["ParamSource", "PathProgram", "as_shapes"]
 
 Params = nn.Module | Mapping[str, Tensor]
 
+#: on a GPU, ``interior=None`` compresses only convs of at least this many multiply-adds
+GPU_INTERIOR_MIN_MACS = 500_000_000
+
 
 def as_shapes(input_shape: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
     """Normalize ``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]`` to a list of shapes."""
@@ -128,9 +131,12 @@ class PathProgram:
         self.use_graphs = (self.device.type == "cuda" and not compile if cuda_graphs is None
                            else cuda_graphs)
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
-        # frame-only convs pay off where convs are compute-bound (CPU); on a GPU at batch 1
-        # the extra small kernels cost more launches than the FLOPs they save
-        self.use_interior = self.device.type == "cpu" if interior is None else interior
+        # compressed-image convs pay off where convs are compute-bound (CPU); on a GPU at
+        # batch 1 their extra kernels cost more than the arithmetic they save, except on big
+        # convs (VGG's: 0.9-1.9G multiply-adds; ResNet's and DenseNet's are <= 0.12G)
+        self.use_interior = interior is not False
+        self.interior_min_macs = (GPU_INTERIOR_MIN_MACS if interior is None
+                                  and self.device.type != "cpu" else 0)
         self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
         self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
@@ -152,7 +158,8 @@ class PathProgram:
         key = (mode, float(q), probes, taps)
         if key not in self._networks:
             gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes,
-                          taps=taps, interior=self.use_interior)
+                          taps=taps, interior=self.use_interior,
+                          interior_min_macs=self.interior_min_macs)
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]

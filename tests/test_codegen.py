@@ -207,3 +207,20 @@ def test_interior_option_gives_the_same_norms_scores_and_metric(name: str,
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-15)
+
+
+def test_interior_default_per_device() -> None:
+    """CPU: every conv the compression shrinks; other devices (checked on "meta", as a GPU
+    would be): only convs of at least 5e8 multiply-adds, i.e. VGG's, not ResNet's."""
+    vgg = torchvision.models.vgg16().eval()
+    resnet = torchvision.models.resnet18().eval()
+
+    def framed(model: torch.nn.Module, **kw: object) -> int:
+        prog = fxpath.compile(model, (3, 224, 224), **kw)  # type: ignore[arg-type]
+        return prog.path_network(1.0).code.count("frame_conv(")
+
+    assert framed(vgg) == 10 and framed(resnet) > 5
+    assert framed(vgg, device="meta") == 9  # conv1_1 (3 input channels) stays dense
+    assert framed(resnet, device="meta") == 0
+    assert framed(resnet, device="meta", interior=True) == framed(resnet)
+    assert framed(vgg, interior=False) == 0
