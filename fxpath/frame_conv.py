@@ -31,13 +31,13 @@ from torch import Tensor
 
 from .interior import Frame, window_frame
 
-__all__ = ["compression", "frame_conv"]
+__all__ = ["Cut", "compression", "frame_conv"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass(frozen=True)
-class _Cut:
+class Cut:
     """One spatial dimension: input rows ``[at, at + stride * count)`` and output rows
     ``[lo + 1, lo + 1 + count)`` are deleted; output rows ``[lo, size - hi)`` are interior."""
 
@@ -54,18 +54,18 @@ class _Cut:
 
 
 def _cut(frame_in: tuple[int, int], frame_out: tuple[int, int], size_in: int, size_out: int,
-         k: int, s: int, p: int, d: int) -> _Cut:
+         k: int, s: int, p: int, d: int) -> Cut:
     (lo_in, _), (lo, hi) = frame_in, frame_out
     at = max(lo_in, s * (lo - 1) - p + d * (k - 1) + 1)  # after every read of the low frame
     count = min((s * (size_out - hi) - p - at) // s,  # before every read of the high frame
                 size_out - hi - lo - 1,              # one interior row stays
                 (size_in - at) // s)
-    return _Cut(at, max(count, 0), s, lo, hi, size_out)
+    return Cut(at, max(count, 0), s, lo, hi, size_out)
 
 
 def compression(size_in: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                 padding: Sequence[int], dilation: Sequence[int], frame_in: Frame
-                ) -> tuple[_Cut, ...]:
+                ) -> tuple[Cut, ...]:
     """The cut of every spatial dimension (``count == 0``: nothing deleted there)."""
     size_out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
                 for n, k, s, p, d in zip(size_in, kernel, stride, padding, dilation)]
@@ -74,7 +74,7 @@ def compression(size_in: Sequence[int], kernel: Sequence[int], stride: Sequence[
                  zip(frame_in, frame_out, size_in, size_out, kernel, stride, padding, dilation))
 
 
-def _compress(x: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+def _compress(x: Tensor, cuts: Sequence[Cut]) -> Tensor:
     """``C x``: delete each cut's input rows."""
     for dim, c in enumerate(cuts, start=2):
         if c.count:
@@ -84,7 +84,7 @@ def _compress(x: Tensor, cuts: Sequence[_Cut]) -> Tensor:
     return x
 
 
-def _expand(y: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+def _expand(y: Tensor, cuts: Sequence[Cut]) -> Tensor:
     """``E y``: repeat the interior row ``lo`` over the full interior again."""
     for dim, c in enumerate(cuts, start=2):
         if c.count:
@@ -95,7 +95,7 @@ def _expand(y: Tensor, cuts: Sequence[_Cut]) -> Tensor:
     return y
 
 
-def _expand_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+def _expand_adjoint(g: Tensor, cuts: Sequence[Cut]) -> Tensor:
     """``E^T g``: sum the gradient over the interior into row ``lo``."""
     for dim, c in reversed(list(enumerate(cuts, start=2))):
         if c.count:
@@ -107,7 +107,7 @@ def _expand_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
     return g
 
 
-def _compress_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
+def _compress_adjoint(g: Tensor, cuts: Sequence[Cut]) -> Tensor:
     """``C^T g``: zeros where rows were deleted."""
     for dim, c in reversed(list(enumerate(cuts, start=2))):
         if c.count:
@@ -121,7 +121,7 @@ def _compress_adjoint(g: Tensor, cuts: Sequence[_Cut]) -> Tensor:
 class _FrameConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, geometry: tuple[Any, ...],
-                cuts: tuple[_Cut, ...]) -> Tensor:
+                cuts: tuple[Cut, ...]) -> Tensor:
         stride, padding, dilation, groups = geometry
         small = _compress(x, cuts)
         ctx.save_for_backward(small, weight)

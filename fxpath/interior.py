@@ -65,10 +65,11 @@ def tensor_frame(t: Tensor) -> Frame:
 
 def _widest(frames: Sequence[Frame | None]) -> Frame | None:
     """A sum or concatenation of operands is constant where all of them are."""
-    if any(f is None for f in frames) or len({len(f) for f in frames}) != 1:  # type: ignore
+    known = [f for f in frames if f is not None]
+    if len(known) != len(frames) or len({len(f) for f in known}) != 1:
         return None
-    return tuple((max(f[j][0] for f in frames), max(f[j][1] for f in frames))  # type: ignore
-                 for j in range(len(frames[0])))  # type: ignore[arg-type]
+    return tuple((max(f[j][0] for f in known), max(f[j][1] for f in known))
+                 for j in range(len(known[0])))
 
 
 def _spatial(node: Node) -> tuple[int, ...]:
