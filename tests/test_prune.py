@@ -92,3 +92,23 @@ def test_top_selection_keeps_exactly_the_largest(n: int, keep: int, levels: int)
     expected = torch.zeros(n, dtype=torch.bool)
     expected[order[:keep]] = True
     assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("kind", ["uniform", "ties", "wide", "special", "negative"])
+def test_bucketed_selection_equals_kthvalue(dtype: torch.dtype, kind: str) -> None:
+    """The histogram-then-select threshold is exactly ``torch.kthvalue``'s, including ties,
+    signed zeros, subnormals, infinities and values over hundreds of binades; negative input
+    and other dtypes take ``kthvalue`` itself."""
+    from fxpath.prune import _kth_smallest
+
+    gen = torch.Generator().manual_seed(7)
+    tiny = torch.finfo(dtype).smallest_normal / 4  # a subnormal
+    x = {"uniform": lambda: torch.rand(20_001, generator=gen),
+         "ties": lambda: torch.randint(5, (9_999,), generator=gen).float(),
+         "wide": lambda: torch.exp(torch.randn(7_777, generator=gen, dtype=torch.float64) * 30),
+         "special": lambda: torch.tensor([0.0, -0.0, tiny, float("inf"), 3.0, -0.0, 0.0, 2.0]),
+         "negative": lambda: torch.randn(5_000, generator=gen)}[kind]().to(dtype)
+    for k in sorted({1, 2, len(x) // 3, len(x) // 2, len(x) - 1, len(x)}):
+        got, want = _kth_smallest(x, k), torch.kthvalue(x, k).values
+        assert torch.equal(got, want), (k, got, want)
