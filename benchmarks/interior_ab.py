@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from bench_path import RESULTS, build, machine
+from bench_path import RESULTS, build, machine, timeit
 
 import fxpath
-
-
-def _ms(fn: Callable[[], object], cuda: bool) -> float:
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
 
 
 def ab(name: str, repeats: int, device: str) -> dict[str, float]:
@@ -47,13 +36,15 @@ def ab(name: str, repeats: int, device: str) -> dict[str, float]:
     def forward() -> None:
         model(x)
 
-    cuda = device.startswith("cuda")
+    def once(fn: Callable[[], object]) -> float:
+        return timeit(fn, 1, device, warmup=0)
+
     times: dict[str, list[float]] = {}
     for _ in range(repeats):
-        times.setdefault("forward", []).append(_ms(forward, cuda))
+        times.setdefault("forward", []).append(once(forward))
         for flag, p in progs.items():
-            times.setdefault(f"norm_{flag}", []).append(_ms(p.path_norm, cuda))
-            times.setdefault(f"scores_{flag}", []).append(_ms(p.path_magnitude, cuda))
+            times.setdefault(f"norm_{flag}", []).append(once(p.path_norm))
+            times.setdefault(f"scores_{flag}", []).append(once(p.path_magnitude))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import runtime
 from .frame_conv import compression, frame_conv
-from .interior import Frame, interior_frames
+from .interior import Frame, interior_frames, zero_padded_conv
 from .ir import Graph, Node
 from .lift import Slot
 
@@ -108,8 +108,7 @@ def _frame_in(e: _Emitter, n: Node) -> Frame | None:
     """The input frame of a conv worth running on its compressed image, else None."""
     a = n.attrs
     f_in = e.frames.get(n.inputs[0])
-    if (a["kind"] != "conv" or f_in is None or "padding_mode" in a
-            or isinstance(a["padding"], str)):
+    if f_in is None or not zero_padded_conv(n):
         return None
     cuts = compression(e.shapes[n.inputs[0]][1:], a["kernel"], a["stride"], a["padding"],
                        a["dilation"], f_in)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .ir import Graph, Node
 
-__all__ = ["Frame", "frame_fraction", "interior_frames", "tensor_frame", "window_frame"]
+__all__ = ["Frame", "interior_frames", "tensor_frame", "window_frame", "zero_padded_conv"]
 
 #: Per spatial dimension, the widths ``(lo, hi)`` of the varying border.
 Frame = tuple[tuple[int, int], ...]
@@ -76,10 +76,16 @@ def _spatial(node: Node) -> tuple[int, ...]:
     return node.shape[1:]
 
 
+def zero_padded_conv(n: Node) -> bool:
+    """A conv with explicit zero padding: the windowed op `window_frame` describes."""
+    a = n.attrs
+    return (n.op == "linear" and a["kind"] == "conv" and "padding_mode" not in a
+            and not isinstance(a["padding"], str))
+
+
 def _linear(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]) -> Frame | None:
     a = n.attrs
-    if (a["kind"] != "conv" or ins[0] is None or "padding_mode" in a
-            or isinstance(a["padding"], str)):
+    if not zero_padded_conv(n) or ins[0] is None:
         return None
     return window_frame(ins[0], shapes[0][1:], _spatial(n), a["kernel"], a["stride"],
                         a["padding"], a["dilation"])
@@ -143,11 +149,3 @@ def interior_frames(graph: Graph) -> dict[str, Frame | None]:
         frames[n.name] = rule(n, ins, shapes) if rule else None
     return frames
 
-
-def frame_fraction(frame: Frame, size: Sequence[int]) -> float:
-    """The share of positions outside the interior (1.0 when there is no interior)."""
-    inner, total = 1, 1
-    for (lo, hi), n in zip(frame, size):
-        inner *= max(0, n - lo - hi)
-        total *= n
-    return 1.0 - inner / total if total else 1.0

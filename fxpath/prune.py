@@ -69,7 +69,7 @@ def _scores(prog: PathProgram, names: Sequence[str], criterion: str) -> dict[str
 
 def _top(flat: Tensor, keep: int) -> Tensor:
     """Boolean mask of the ``keep`` largest entries of a 1-D tensor; ties at the threshold go to
-    the lowest indices. On the CPU a selection (``kthvalue``), not a sort: linear time."""
+    the lowest indices. On the CPU a selection (`_kth_smallest`), not a sort: linear time."""
     n = flat.numel()
     if keep >= n or keep <= 0:
         return torch.full((n,), keep > 0, dtype=torch.bool, device=flat.device)
@@ -96,8 +96,9 @@ def _kth_smallest(flat: Tensor, k: int) -> Tensor:
 
     For non-negative floats the IEEE bit pattern is ordered like the value, so a histogram of
     its high bits (one vectorized pass) finds the bucket holding the answer, and a selection
-    runs on that bucket only. VGG-16's 138M scores: about 0.5 s instead of 6 s. Negative
-    entries, NaNs and other dtypes go to ``kthvalue`` directly.
+    runs on that bucket only: 1.1 s instead of 3.6 s for ``kthvalue`` on 138M uniform
+    float32 values (2 CPU cores). Negative entries, NaNs and other dtypes go to ``kthvalue``
+    directly.
     """
     spec = _BUCKETS.get(flat.dtype)
     if spec is None or not bool((flat >= 0).all()):
