@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -10,26 +10,31 @@ from torch import Tensor
 
 from .program import PathProgram
 from .results import PathMetric, PathNorm
+from .validate import check_batch, check_q
 
 __all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
 
 Shape = Sequence[int] | Sequence[Sequence[int]]
 
 
-def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.float32,  # noqa: A001
+def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype | None = None,  # noqa: A001
             device: torch.device | str | None = None, fold_bn: bool = True,
             torch_compile: bool = False, cuda_graphs: bool | None = None,
             interior: bool | None = None, debug: bool = False) -> PathProgram:
     """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
 
     Args:
-        model: an eval-mode ReLU network (torchvision, timm or your own).
+        model: a ReLU network (torchvision, timm or your own). It is analysed as its eval-mode
+            function (BatchNorm running statistics, Dropout off) whatever mode it is in; its
+            mode is left as it was.
         input_shape: per-sample input shape without the batch dimension, ``(3, 224, 224)``;
             a list of shapes for several inputs.
-        dtype: compute dtype of the path network (float32 with exact power-of-two scale
-            tracking by default; float64 for extra digits).
+        dtype: compute dtype of the path network, ``torch.float32`` or ``torch.float64``.
+            Default: the model's own, float64 for a float64 model, float32 otherwise
+            (float16/bfloat16 models too: see ``docs/numerics.md``). Scale tracking keeps
+            every value in range either way.
         device: where the path network runs (default: the model's device).
-        fold_bn: fold frozen BatchNorm into the producing conv/linear (PATHS.md section 1).
+        fold_bn: fold frozen BatchNorm into the producing conv/linear (``docs/mathematics.md``).
         torch_compile: wrap the generated path networks in ``torch.compile`` (for repeated
             use, e.g. monitoring during training).
         cuda_graphs: replay repeated calls from CUDA graphs (one launch instead of hundreds
@@ -52,18 +57,23 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype = torch.
 
 
 def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,
-              dtype: torch.dtype = torch.float32, fold_bn: bool = True) -> PathNorm:
+              dtype: torch.dtype | None = None, fold_bn: bool = True) -> PathNorm:
     """The l^q path-norm of ``model`` at ``input_shape`` (tracing included).
 
     Example:
         >>> fxpath.path_norm(torchvision.models.resnet18().eval(), (3, 224, 224)).log10
     """
+    q = check_q(q)
     return compile(model, input_shape, dtype=dtype, fold_bn=fold_bn).path_norm(q)
 
 
-def path_metric(model_a: nn.Module, model_b: nn.Module, input_shape: Shape, *,
-                dtype: torch.dtype = torch.float32) -> PathMetric:
+def path_metric(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor],
+                input_shape: Shape, *, dtype: torch.dtype | None = None) -> PathMetric:
     """The l^1 path-metric between two models of one architecture (exact or certified bound).
+
+    ``model_b`` is a model or a state dict. Both must be the same network (same normalized
+    layers, parameter names and shapes), else `ArchitectureMismatchError` names the first
+    difference.
 
     Example:
         >>> d = fxpath.path_metric(dense, pruned, (3, 224, 224)); d.value, d.exact
@@ -71,23 +81,26 @@ def path_metric(model_a: nn.Module, model_b: nn.Module, input_shape: Shape, *,
     return compile(model_a, input_shape, dtype=dtype).path_metric(model_b)
 
 
-def lipschitz_bound(model_a: nn.Module, model_b: nn.Module, x: Tensor, *,
+def lipschitz_bound(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor], x: Tensor, *,
                     dtype: torch.dtype = torch.float64) -> Tensor:
     """Per-sample certified bound on ``||R_a(x_n) - R_b(x_n)||_1``: ``max(1, ||x_n||_inf) * d``.
 
-    ``d`` is the l^1 path-metric (PATHS.md section 4); ``x`` is a batch. Returns a float64
-    tensor of shape ``(N,)`` (``inf`` entries only when ``d`` is beyond float64).
+    ``d`` is the l^1 path-metric of the two parameter sets (``docs/mathematics.md``); ``x`` is
+    a finite batch ``(N, *input_shape)``. Computed in float64 by default: a certificate keeps
+    all its digits. Returns a float64 tensor of shape ``(N,)`` (``inf`` entries only when
+    ``d`` is beyond float64).
 
     Example:
         >>> bound = fxpath.lipschitz_bound(dense, pruned, images)
     """
+    x = check_batch(x)
     d = compile(model_a, tuple(x.shape[1:]), dtype=dtype).path_metric(model_b).value
     scale = x.detach().flatten(1).abs().amax(1).to(torch.float64).clamp(min=1.0)
     return scale * d
 
 
 def path_magnitude(model: nn.Module, input_shape: Shape, *,
-                   dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+                   dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """Path-magnitude scores: the fraction of l^1 path mass through each parameter entry.
 
     Keys are state_dict names, values have the parameters' shapes and lie in [0, 1]. See
@@ -97,6 +110,3 @@ def path_magnitude(model: nn.Module, input_shape: Shape, *,
         >>> scores = fxpath.path_magnitude(model.eval(), (3, 224, 224))
     """
     return compile(model, input_shape, dtype=dtype).path_magnitude()
-
-
-

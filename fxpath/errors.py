@@ -5,12 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["FxPathError", "IRVerificationError", "TraceError", "UnsupportedModelError",
-           "UnsupportedOp"]
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "IRVerificationError",
+           "NonFiniteError", "TraceError", "UnsupportedModelError", "UnsupportedOp"]
 
 
 class FxPathError(Exception):
     """Base class of all fxpath errors."""
+
+
+class ArgumentError(FxPathError, ValueError):
+    """An argument of an fxpath function is malformed; the message says what to pass instead."""
+
+
+class ArchitectureMismatchError(FxPathError):
+    """Two parameter sets are not of one network, or the model changed since it was compiled.
+
+    The message names the first difference (a node, a parameter name or a shape).
+    """
+
+
+class NonFiniteError(FxPathError):
+    """NaN or inf in a weight, a BatchNorm statistic or an input; ``.names`` lists the tensors."""
+
+    def __init__(self, message: str, names: Sequence[str] = ()) -> None:
+        self.names = tuple(names)
+        super().__init__(message)
 
 
 class TraceError(FxPathError):

@@ -8,9 +8,10 @@ replayed as a single launch. The same kernels run on the same inputs as in the e
 the run-to-run order of cuDNN's weight-gradient sums, which is not fixed in eager mode either).
 
 `GraphedCall` runs its first call eagerly (a one-off call pays no capture), captures on the
-second and replays from then on. Inputs are copied into the graph's own buffers only when they
-are not the very tensors fed last time (the program's cached magnitudes are reused until a
-parameter changes). If a capture fails, the call falls back to eager for good, with a warning.
+second and replays from then on. The tensors fed to the capturing call become the graph's
+inputs: a later call with those very tensors (the program's magnitude buffers, refreshed in
+place from the live parameters before every call) copies nothing; other tensors are copied into
+them. If a capture fails, the call falls back to eager for good, with a warning.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class GraphedCall:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self._static: list[Tensor] = []
-        self._fed: list[Tensor] = []
+        self._captured: list[Tensor] = []
         self._out: Any = None
 
     def __call__(self, *inputs: Tensor) -> Any:
@@ -59,15 +60,18 @@ class GraphedCall:
         return self._out
 
     def _feed(self, inputs: Sequence[Tensor]) -> None:
-        if len(inputs) == len(self._fed) and all(a is b for a, b in zip(inputs, self._fed)):
-            return
-        for s, a in zip(self._static, inputs):
-            s.copy_(a)
-        self._fed = list(inputs)
+        """Bring the graph's inputs up to date: a tensor captured as an input is read in place
+        (its current values are what the graph sees); any other is copied into it."""
+        if len(inputs) != len(self._static):
+            raise RuntimeError(f"a captured path network takes {len(self._static)} inputs, "
+                               f"got {len(inputs)}")
+        for s, a, c in zip(self._static, inputs, self._captured):
+            if a is not c:
+                s.copy_(a)
 
     def _capture(self, inputs: Sequence[Tensor]) -> None:
-        self._static = [a.detach().clone() for a in inputs]
-        self._fed = list(inputs)
+        self._static = [a.detach() for a in inputs]  # the same memory as the inputs
+        self._captured = list(inputs)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture stream, as CUDA graphs need

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .ir import BatchNormRef, Graph, Node
 from .lift import lift, slots
-from .program import ParamSource
+from .params import ParamSource
 from .runtime import window_sum
 
 __all__ = ["run"]

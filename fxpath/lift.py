@@ -9,7 +9,7 @@ BatchNorm has edge weights ``s`` and bias ``t``; a PReLU's negative part has edg
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -83,19 +83,24 @@ def _channel_view(v: Tensor, node: Node) -> Tensor:
     return v.reshape(-1, *([1] * (len(node.shape) - 1)))
 
 
-def _power(v: Tensor, q: float | None) -> Tensor:
+def _power(v: Tensor, q: float | None, out: Tensor | None = None) -> Tensor:
+    """``|v|^q`` (``v`` itself for ``q=None``), written into ``out`` when it fits."""
     if q is None:
         return v
-    a = v.abs()
+    if out is not None and (out.shape != v.shape or out.dtype != v.dtype
+                            or out.device != v.device or v.requires_grad):
+        out = None
+    a = v.abs() if out is None else torch.abs(v, out=out)
     return a if q == 1.0 else a.pow_(q)
 
 
-def _linear(n: Node, fetch: Fetch, q: float | None) -> list[Tensor]:
+def _linear(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = None) -> list[Tensor]:
     w = fetch(n.params["weight"])
     c = fetch(n.params["bias"]) if "bias" in n.params else None
     bn: BatchNormRef | None = n.attrs.get("bn")
     if bn is None:
-        return [_power(w, q)] if c is None else [_power(w, q), _power(_channel_view(c, n), q)]
+        weight = _power(w, q, out)
+        return [weight] if c is None else [weight, _power(_channel_view(c, n), q)]
     s, t = _bn_affine(bn, fetch)
     out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
     shape = [1] * w.dim()
@@ -104,16 +109,19 @@ def _linear(n: Node, fetch: Fetch, q: float | None) -> list[Tensor]:
     if q is None:
         return [w * s.reshape(shape), bias]
     # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
-    return [_power(w, q).mul_(_power(s, q).reshape(shape)), bias]
+    return [_power(w, q, out).mul_(_power(s, q).reshape(shape)), bias]
 
 
 def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
-         q: float | None = None) -> dict[str, Tensor]:
+         q: float | None = None, out: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Compute every coordinate tensor from live parameters (``fetch(state_dict_name)``).
 
     Returns a dict slot name -> tensor, in `slots` order: signed values, or their magnitudes
     ``|coordinate|^q`` when ``q`` is given. Differentiable w.r.t. what ``fetch`` returns.
+    ``out``: tensors (by slot name) that conv/linear weight magnitudes are written into when
+    shape, dtype and device fit (no fresh memory on repeated calls).
     """
+    out = out or {}
     order = order or slots(graph)
     by_node: dict[str, list[Slot]] = {}
     for slot in order:
@@ -122,7 +130,7 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
     for node_name, node_slots in by_node.items():
         n = graph[node_name]
         if n.op == "linear":
-            tensors = _linear(n, fetch, q)
+            tensors = _linear(n, fetch, q, out.get(node_slots[0].name))
         elif n.attrs["kind"] == "batchnorm":
             s, t = _bn_affine(n.attrs["bn"], fetch)
             tensors = [_power(_channel_view(s, n), q), _power(_channel_view(t, n), q)]

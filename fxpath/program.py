@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,99 +13,67 @@ import torch.fx as fx
 import torch.nn as nn
 from torch import Tensor
 
+from .architecture import ModuleTree, graph_difference, mismatch, state_dict_difference
 from .codegen import generate, tapped_nodes
 from .envelope import Envelope, envelope
-from .errors import FxPathError
+from .errors import (
+    ArchitectureMismatchError,
+    ArgumentError,
+    FxPathError,
+    NonFiniteError,
+    TraceError,
+)
 from .graphs import GraphedCall
-from .ir import Graph
+from .ir import BatchNormRef, Graph
 from .lift import Slot, lift, slots
 from .lower import has_rule, lower
 from .memory import empty_scores
+from .params import Params, ParamSource
 from .passes import normalize
 from .precision import ieee_float32
 from .results import PathMetric, PathNorm, log2_of
 from .tracer import trace_graph
+from .validate import as_input_shapes, check_model, check_q, compute_dtype, eval_mode, shape_advice
 
-__all__ = ["ParamSource", "PathProgram", "as_shapes"]
-
-Params = nn.Module | Mapping[str, Tensor]
+__all__ = ["ParamSource", "PathProgram", "build_ir"]
 
 #: on a GPU, ``interior=None`` compresses only convs of at least this many multiply-adds
 GPU_INTERIOR_MIN_MACS = 500_000_000
 
 
-def as_shapes(input_shape: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Normalize ``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]`` to a list of shapes."""
-    if len(input_shape) and all(isinstance(s, (tuple, list, torch.Size)) for s in input_shape):
-        return [tuple(int(d) for d in s) for s in input_shape]
-    return [tuple(int(d) for d in input_shape)]
+def build_ir(model: nn.Module, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool = True,
+             debug: bool = False) -> tuple[fx.Graph, Graph]:
+    """Trace ``model`` as its eval-mode function and normalize it: ``(fx graph, IR)``.
 
+    A model in train mode is traced in eval mode (BatchNorm with running statistics, Dropout
+    off); every module's own ``training`` flag is restored afterwards.
 
-class ParamSource:
-    """Reads the live tensors behind state_dict names from a model or a state dict.
-
-    A parameter pruned with ``torch.nn.utils.prune`` is read as ``<name>_orig * <name>_mask``,
-    so the value is current even when the module's forward has not run since the last update.
+    Raises:
+        ArgumentError: ``shapes`` cannot fit the model's first layer (the message says what to
+            change).
+        TraceError, UnsupportedModelError: the model cannot be traced, or is no ReLU-DAG.
     """
-
-    def __init__(self, params: Params, names: Sequence[str]) -> None:
-        self._params = params
-        self.names = tuple(names)
-        self._owners: dict[str, tuple[Any, str]] = {}
-        for name in names:
-            path, _, attr = name.rpartition(".")
-            if isinstance(params, nn.Module):
-                try:
-                    owner: Any = params.get_submodule(path)
-                except AttributeError as exc:
-                    raise FxPathError(f"the model has no submodule {path!r} (needed for "
-                                      f"{name}); the parameter sets must share one "
-                                      "architecture") from exc
-                self._owners[name] = (owner, attr)
-            self.tensors(name)  # fail early on a missing parameter
-
-    def tensors(self, name: str) -> tuple[Tensor, ...]:
-        """The tensors behind ``name``: ``(value,)`` or ``(orig, mask)`` for a pruned one."""
-        if isinstance(self._params, nn.Module):
-            owner, attr = self._owners[name]
-            orig, mask = getattr(owner, f"{attr}_orig", None), getattr(owner, f"{attr}_mask", None)
-            if orig is not None and mask is not None:
-                return orig, mask
-            value = getattr(owner, attr, None)
-        else:
-            params = self._params
-            if f"{name}_orig" in params and f"{name}_mask" in params:
-                return params[f"{name}_orig"], params[f"{name}_mask"]
-            value = params.get(name)
-        if not isinstance(value, Tensor):
-            raise FxPathError(f"parameter {name!r} not found or not a tensor; the two parameter "
-                              "sets must come from the same architecture")
-        return (value,)
-
-    def version(self) -> tuple[tuple[int, int], ...]:
-        """Identity and version counter of every tensor read: changes on any in-place update."""
-        return tuple((id(t), t._version) for name in self.names
-                     for t in self.tensors(name))
-
-    def fetch(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """The current value of ``name`` in ``dtype`` on ``device``."""
-        ts = self.tensors(name)
-        value = ts[0] if len(ts) == 1 else ts[0] * ts[1]
-        return value.to(device=device, dtype=dtype)
-
-
-@dataclass
-class _Cache:
-    key: Any
-    values: dict[str, Tensor]
+    with eval_mode(model):
+        try:
+            fx_graph = trace_graph(model, shapes, has_rule=has_rule)
+        except TraceError as exc:
+            advice = shape_advice(model, shapes)
+            if advice is None:
+                raise
+            shown = ", ".join(str(s) for s in shapes)
+            raise ArgumentError(f"input_shape {shown} does not fit the model: {advice}") from exc
+        graph = normalize(lower(fx_graph), fold_bn=fold_bn, debug=debug)
+    return fx_graph, graph
 
 
 class PathProgram:
     """A model compiled for path analysis: trace and passes run once, path networks on demand.
 
-    The program holds no copy of the parameters: every call reads the model's live tensors
-    (so it stays correct after optimizer steps), caching the coordinate magnitudes between
-    calls until some parameter's version counter changes.
+    The program holds no copy of the parameters: every call reads the model's live tensors, so
+    a result is never computed from weights other than the live ones, however they changed
+    (optimizer steps, ``.data`` edits, ``load_state_dict``, replaced parameters or modules,
+    ``torch.nn.utils.prune``). A module replaced since compiling is accepted when the network
+    it makes is the same; otherwise calls raise `ArchitectureMismatchError`.
 
     Example:
         >>> prog = fxpath.compile(torchvision.models.resnet18().eval(), (3, 224, 224))
@@ -112,24 +81,20 @@ class PathProgram:
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
-                 *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
                  interior: bool | None = None, debug: bool = False) -> None:
-        if model.training:
-            raise FxPathError("fxpath analyses the frozen (eval-mode) network: call model.eval() "
-                              "first (BatchNorm must use its running statistics)")
-        self.model = model
-        self.input_shapes = as_shapes(input_shape)
-        self.dtype = dtype
-        first = next(iter(model.parameters()), None)
-        self.device = torch.device(device) if device is not None else (
-            first.device if first is not None else torch.device("cpu"))
-        self.use_compile = compile
+        self.model = check_model(model)
+        self.input_shapes = as_input_shapes(input_shape)
+        self.dtype = compute_dtype([*model.parameters(), *model.buffers()], dtype)
+        self.device = _device(model, device)
+        self.fold_bn = bool(fold_bn)
+        self.use_compile = bool(compile)
         if cuda_graphs and self.device.type != "cuda":
-            raise FxPathError(f"cuda_graphs=True needs a CUDA device, the program runs on "
-                              f"{self.device}: pass device='cuda' or leave cuda_graphs unset")
+            raise ArgumentError(f"cuda_graphs=True needs a CUDA device, the program runs on "
+                                f"{self.device}: pass device='cuda' or leave cuda_graphs unset")
         self.use_graphs = (self.device.type == "cuda" and not compile if cuda_graphs is None
-                           else cuda_graphs)
+                           else bool(cuda_graphs))
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
         # compressed-image convs pay off where convs are compute-bound (CPU); on a GPU at
         # batch 1 their extra kernels cost more than the arithmetic they save, except on big
@@ -137,14 +102,81 @@ class PathProgram:
         self.use_interior = interior is not False
         self.interior_min_macs = (GPU_INTERIOR_MIN_MACS if interior is None
                                   and self.device.type != "cpu" else 0)
-        self._fx_graph = trace_graph(model, self.input_shapes, has_rule=has_rule)
-        self.graph: Graph = normalize(lower(self._fx_graph), fold_bn=fold_bn, debug=debug)
+        self._fx_graph, self.graph = build_ir(model, self.input_shapes, fold_bn=self.fold_bn,
+                                              debug=debug)
         self.slots: tuple[Slot, ...] = slots(self.graph)
         weight_slot = {s.node: i for i, s in reversed(list(enumerate(self.slots)))}
         self._taps = [(n, weight_slot[n.name]) for n in tapped_nodes(self.graph)]
         self._source = ParamSource(model, self.graph.param_names())
-        self._networks: dict[tuple[str, float, bool], Any] = {}
-        self._cache: dict[float, _Cache] = {}
+        self._tree = ModuleTree(model)
+        self._bn_eps = {bn.running_var: bn.eps for n in self.graph
+                        if isinstance(bn := n.attrs.get("bn"), BatchNormRef)}
+        self._networks: dict[tuple[str, float, bool, bool], Any] = {}
+        self._buffers: dict[float, dict[str, Tensor]] = {}
+        self._verified: dict[int, tuple[weakref.ref, ModuleTree]] = {}
+
+    # -- the live model -----------------------------------------------------------------------
+    def _check_live(self) -> None:
+        """Re-read the module tree: a replaced or added module is accepted only when the model
+        still normalizes to the compiled IR."""
+        moved = self._tree.changed(self.model)
+        if moved is None:
+            return
+        fx_graph, graph = build_ir(self.model, self.input_shapes, fold_bn=self.fold_bn)
+        diff = graph_difference(self.graph, graph)
+        if diff is not None:
+            raise ArchitectureMismatchError(
+                f"the model changed since fxpath.compile (at {moved}) and is no longer the "
+                f"compiled network: {diff}. Compile it again")
+        self._source = ParamSource(self.model, self.graph.param_names(), self._source.shapes)
+        self._tree = ModuleTree(self.model)
+        self._fx_graph = fx_graph
+        self.__dict__.pop("traced", None)
+
+    def _check_same_network(self, other: nn.Module) -> None:
+        """Prove that ``other`` is the compiled network (same IR, names and shapes)."""
+        hit = self._verified.get(id(other))
+        if hit is not None and hit[0]() is other and hit[1].changed(other) is None:
+            return
+        check_model(other, "the second model")
+        _, graph = build_ir(other, self.input_shapes, fold_bn=self.fold_bn)
+        diff = graph_difference(self.graph, graph)
+        if diff is not None:
+            raise mismatch(diff)
+        self._verified[id(other)] = (weakref.ref(other), ModuleTree(other))
+
+    def _source_for(self, params: Params | None) -> ParamSource:
+        """The live parameters of the model (``None``) or of another parameter set, proven to
+        be of the compiled network."""
+        self._check_live()
+        if params is None or params is self.model:
+            return self._source
+        if isinstance(params, nn.Module):
+            self._check_same_network(params)
+        elif isinstance(params, Mapping):
+            diff = state_dict_difference(self.model, params)
+            if diff is not None:
+                raise mismatch(diff)
+        else:
+            raise ArgumentError(f"expected a model or a state dict (name -> tensor), got "
+                                f"{type(params).__name__}")
+        return ParamSource(params, self.graph.param_names(), self._source.shapes)
+
+    def _require_finite(self, log2s: Sequence[float], *sources: ParamSource) -> None:
+        """Raise unless every ``log2`` is finite or ``-inf`` (a zero quantity): NaN or inf
+        come from non-finite parameters (named) or from a float overflow inside a layer."""
+        if all(not math.isnan(v) and v != math.inf for v in log2s):
+            return
+        labels = ("", "") if len(sources) == 1 else ("first parameter set: ", "second: ")
+        bad = [f"{label}{name}" for label, src in zip(labels, sources)
+               for name in src.nonfinite(self._bn_eps)]
+        if bad:
+            more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+            raise NonFiniteError(f"NaN or inf in {', '.join(bad[:8])}{more}: path quantities of "
+                                 "non-finite parameters are undefined", bad)
+        raise FxPathError(f"the path network overflowed {self.dtype} inside one layer (its "
+                          "parameters are finite but too large for it): compile with "
+                          "dtype=torch.float64")
 
     @functools.cached_property
     def traced(self) -> fx.GraphModule:
@@ -154,8 +186,14 @@ class PathProgram:
     # -- building blocks ----------------------------------------------------------------------
     def path_network(self, q: float = 1.0, *, mode: str = "norm",
                      probes: bool = False, taps: bool = False) -> fx.GraphModule:
-        """The generated path network (a GraphModule; print ``.code`` to read it)."""
-        key = (mode, float(q), probes, taps)
+        """The generated path network (a GraphModule; print ``.code`` to read it).
+
+        ``mode``: ``"norm"`` (one stream of ``|w|^q``) or ``"diff"`` (the path-metric network).
+        """
+        if mode not in ("norm", "diff"):
+            raise ArgumentError(f"mode must be 'norm' or 'diff', got {mode!r}")
+        q = check_q(q)
+        key = (mode, q, bool(probes), bool(taps))
         if key not in self._networks:
             gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes,
                           taps=taps, interior=self.use_interior,
@@ -176,22 +214,36 @@ class PathProgram:
             return self._graphed[key](*inputs)
 
     def coordinates(self, params: Params | None = None) -> dict[str, Tensor]:
-        """The signed path-lifting coordinates (effective DAG parameters), by slot name."""
-        source = self._source if params is None else ParamSource(params,
-                                                                 self.graph.param_names())
-        return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots)
+        """The signed path-lifting coordinates (effective DAG parameters), by slot name.
+
+        ``params``: another model or state dict of the same network (checked); default the
+        compiled model's live parameters.
+        """
+        source = self._source_for(params)
+        return self._lift(source)
+
+    def _lift(self, source: ParamSource, q: float | None = None,
+              out: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots,
+                    q=q, out=out)
 
     def magnitudes(self, q: float = 1.0) -> list[Tensor]:
-        """``|coordinate|^q`` of the live model, cached until a parameter changes."""
-        key = (self._source.version(), self.dtype, self.device)
-        hit = self._cache.get(q)
-        if hit is not None and hit.key == key and not torch.is_grad_enabled():
-            return list(hit.values.values())
-        source = self._source
-        values = lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots,
-                      q=q)
-        if not torch.is_grad_enabled():
-            self._cache[q] = _Cache(key, values)
+        """``|coordinate|^q`` of the live model (fresh tensors; differentiable when autograd
+        is on)."""
+        q = check_q(q)
+        self._check_live()
+        return list(self._lift(self._source, q).values())
+
+    def _live_magnitudes(self, q: float) -> list[Tensor]:
+        """``|coordinate|^q`` of the live model, without autograd, recomputed on every call into
+        buffers the program keeps (no fresh memory; the same tensors every call, so a CUDA
+        graph reads them in place). Never hand them out: the next call overwrites them."""
+        self._check_live()
+        bufs = self._buffers.get(q)
+        with torch.no_grad():
+            values = self._lift(self._source, q, out=bufs)
+        if bufs is None:
+            self._buffers[q] = values
         return list(values.values())
 
     # -- path-norms ---------------------------------------------------------------------------
@@ -199,52 +251,63 @@ class PathProgram:
         """The l^q path-norm ``||Phi(theta)||_q`` of the model (one pass of the path network).
 
         Args:
-            q: exponent, ``q >= 1`` in the theory (any ``q > 0`` is computed).
+            q: exponent, a finite ``q > 0`` (``q >= 1`` in the theory).
             differentiable: also return ``log ||Phi||_q`` as a tensor with gradients to the
-                model's parameters (for regularization); otherwise runs under ``no_grad``.
+                model's parameters (for regularization, also in train mode); otherwise runs
+                under ``no_grad``.
+
+        Raises:
+            NonFiniteError: a parameter read holds NaN or inf (named in the message).
         """
-        if q <= 0:
-            raise FxPathError(f"q must be positive, got {q}")
-        with torch.set_grad_enabled(differentiable):
-            if differentiable:  # its backward runs later, under the caller's precision settings
-                with ieee_float32():
-                    total, exp = self.path_network(q)(*self.magnitudes(q))
-            else:
-                total, exp = self._call(("norm", float(q)), self.path_network(q),
-                                        self.magnitudes(q))
+        q = check_q(q)
+        if differentiable:  # its backward runs later, under the caller's precision settings
+            with torch.enable_grad(), ieee_float32():
+                total, exp = self.path_network(q)(*self.magnitudes(q))
+        else:
+            with torch.no_grad():
+                total, exp = self._call(("norm", q), self.path_network(q),
+                                        self._live_magnitudes(q))
         log2 = log2_of(float(total.detach()), float(exp)) / q
+        self._require_finite([log2], self._source)
         log_tensor = None
         if differentiable:
             log_tensor = (torch.log(total) + exp * torch.log(torch.tensor(2.0,
                           dtype=total.dtype, device=total.device))) / q
-        return PathNorm(float(q), log2, log_tensor)
+        return PathNorm(q, log2, log_tensor)
 
     # -- path-metric --------------------------------------------------------------------------
     @torch.no_grad()
     def path_metric(self, other: Params, *, base: Params | None = None) -> PathMetric:
-        """The l^1 path-metric between the model (or ``base``) and ``other`` (same architecture).
+        """The l^1 path-metric between the model (or ``base``) and ``other``.
 
-        Exact when one parameter set dominates the other with the same signs; otherwise a
-        certified upper bound (PATHS.md section 4).
+        ``other`` and ``base`` are models or state dicts of the compiled network: a model of
+        another architecture (other layers, names or shapes) raises
+        `ArchitectureMismatchError` naming the first difference. Exact when one parameter set
+        dominates the other with the same signs; otherwise a certified upper bound (see
+        ``docs/mathematics.md``).
         """
-        a = self.coordinates(base)
-        b = self.coordinates(other)
-        norm = self.path_norm(1.0) if base is None else self._norm_of(a)
+        a_src, b_src = self._source_for(base), self._source_for(other)
+        a, b = self._lift(a_src), self._lift(b_src)
+        norm = self.path_norm(1.0) if base is None else self._norm_of(a, a_src)
         envs = [envelope(a[k], b[k]) for k in a]
         if _all([e.same_sign for e in envs]):
             log2 = self._metric_of(envs)
             exact = _all([e.a_over for e in envs]) or _all([e.b_over for e in envs])
-            return PathMetric(log2, exact, norm)
-        mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
-        # mid is dominated by a (same signs, smaller magnitudes): both legs are exact metrics
-        first = self._metric_of([envelope(a[k], mid[k]) for k in a])
-        second = self._metric_of([envelope(mid[k], b[k]) for k in a])
-        return PathMetric(_log2_add(first, second), False, norm)
+        else:
+            mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
+            # mid is dominated by a (same signs, smaller magnitudes): both legs are exact
+            first = self._metric_of([envelope(a[k], mid[k]) for k in a])
+            second = self._metric_of([envelope(mid[k], b[k]) for k in a])
+            log2, exact = _log2_add(first, second), False
+        self._require_finite([log2], a_src, b_src)
+        return PathMetric(log2, exact, norm)
 
-    def _norm_of(self, coords: Mapping[str, Tensor]) -> PathNorm:
+    def _norm_of(self, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:
         total, exp = self._call(("norm", 1.0), self.path_network(1.0),
                                 [v.abs() for v in coords.values()])
-        return PathNorm(1.0, log2_of(float(total), float(exp)))
+        log2 = log2_of(float(total), float(exp))
+        self._require_finite([log2], source)
+        return PathNorm(1.0, log2)
 
     def _metric_of(self, envs: Sequence[Envelope]) -> float:
         """log2 of the path-metric network's total on same-sign envelopes."""
@@ -268,24 +331,39 @@ class PathProgram:
         device): the scores are written into it instead of into fresh memory. For repeated
         calls on big models (VGG-16's scores are 528 MB): no allocation, no page faults.
         """
+        if not isinstance(neurons, bool):
+            raise ArgumentError(f"neurons must be True or False, got {neurons!r}")
+        if out is not None and not isinstance(out, Mapping):
+            raise ArgumentError(f"out must be the dict an earlier path_magnitude() call "
+                                f"returned, got {type(out).__name__}")
         if neurons:
             if out is not None:
-                raise FxPathError("out= is for parameter scores, not neurons=True")
+                raise ArgumentError("out= is for parameter scores, not neurons=True")
             return self._neuron_mass()
-        mags = self.magnitudes_detached()
+        mags = self._live_magnitudes(1.0)
         if not self.use_graphs:
-            return self._call(("scores",), functools.partial(self._scores, out=out), mags)
-        static = self._call(("scores",), self._scores, mags)  # the graph's own tensors: copy
+            scores, total = self._call(("scores",), functools.partial(self._scores, out=out),
+                                       mags)
+            self._check_total(total)
+            return scores
+        static, total = self._call(("scores",), self._scores, mags)  # the graph's own tensors
+        self._check_total(total)
         if out is None:
             return {name: s.clone() for name, s in static.items()}
         for name, s in static.items():
             self._destination(out, name, s).copy_(s)
         return {name: out[name] for name in static}
 
+    def _check_total(self, total: Tensor) -> None:
+        """One host sync: the path network's output total must be finite."""
+        if not bool(torch.isfinite(total.detach())):
+            self._require_finite([math.nan], self._source)
+
     def _scores(self, *mags: Tensor, out: Mapping[str, Tensor] | None = None
-                ) -> dict[str, Tensor]:
+                ) -> tuple[dict[str, Tensor], Tensor]:
         """Scores from the coordinate magnitudes: one forward and one backward of the path
-        network (dense layers through taps, see `codegen.tapped_nodes`)."""
+        network (dense layers through taps, see `codegen.tapped_nodes`), and the network's
+        output total (to check for NaN or inf)."""
         tapped = {i: n for n, i in self._taps}  # dense layers: no autograd weight gradient
         leaves = [m if i in tapped else m.detach().requires_grad_(True)
                   for i, m in enumerate(mags)]
@@ -314,14 +392,14 @@ class PathProgram:
                 frac = g.mul_(a) if dest is None else torch.mul(g, a, out=dest)
             scores[slot.param] = (frac.reshape(_param_shape(self._source, slot.param))
                                   if dest is None else out[slot.param])
-        return scores
+        return scores, total.detach()
 
     def _destination(self, out: Mapping[str, Tensor], name: str, like: Tensor) -> Tensor:
         t = out.get(name)
         if (t is None or t.numel() != like.numel() or t.dtype != like.dtype
                 or t.device != like.device or not t.is_contiguous()):
             got = "missing" if t is None else f"{tuple(t.shape)} {t.dtype} on {t.device}"
-            raise FxPathError(f"out[{name!r}] must be a contiguous {like.dtype} tensor on "
+            raise ArgumentError(f"out[{name!r}] must be a contiguous {like.dtype} tensor on "
                               f"{like.device} with {like.numel()} entries (got {got}); pass "
                               "the dict an earlier path_magnitude() call returned")
         return t.view(like.shape)
@@ -331,6 +409,9 @@ class PathProgram:
 
         ``dtype``: default the program's compute dtype; `stored_dtype` gives the model's own.
         """
+        self._check_live()
+        if name not in self._source.shapes:
+            raise ArgumentError(f"{name!r} is not a parameter the path network reads")
         return self._source.fetch(name, dtype or self.dtype, self.device)
 
     def stored_dtype(self, name: str) -> torch.dtype:
@@ -343,9 +424,10 @@ class PathProgram:
             return self.magnitudes(1.0)
 
     def _neuron_mass(self) -> dict[str, Tensor]:
-        leaves = [m.detach().requires_grad_(True) for m in self.magnitudes_detached()]
+        leaves = [m.detach().requires_grad_(True) for m in self._live_magnitudes(1.0)]
         with torch.enable_grad(), ieee_float32():
             total, _exp, probes = self.path_network(1.0, probes=True)(*leaves)
+            self._check_total(total)
             grads = _log_gradient(total, probes)
         owners = [n for n in self.graph if n.op in ("linear", "affine")]
         out: dict[str, Tensor] = {}
@@ -381,7 +463,18 @@ def _log2_add(x: float, y: float) -> float:
 
 
 def _param_shape(source: ParamSource, name: str) -> torch.Size:
-    return source.tensors(name)[0].shape
+    return source.shapes[name]
+
+
+def _device(model: nn.Module, device: Any) -> torch.device:
+    """``device`` as a torch.device, default the device of the model's first parameter."""
+    if device is None:
+        return next(model.parameters()).device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ArgumentError(f"device must be a torch.device or a name such as 'cpu' or "
+                            f"'cuda:0', got {device!r}") from exc
 
 
 def _owner_name(node: Any) -> str:

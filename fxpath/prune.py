@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -10,9 +11,12 @@ import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 from torch import Tensor
 
-from .errors import FxPathError
+from .errors import ArgumentError, FxPathError
 from .program import PathProgram
 from .results import PathMetric
+from .validate import check_amount, check_steps
+
+CRITERIA = ("path_magnitude", "magnitude")
 
 __all__ = ["PruneReport", "prune"]
 
@@ -51,6 +55,9 @@ def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
     if callable(prunable):
         model = prog.model
         return [n for n in weights if prunable(n, model.get_submodule(n.rpartition(".")[0]))]
+    if isinstance(prunable, str) or not isinstance(prunable, Iterable):
+        raise ArgumentError(f"prunable must be a list of state_dict names or a predicate "
+                            f"(name, module) -> bool, got {prunable!r}")
     names = list(prunable)
     unknown = sorted(set(names) - {s.param for s in prog.slots if s.param})
     if unknown:
@@ -131,15 +138,19 @@ def _keep_masks(scores: dict[str, Tensor], density: float, scope: str) -> dict[s
 
 def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
           criterion: str = "path_magnitude", scope: str = "global", steps: int = 1,
-          prunable: Prunable = None, dtype: torch.dtype = torch.float32) -> PruneReport:
+          prunable: Prunable = None, dtype: torch.dtype | None = None) -> PruneReport:
     """Prune ``model`` in place through ``torch.nn.utils.prune``; report the certified metric.
 
-    Path-magnitude scores are rescaling-invariant (PATHS.md section 5). With ``steps > 1`` the
-    scores are recomputed after each step and the density follows SynFlow's exponential
-    schedule ``(1 - amount) ** (k / steps)``.
+    Path-magnitude scores are rescaling-invariant (``docs/mathematics.md``). With
+    ``steps > 1`` the scores are recomputed after each step and the density follows SynFlow's
+    exponential schedule ``(1 - amount) ** (k / steps)``.
+
+    Atomic: if anything fails, including a ``KeyboardInterrupt``, the model is left exactly as
+    it was (same parameters, buffers, masks and hooks).
 
     Args:
-        model: an eval-mode model; pruned in place (masks and ``prune.remove`` as in PyTorch).
+        model: the model; pruned in place (masks and ``prune.remove`` as in PyTorch). A model
+            in train mode is analysed as its eval-mode function and stays in train mode.
         amount: fraction of the prunable entries to zero, in [0, 1].
         input_shape: per-sample input shape (path mass depends on the input resolution).
         criterion: ``"path_magnitude"`` (default) or ``"magnitude"`` (plain ``|w|``).
@@ -147,37 +158,71 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
         steps: number of prune-and-rescore rounds.
         prunable: state_dict names, or a predicate ``(name, module) -> bool``; default: the
             weights of every conv and linear layer (as in the paper).
-        dtype: compute dtype of the path network.
+        dtype: compute dtype of the path network (default: the model's, see `compile`).
 
     Example:
         >>> report = fxpath.prune(model.eval(), 0.6, (3, 224, 224))
         >>> report.overall_sparsity, report.metric.value
     """
-    if not 0.0 <= amount <= 1.0:
-        raise FxPathError(f"amount must be in [0, 1], got {amount}")
-    if steps < 1:
-        raise FxPathError(f"steps must be >= 1, got {steps}")
+    amount = check_amount(amount)
+    steps = check_steps(steps)
+    if criterion not in CRITERIA:
+        raise ArgumentError(f"unknown criterion {criterion!r}: use 'path_magnitude' or "
+                            "'magnitude'")
+    if scope not in ("global", "layer"):
+        raise ArgumentError(f"unknown scope {scope!r}: use 'global' or 'layer'")
     prog = PathProgram(model, input_shape, dtype=dtype)
     names = _prunable_names(prog, prunable)
     before = {n: prog.parameter(n, torch.float64).clone()
               for n in prog.graph.param_names()}
-    for step in range(1, steps + 1):
-        density = (1.0 - amount) ** (step / steps)
-        masks = _keep_masks(_scores(prog, names, criterion), density, scope)
-        with torch.no_grad():
-            for n, keep in masks.items():
-                path, _, attr = n.rpartition(".")
-                module = model.get_submodule(path)
-                torch_prune.custom_from_mask(module, attr, keep.to(getattr(module, attr).dtype))
-    sparsity, kept = {}, {}
-    total = zeros = 0
-    for n in names:
-        value = prog.parameter(n, prog.stored_dtype(n))
-        nz = value.numel() - int(torch.count_nonzero(value))
-        sparsity[n] = nz / value.numel()
-        kept[n] = value.numel() - nz
-        total += value.numel()
-        zeros += nz
-    metric = prog.path_metric(model, base=before)
-    return PruneReport(criterion, scope, float(amount), steps, sparsity,
+    with _restored_on_error(model, names):
+        for step in range(1, steps + 1):
+            density = (1.0 - amount) ** (step / steps)
+            masks = _keep_masks(_scores(prog, names, criterion), density, scope)
+            with torch.no_grad():
+                for n, keep in masks.items():
+                    path, _, attr = n.rpartition(".")
+                    module = model.get_submodule(path)
+                    torch_prune.custom_from_mask(module, attr,
+                                                 keep.to(getattr(module, attr).dtype))
+        sparsity, kept = {}, {}
+        total = zeros = 0
+        for n in names:
+            value = prog.parameter(n, prog.stored_dtype(n))
+            nz = value.numel() - int(torch.count_nonzero(value))
+            sparsity[n] = nz / value.numel()
+            kept[n] = value.numel() - nz
+            total += value.numel()
+            zeros += nz
+        metric = prog.path_metric(model, base=before)
+    return PruneReport(criterion, scope, amount, steps, sparsity,
                        zeros / max(total, 1), metric, kept)
+
+
+@contextlib.contextmanager
+def _restored_on_error(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """On any exception (``KeyboardInterrupt`` too) put every module that owns one of ``names``
+    back as it was: its parameters, buffers, hooks and attributes (pruning only re-registers
+    tensors and adds a hook; it never writes into a tensor, so a shallow snapshot suffices)."""
+    owners = {id(m): m for m in (model.get_submodule(n.rpartition(".")[0]) for n in names)}
+    saved = {key: [(k, v, _contents(v)) for k, v in m.__dict__.items()]
+             for key, m in owners.items()}
+    try:
+        yield
+    except BaseException:
+        for key, m in owners.items():
+            m.__dict__.clear()
+            for k, v, contents in saved[key]:
+                if contents is not None:  # the same container object, its old contents
+                    v.clear()
+                    v.update(contents) if not isinstance(v, list) else v.extend(contents)
+                m.__dict__[k] = v
+        raise
+
+
+def _contents(v: object) -> object:
+    """A shallow copy of a container attribute (restored into the same object: hook handles
+    keep referring to it), ``None`` for anything else."""
+    if isinstance(v, (dict, set, list)):
+        return v.copy()
+    return None

@@ -3,7 +3,7 @@
 For a ReLU/identity neuron (an output channel of a conv/linear, with its folded BatchNorm, or of
 a standalone BatchNorm) whose outputs reach only parameterized consumers (through ReLUs,
 pooling, reshapes and concats): multiply its incoming weights and bias by ``lam > 0`` and divide
-its outgoing weights by ``lam`` (PATHS.md section 3). Through a folded BatchNorm the conv's
+its outgoing weights by ``lam`` (``docs/mathematics.md``). Through a folded BatchNorm the conv's
 weights, bias and running mean and the BatchNorm's bias are scaled (the BN output scales by
 ``lam``); a consuming standalone BatchNorm absorbs ``1/lam`` in its weight and mean.
 """
@@ -148,15 +148,17 @@ def _divide_consumer(model: nn.Module, node: Node, ids: Tensor, lam: Tensor) -> 
     w.div_(f[index].to(w.dtype).reshape(*index.shape, *([1] * (w.dim() - 2))))
 
 
-def _refresh_pruned(model: nn.Module) -> None:
-    """Recompute ``w = w_orig * w_mask`` detached, so that deepcopy accepts a pruned model that
-    ran forward with autograd on (the pruning hook leaves a non-leaf tensor behind)."""
-    with torch.no_grad():
-        for module in model.modules():
-            for name in [k[:-5] for k in module._buffers if k.endswith("_mask")]:
-                orig = getattr(module, f"{name}_orig", None)
-                if isinstance(orig, Tensor) and isinstance(getattr(module, name, None), Tensor):
-                    setattr(module, name, orig * module._buffers[f"{name}_mask"])
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that leaves it untouched, also when it is pruned with
+    ``torch.nn.utils.prune`` and ran forward with autograd on (the pruning hook then leaves a
+    non-leaf ``w = w_orig * w_mask`` behind, which deepcopy refuses: the copy gets it detached)."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for name in [k[:-5] for k in module._buffers if k.endswith("_mask")]:
+            derived = module.__dict__.get(name)
+            if isinstance(derived, Tensor) and not derived.is_leaf:
+                memo[id(derived)] = derived.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
@@ -168,7 +170,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     fools magnitude-based criteria.
 
     Args:
-        model: an eval-mode ReLU network.
+        model: a ReLU network (left untouched; train mode is analysed as eval mode).
         input_shape: per-sample input shape; default: timm's ``pretrained_cfg["input_size"]``.
         factors: positive factors to draw from, uniformly per neuron.
         seed: seed of the draw.
@@ -183,8 +185,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             raise FxPathError("rescale needs input_shape (the model has no timm input_size)")
     if any(f <= 0 for f in factors):
         raise FxPathError(f"rescaling factors must be positive, got {tuple(factors)}")
-    _refresh_pruned(model)
-    twin = copy.deepcopy(model)
+    twin = _copy(model)
     graph = PathProgram(twin, input_shape).graph
     gen = torch.Generator().manual_seed(seed)
     choices = torch.tensor([float(f) for f in factors], dtype=torch.float64)
