@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import bruteforce as bf
@@ -61,3 +62,30 @@ def test_multiple_outputs_are_one_output_layer() -> None:
     case = bf.concat_net()
     assert fxpath.compile(case.module, case.input_shape, dtype=torch.float64).path_norm().value \
         == pytest.approx(bf.path_norm(case.build(case.module)), rel=1e-10)
+
+
+def test_differentiable_path_norm_regularizes_a_train_mode_network() -> None:
+    """``loss + lam * log ||Phi||_1`` in a training loop (train mode, BatchNorm updating its
+    statistics): the path-norm falls, and the model stays in train mode."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 6, 3, padding=1), torch.nn.BatchNorm2d(6),
+                              torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                              torch.nn.Linear(6 * 4 * 4, 8), torch.nn.BatchNorm1d(8),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 3)).train()
+    prog = fxpath.compile(net, (2, 8, 8))
+    opt = torch.optim.SGD(net.parameters(), lr=0.2)
+    x, y = torch.randn(32, 2, 8, 8), torch.randint(0, 3, (32,))
+    norms = []
+    for _ in range(8):
+        opt.zero_grad()
+        log_norm = prog.path_norm(differentiable=True)
+        norms.append(log_norm.log2)
+        loss = torch.nn.functional.cross_entropy(net(x), y) + 2.0 * log_norm.log_tensor
+        loss.backward()
+        opt.step()
+    assert net.training
+    # log2 falls by bits (not step by step: the running statistics, which gradients do not
+    # reach, move too)
+    assert norms[-1] < norms[0] - 2.0
+    eval_norm = fxpath.path_norm(copy.deepcopy(net).eval(), (2, 8, 8)).log2
+    assert prog.path_norm().log2 == pytest.approx(eval_norm, rel=1e-6)

@@ -112,3 +112,79 @@ def test_bucketed_selection_equals_kthvalue(dtype: torch.dtype, kind: str) -> No
     for k in sorted({1, 2, len(x) // 3, len(x) // 2, len(x) - 1, len(x)}):
         got, want = _kth_smallest(x, k), torch.kthvalue(x, k).values
         assert torch.equal(got, want), (k, got, want)
+
+
+def _state(model: torch.nn.Module) -> dict:
+    """Everything pruning could leave behind: tensors bit for bit, hooks, registered names."""
+    return {
+        "tensors": {k: v.clone() for k, v in model.state_dict().items()},
+        "params": [(n, id(p)) for n, p in model.named_parameters()],
+        "buffers": [n for n, _ in model.named_buffers()],
+        "hooks": [(n, list(m._forward_pre_hooks), list(m._forward_hooks))
+                  for n, m in model.named_modules()],
+        "attrs": [(n, sorted(m.__dict__)) for n, m in model.named_modules()],
+        "training": [m.training for m in model.modules()],
+    }
+
+
+def _assert_unchanged(model: torch.nn.Module, state: dict) -> None:
+    now = _state(model)
+    assert now.keys() == state.keys()
+    for key in ("params", "buffers", "hooks", "attrs", "training"):
+        assert now[key] == state[key], key
+    assert now["tensors"].keys() == state["tensors"].keys()
+    for k, v in state["tensors"].items():
+        assert torch.equal(now["tensors"][k], v), k
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError, FxPathError])
+@pytest.mark.parametrize("where", ["metric", "second_step"])
+@pytest.mark.parametrize("pre_pruned", [False, True])
+def test_prune_is_atomic(monkeypatch: pytest.MonkeyPatch, resnet: torch.nn.Module,
+                         failure: type, where: str, pre_pruned: bool) -> None:
+    """A failure anywhere (Ctrl-C too) leaves the model exactly as it was: no masks, no hooks,
+    the same parameter objects, bitwise equal tensors; a user's earlier pruning survives."""
+    model = copy.deepcopy(resnet)
+    handle = None
+    if pre_pruned:
+        torch_prune.l1_unstructured(model.fc, "weight", amount=0.2)
+        handle = model.fc.register_forward_pre_hook(lambda m, x: None)
+    state = _state(model)
+    calls = {"n": 0}
+    original = fxpath.PathProgram.path_magnitude
+
+    def scores(self, **kw):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if where == "second_step" and calls["n"] == 2:
+            raise failure("injected")
+        return original(self, **kw)
+
+    def metric(self, *a, **kw):  # noqa: ANN001, ANN202
+        raise failure("injected")
+
+    monkeypatch.setattr(fxpath.PathProgram, "path_magnitude", scores)
+    if where == "metric":
+        monkeypatch.setattr(fxpath.PathProgram, "path_metric", metric)
+    with pytest.raises(failure):
+        fxpath.prune(model, 0.5, (3, 32, 32), steps=2)
+    _assert_unchanged(model, state)
+    if handle is not None:  # the user's hook handle still removes the user's hook
+        handle.remove()
+        assert not any(h for h in model.fc._forward_pre_hooks.values()
+                       if not isinstance(h, torch_prune.BasePruningMethod))
+
+
+def test_prune_of_a_train_mode_model_keeps_its_mode(resnet: torch.nn.Module) -> None:
+    model = copy.deepcopy(resnet).train()
+    report = fxpath.prune(model, 0.3, (3, 32, 32))
+    assert model.training and all(m.training for m in model.modules())
+    assert report.metric.exact
+
+
+def test_prune_float64_is_honoured() -> None:
+    case = bf.ALL_FACTORIES["conv_bn_fold"]()
+    model = copy.deepcopy(case.module).float()
+    report = fxpath.prune(model, 0.4, case.input_shape, dtype=torch.float64)
+    assert report.metric.exact
+    with pytest.raises(FxPathError, match="dtype"):
+        fxpath.prune(copy.deepcopy(case.module), 0.4, case.input_shape, dtype=torch.int64)
