@@ -1,21 +1,26 @@
 """Code generation: emit the path network of a normalized IR as a torch.fx GraphModule.
 
-The path network (PATHS.md section 2) is the model with every coordinate ``w`` replaced by
-``|w|^q``, ReLU by the identity and max-pooling by a windowed sum, fed all-ones. It is linear
-with non-negative coefficients; the sum of its outputs is ``||Phi||_q^q``.
+The path network (docs/mathematics.md#the-path-network) is the model with every coordinate
+``w`` replaced by ``|w|^q``, ReLU by the identity and max-pooling by a windowed sum, fed
+all-ones. It is linear with non-negative coefficients; the sum of its outputs is
+``||Phi||_q^q``.
 
 Two flavours share one rule table:
 
 * ``mode="norm"``: one stream; arguments are the magnitudes ``|w|^q`` of the coordinates.
   Returns ``(total, exponent)`` (and optionally the scaled output of every linear/affine node,
   for neuron path mass).
-* ``mode="diff"``: the path-metric network (PATHS.md section 4). Arguments are coordinate
+* ``mode="diff"``: the path-metric network (docs/mathematics.md#the-path-metric). Arguments are
   magnitudes ``lo <= hi``; it carries ``(lo, delta)`` with ``delta = hi-network - lo-network``
   computed as a sum of non-negative terms (``W_hi * delta + (W_hi - W_lo) * lo``), so the
   difference of two nearly equal huge path-norms keeps full relative precision. Returns
   ``(total_lo, total_delta, exponent)``.
 
-Every value is carried with a power-of-two exponent (see `fxpath.runtime`).
+Every value is carried with a power-of-two exponent (see `fxpath.runtime`). With
+``scaled=True`` (the norm network for ``q != 1``) the inputs carry exponents too: each
+coordinate tensor arrives as a mantissa tensor and a 0-dim exponent, and every fixed
+coefficient ``c^q`` (pooling, rewrites) is split the same way, so that ``|w|^q`` neither
+underflows nor overflows for large or small ``q``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class _Emitter:
         self.root = nn.Module()
         self.mode, self.q = mode, q
         self.args: dict[str, tuple[fx.Node, ...]] = {}
+        self.exps: dict[str, fx.Node] = {}  # slot name -> its exponent input (scaled only)
+        self.scaled = False
         self.taps: dict[str, fx.Node] = {}
         self.tapped_inputs: list[fx.Node] = []
 
@@ -82,9 +89,13 @@ class _Emitter:
         return _Value(tuple(fn(s) for s in v.streams), v.exp)
 
     def rescaled(self, node: Node, raw: Sequence[fx.Node], exp: fx.Node,
-                 biases: Sequence[fx.Node] | None = None) -> _Value:
+                 biases: Sequence[fx.Node] | None = None,
+                 bias_exp: fx.Node | None = None) -> _Value:
         names = self.stream_names(node.name)
-        if biases:
+        if biases and bias_exp is not None:
+            packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
+                               bias_exp, name=f"{node.name}_scaled")
+        elif biases:
             packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
                                name=f"{node.name}_scaled")
         else:
@@ -97,6 +108,32 @@ class _Emitter:
 
     def power(self, c: float) -> float:
         return abs(c) ** self.q
+
+    def shift(self, exp: fx.Node, by: fx.Node | float, name: str) -> fx.Node:
+        """``exp + by`` (an exponent moved by a slot's or a constant's exponent)."""
+        if isinstance(by, float) and by == 0.0:
+            return exp
+        return self.call(operator.add, exp, by, name=name)
+
+    def power_split(self, c: float) -> tuple[float, float]:
+        """``|c|^q`` as ``(mantissa, exponent)`` without leaving float range (scaled only)."""
+        if c == 0.0 or not self.scaled:
+            return self.power(c), 0.0
+        log2 = self.q * math.log2(abs(c))
+        whole = math.floor(log2)
+        return 2.0 ** (log2 - whole), float(whole)
+
+    def tensor_power_split(self, c: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``|c|^q`` entrywise (float64) as ``(mantissa tensor, exponent)``."""
+        c = c.to(torch.float64).abs()
+        if not self.scaled:
+            return c.pow(self.q), 0.0
+        positive = c > 0
+        if not bool(positive.any()):
+            return torch.zeros_like(c), 0.0
+        log2 = self.q * torch.log2(torch.where(positive, c, torch.ones_like(c)))
+        whole = math.floor(float(log2[positive].max()))
+        return torch.where(positive, torch.exp2(log2 - whole), torch.zeros_like(c)), float(whole)
 
 
 #: a conv runs on the compressed image when that shrinks its output at least this much
@@ -148,6 +185,10 @@ def _parameterized(e: _Emitter, n: Node, v: _Value, slots: list[Slot],
         if n.name in e.taps:  # d total / d tap is the gradient at this layer's output
             e.tapped_inputs.append(v.streams[0])
             raw = [e.call(operator.add, raw[0], e.taps[n.name], name=f"{n.name}_tapped")]
+        if e.scaled:  # mantissas in, exponents beside them
+            exp = e.shift(v.exp, e.exps[slots[0].name], f"{n.name}_weight_exp")
+            return e.rescaled(n, raw, exp, [bias[0]] if bias else None,
+                              e.exps[slots[1].name] if bias else None)
         return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
     lo, delta = v.streams
     w_lo, w_hi = weight
@@ -179,31 +220,39 @@ def _relu(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
 def _pool(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
     a = n.attrs
     coeff, count = a.get("coeff"), a.get("count")
+    shift = 0.0  # exponent of the coefficients (scaled networks)
     if a["window"] == "regular":
         def fn(x: fx.Node) -> fx.Node:
             return e.call(runtime.window_sum, x, a["kernel"], a["stride"], a["padding"],
                           a["ceil_mode"], name=f"{n.name}_window_sum")
-        factor = None if coeff is None else e.buffer(f"{n.name}_coeff", coeff.pow(e.q))
+        factor = None
+        if coeff is not None:
+            mantissa, shift = e.tensor_power_split(coeff)
+            factor = e.buffer(f"{n.name}_coeff", mantissa)
     elif a["window"] == "adaptive":
         def fn(x: fx.Node) -> fx.Node:
             return e.call(_ADAPTIVE[a["ndim"]], x, a["output_size"], name=f"{n.name}_mean")
-        weights = count if coeff is None else count * coeff.pow(e.q)
-        factor = e.buffer(f"{n.name}_coeff", weights)
+        weights, shift = (count, 0.0) if coeff is None else e.tensor_power_split(coeff)
+        factor = e.buffer(f"{n.name}_coeff", weights if coeff is None else count * weights)
     else:
         def fn(x: fx.Node) -> fx.Node:
             return e.method("sum", x, a["dims"], a["keepdim"], name=f"{n.name}_sum")
-        factor = None if coeff == 1.0 else float(coeff) ** e.q
+        factor, shift = (None, 0.0) if coeff == 1.0 else e.power_split(float(coeff))
     out = e.map(n, ins[0], fn)
     if factor is not None:
         out = e.map(n, out, lambda s: e.call(operator.mul, s, factor, name=f"{n.name}_weighted"))
-    return e.rescaled(n, out.streams, out.exp)
+    return e.rescaled(n, out.streams, e.shift(out.exp, shift, f"{n.name}_coeff_exp"))
 
 
 def _add(e: _Emitter, n: Node, ins: list[_Value], slots: list[Slot]) -> _Value:
-    coeffs = [e.power(c) for c in n.attrs["coeffs"]]
-    const = e.power(n.attrs["const"]) if n.attrs["const"] else 0.0
-    packed = e.call(runtime.add, [v.exp for v in ins], [list(v.streams) for v in ins], coeffs,
-                    const, name=f"{n.name}_sum")
+    split = [e.power_split(c) for c in n.attrs["coeffs"]]
+    coeffs = [m for m, _ in split]
+    exps = [e.shift(v.exp, k, f"{n.name}_coeff{i}_exp") for i, (v, (_, k)) in
+            enumerate(zip(ins, split))]
+    const, const_exp = e.power_split(n.attrs["const"]) if n.attrs["const"] else (0.0, 0.0)
+    extra = (const_exp,) if const_exp else ()
+    packed = e.call(runtime.add, exps, [list(v.streams) for v in ins], coeffs,
+                    const, *extra, name=f"{n.name}_sum")
     out = e.unpack(packed, [*e.stream_names(n.name), f"{n.name}_exp"])
     return _Value(tuple(out[:-1]), out[-1])
 
@@ -244,9 +293,28 @@ def tapped_nodes(graph: Graph) -> list[Node]:
             and len(n.shape) == 1]
 
 
+def _arguments(e: _Emitter, graph: Graph, slots: Sequence[Slot], scaled: bool,
+               taps: bool) -> dict[str, list[Slot]]:
+    """The network's placeholders, in call order: coordinates (``_lo``/``_hi`` pairs in diff
+    mode), then their exponents (scaled), then the taps; returns the slots of each node."""
+    by_node: dict[str, list[Slot]] = {}
+    for s in slots:
+        suffixes = ("",) if e.mode == "norm" else ("_lo", "_hi")
+        e.args[s.name] = tuple(e.graph.placeholder(f"{s.name}{x}") for x in suffixes)
+        by_node.setdefault(s.node, []).append(s)
+    if scaled:
+        for s in slots:
+            e.exps[s.name] = e.graph.placeholder(f"{s.name}_exp")
+    if taps:
+        for n in tapped_nodes(graph):
+            e.taps[n.name] = e.graph.placeholder(f"{by_node[n.name][0].name}_tap")
+    return by_node
+
+
 def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
              probes: bool = False, taps: bool = False, interior: bool = False,
-             interior_min_macs: int = 0, class_name: str = "PathNetwork") -> fx.GraphModule:
+             interior_min_macs: int = 0, scaled: bool = False,
+             class_name: str = "PathNetwork") -> fx.GraphModule:
     """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
 
     Args:
@@ -263,20 +331,19 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
             exact only summed against framed directions, e.g. over a channel's positions.
         interior_min_macs: with ``interior``, only convs of at least this many
             multiply-adds (dense) use it.
+        scaled: take a 0-dim exponent argument per slot after the coordinate arguments
+            (``|w|^q = mantissa * 2**exponent``) and split fixed coefficients alike (norm
+            mode without probes or taps): for any ``q``, nothing underflows or overflows.
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")
-    if mode == "diff" and (probes or taps):
-        raise ValueError("probes and taps exist in the path-norm network only")
+    if (mode == "diff" or scaled) and (probes or taps):
+        raise ValueError("probes and taps exist in the unscaled path-norm network only")
+    if mode == "diff" and scaled:
+        raise ValueError("the path-metric network takes unscaled magnitudes")
     e = _Emitter(mode, q, graph, interior, interior_min_macs)
-    by_node: dict[str, list[Slot]] = {}
-    for s in slots:
-        suffixes = ("",) if mode == "norm" else ("_lo", "_hi")
-        e.args[s.name] = tuple(e.graph.placeholder(f"{s.name}{x}") for x in suffixes)
-        by_node.setdefault(s.node, []).append(s)
-    if taps:
-        for n in tapped_nodes(graph):
-            e.taps[n.name] = e.graph.placeholder(f"{by_node[n.name][0].name}_tap")
+    e.scaled = scaled
+    by_node = _arguments(e, graph, slots, scaled, taps)
     zero = e.buffer("zero", torch.zeros(()))
     env: dict[str, _Value] = {}
     probe_nodes: list[fx.Node] = []

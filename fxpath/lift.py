@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .ir import BatchNormRef, Graph, Node
 
-__all__ = ["Slot", "lift", "slots"]
+__all__ = ["Slot", "lift", "slots", "split_power"]
 
 Fetch = Callable[[str], Tensor]
 
@@ -139,3 +139,29 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
         for slot, tensor in zip(node_slots, tensors):
             values[slot.name] = tensor
     return values
+
+
+def split_power(coords: Mapping[str, Tensor], q: float) -> tuple[list[Tensor], list[Tensor]]:
+    """``|c|^q`` of each coordinate tensor as a mantissa tensor (largest entry in [0.5, 1))
+    and a 0-dim integral exponent, both in ``c``'s dtype. Differentiable in ``c``.
+
+    Only multiplications by powers of two touch the inputs (exact), so each entry's
+    ``|c|^q`` is rounded once or twice. An entry leaves the float range only when it is
+    below its tensor's largest by a factor of ``2**(126/q)`` (float32) or ``2**(1022/q)``
+    (float64): the paths through it carry that much less mass. For float32 and ``q > 100``
+    the powers are taken in float64 (``0.5**q`` would underflow float32).
+    """
+    mantissas, exponents = [], []
+    for c in coords.values():
+        work = torch.float64 if c.dtype == torch.float64 or q > 100 else c.dtype
+        a = c.abs().to(work)
+        peak = a.detach().amax() if a.numel() else a.new_zeros(())
+        k = torch.frexp(peak).exponent.to(work)
+        kq = k * q
+        whole = torch.floor(kq)
+        p = (a * torch.exp2(-k)).pow(q) * torch.exp2(kq - whole)  # largest in (0.5**q, 2)
+        top = torch.frexp(p.detach().amax() if p.numel() else p.new_zeros(())).exponent
+        top = top.to(work)
+        mantissas.append((p * torch.exp2(-top)).to(c.dtype))
+        exponents.append((whole + top).to(c.dtype))
+    return mantissas, exponents

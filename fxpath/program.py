@@ -25,7 +25,7 @@ from .errors import (
 )
 from .graphs import GraphedCall
 from .ir import BatchNormRef, Graph
-from .lift import Slot, lift, slots
+from .lift import Slot, lift, slots, split_power
 from .lower import has_rule, lower
 from .memory import empty_scores
 from .params import Params, ParamSource
@@ -189,15 +189,22 @@ class PathProgram:
         """The generated path network (a GraphModule; print ``.code`` to read it).
 
         ``mode``: ``"norm"`` (one stream of ``|w|^q``) or ``"diff"`` (the path-metric network).
+        For ``q != 1`` (without probes or taps) the norm network takes each coordinate as a
+        mantissa tensor followed, after all of them, by one 0-dim exponent per coordinate
+        (`fxpath.lift.split_power`), so that no ``|w|^q`` leaves the float range.
         """
         if mode not in ("norm", "diff"):
             raise ArgumentError(f"mode must be 'norm' or 'diff', got {mode!r}")
         q = check_q(q)
+        if mode == "diff" and (q != 1.0 or probes or taps):
+            raise ArgumentError("the path-metric network (mode='diff') is defined for q = 1, "
+                                "without probes or taps")
+        scaled = mode == "norm" and q != 1.0 and not probes and not taps
         key = (mode, q, bool(probes), bool(taps))
         if key not in self._networks:
-            gm = generate(self.graph, self.slots, mode=mode, q=float(q), probes=probes,
-                          taps=taps, interior=self.use_interior,
-                          interior_min_macs=self.interior_min_macs)
+            gm = generate(self.graph, self.slots, mode=mode, q=q, probes=bool(probes),
+                          taps=bool(taps), interior=self.use_interior,
+                          interior_min_macs=self.interior_min_macs, scaled=scaled)
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]
@@ -234,6 +241,19 @@ class PathProgram:
         self._check_live()
         return list(self._lift(self._source, q).values())
 
+    def _check_runnable(self) -> None:
+        if self.device.type == "meta":
+            raise ArgumentError("a program on the meta device shows its path networks "
+                                "(path_network) but computes nothing: compile for 'cpu' or a GPU")
+
+    def _norm_inputs(self, q: float, differentiable: bool = False) -> list[Tensor]:
+        """The norm network's arguments: magnitudes (q = 1), or mantissas then exponents."""
+        if q == 1.0:
+            return self.magnitudes(q) if differentiable else self._live_magnitudes(q)
+        self._check_live()
+        mantissas, exponents = split_power(self._lift(self._source), q)
+        return [*mantissas, *exponents]
+
     def _live_magnitudes(self, q: float) -> list[Tensor]:
         """``|coordinate|^q`` of the live model, without autograd, recomputed on every call into
         buffers the program keeps (no fresh memory; the same tensors every call, so a CUDA
@@ -260,13 +280,16 @@ class PathProgram:
             NonFiniteError: a parameter read holds NaN or inf (named in the message).
         """
         q = check_q(q)
+        if not isinstance(differentiable, bool):
+            raise ArgumentError(f"differentiable must be True or False, got {differentiable!r}")
+        self._check_runnable()
         if differentiable:  # its backward runs later, under the caller's precision settings
             with torch.enable_grad(), ieee_float32():
-                total, exp = self.path_network(q)(*self.magnitudes(q))
+                total, exp = self.path_network(q)(*self._norm_inputs(q, differentiable=True))
         else:
             with torch.no_grad():
                 total, exp = self._call(("norm", q), self.path_network(q),
-                                        self._live_magnitudes(q))
+                                        self._norm_inputs(q))
         log2 = log2_of(float(total.detach()), float(exp)) / q
         self._require_finite([log2], self._source)
         log_tensor = None
@@ -276,7 +299,6 @@ class PathProgram:
         return PathNorm(q, log2, log_tensor)
 
     # -- path-metric --------------------------------------------------------------------------
-    @torch.no_grad()
     def path_metric(self, other: Params, *, base: Params | None = None) -> PathMetric:
         """The l^1 path-metric between the model (or ``base``) and ``other``.
 
@@ -286,6 +308,11 @@ class PathProgram:
         dominates the other with the same signs; otherwise a certified upper bound (see
         ``docs/mathematics.md``).
         """
+        self._check_runnable()
+        with torch.no_grad():
+            return self._path_metric(other, base)
+
+    def _path_metric(self, other: Params, base: Params | None) -> PathMetric:
         a_src, b_src = self._source_for(base), self._source_for(other)
         a, b = self._lift(a_src), self._lift(b_src)
         norm = self.path_norm(1.0) if base is None else self._norm_of(a, a_src)
@@ -336,6 +363,7 @@ class PathProgram:
         if out is not None and not isinstance(out, Mapping):
             raise ArgumentError(f"out must be the dict an earlier path_magnitude() call "
                                 f"returned, got {type(out).__name__}")
+        self._check_runnable()
         if neurons:
             if out is not None:
                 raise ArgumentError("out= is for parameter scores, not neurons=True")
@@ -409,9 +437,12 @@ class PathProgram:
 
         ``dtype``: default the program's compute dtype; `stored_dtype` gives the model's own.
         """
+        if not isinstance(name, str) or name not in self._source.shapes:
+            raise ArgumentError(f"{name!r} is not the state_dict name of a parameter the path "
+                                "network reads")
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ArgumentError(f"dtype must be a torch.dtype, got {dtype!r}")
         self._check_live()
-        if name not in self._source.shapes:
-            raise ArgumentError(f"{name!r} is not a parameter the path network reads")
         return self._source.fetch(name, dtype or self.dtype, self.device)
 
     def stored_dtype(self, name: str) -> torch.dtype:
@@ -471,10 +502,16 @@ def _device(model: nn.Module, device: Any) -> torch.device:
     if device is None:
         return next(model.parameters()).device
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ArgumentError(f"device must be a torch.device or a name such as 'cpu' or "
-                            f"'cuda:0', got {device!r}") from exc
+        device = torch.device(device)
+        torch.empty(0, device=device)  # the device exists and its backend is available
+    except (RuntimeError, TypeError, AssertionError, ValueError) as exc:
+        raise ArgumentError(f"device must be an available torch.device or a name such as "
+                            f"'cpu' or 'cuda:0', got {device!r} ({_first_line(exc)})") from exc
+    return device
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n", 1)[0][:120]
 
 
 def _owner_name(node: Any) -> str:

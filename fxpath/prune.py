@@ -61,7 +61,7 @@ def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
     names = list(prunable)
     unknown = sorted(set(names) - {s.param for s in prog.slots if s.param})
     if unknown:
-        raise FxPathError(f"not coordinates of the path network, cannot prune: {unknown}")
+        raise ArgumentError(f"not coordinates of the path network, cannot prune: {unknown}")
     return names
 
 

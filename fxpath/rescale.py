@@ -11,15 +11,18 @@ weights, bias and running mean and the BatchNorm's bias are scaled (the BN outpu
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .errors import FxPathError
+from .errors import ArgumentError, FxPathError
 from .ir import Graph, Node
 from .program import PathProgram
+from .validate import check_model
 
 __all__ = ["rescale", "rescalable_neurons"]
 
@@ -161,6 +164,16 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _check_factors(factors: object) -> tuple[float, ...]:
+    ok = (isinstance(factors, Sequence) and not isinstance(factors, (str, bytes)) and factors
+          and all(isinstance(f, numbers.Real) and not isinstance(f, bool)
+                  and math.isfinite(f) and f > 0 for f in factors))
+    if not ok:
+        raise ArgumentError(f"factors must be a non-empty sequence of finite positive numbers, "
+                            f"got {factors!r}")
+    return tuple(float(f) for f in factors)
+
+
 def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             factors: Sequence[float] = (1.0, 128.0, 4096.0), seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every free neuron rescaled by a random factor from ``factors``.
@@ -178,13 +191,15 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     Example:
         >>> twin = fxpath.rescale(model.eval(), (3, 224, 224), seed=0)
     """
+    check_model(model)
     if input_shape is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         input_shape = cfg.get("input_size")
         if input_shape is None:
-            raise FxPathError("rescale needs input_shape (the model has no timm input_size)")
-    if any(f <= 0 for f in factors):
-        raise FxPathError(f"rescaling factors must be positive, got {tuple(factors)}")
+            raise ArgumentError("rescale needs input_shape (the model has no timm input_size)")
+    factors = _check_factors(factors)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ArgumentError(f"seed must be an integer, got {seed!r}")
     twin = _copy(model)
     graph = PathProgram(twin, input_shape).graph
     gen = torch.Generator().manual_seed(seed)

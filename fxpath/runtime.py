@@ -27,11 +27,17 @@ __all__ = ["add", "cat", "exponent_of", "output_total", "rescale", "rescale_with
            "window_sum"]
 
 _AVG = {2: F.avg_pool2d, 3: F.avg_pool3d}
+#: the smallest exponent k that `exponent_of` returns: ``2**-k`` is finite in the dtype
+_MIN_EXP = {torch.float64: -1021, torch.float32: -125, torch.float16: -13, torch.bfloat16: -125}
 
 
 def exponent_of(m: Tensor) -> Tensor:
-    """The exponent k with ``m * 2**-k`` in [0.5, 1) (0 for m == 0), as m's dtype."""
-    return torch.frexp(m).exponent.to(m.dtype)
+    """The exponent k with ``m * 2**-k`` in [0.5, 1) (0 for m == 0), as m's dtype.
+
+    For a subnormal ``m`` it stops at the smallest normal exponent, so that ``2**-k`` stays
+    finite (``m * 2**-k`` is then below 0.5: correct, just not fully normalized).
+    """
+    return torch.frexp(m).exponent.clamp(min=_MIN_EXP.get(m.dtype, -125)).to(m.dtype)
 
 
 def _peak(streams: Sequence[Tensor]) -> Tensor:
@@ -58,26 +64,28 @@ def rescale(exp: Tensor, *streams: Tensor) -> tuple[Tensor, ...]:
     return (*(s.mul_(f) for s in streams), exp + k)
 
 
-def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor],
-                      biases: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """``s * 2**exp + b`` for each stream/bias pair, renormalized to one shared exponent."""
+def rescale_with_bias(exp: Tensor, streams: Sequence[Tensor], biases: Sequence[Tensor],
+                      bias_exp: Tensor | float = 0.0) -> tuple[Tensor, ...]:
+    """``s * 2**exp + b * 2**bias_exp`` for each stream/bias pair, renormalized to one shared
+    exponent."""
     k_in = exp + exponent_of(_peak(streams))
-    k_b = exponent_of(_peak(biases))
+    k_b = exponent_of(_peak(biases)) + bias_exp
     new = torch.maximum(k_in, k_b)
-    f, g = torch.exp2(exp - new), torch.exp2(-new)
+    f, g = torch.exp2(exp - new), torch.exp2(bias_exp - new)
     return (*(s.mul_(f).add_(b * g) for s, b in zip(streams, biases)), new)
 
 
 def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequence[float],
-        const: float) -> tuple[Tensor, ...]:
-    """``sum_k coeffs[k] * x_k + const`` per stream (non-negative coefficients), renormalized.
+        const: float, const_exp: float = 0.0) -> tuple[Tensor, ...]:
+    """``sum_k coeffs[k] * x_k + const * 2**const_exp`` per stream (non-negative
+    coefficients), renormalized.
 
     ``inputs[k]`` holds the streams of the k-th operand, with exponent ``exps[k]``; the constant
     (a bias of these identity neurons) goes into the first stream only.
     """
     top = _top(exps)
     if const:
-        top = top.clamp(min=float(math.frexp(const)[1]))
+        top = top.clamp(min=float(math.frexp(const)[1]) + const_exp)
     n = len(inputs[0])
     out = []
     for i in range(n):
@@ -86,7 +94,7 @@ def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequ
             factor = torch.exp2(e - top) * c
             acc = x[i] * factor if acc is None else torch.addcmul(acc, x[i], factor)
         if const and i == 0:
-            acc = acc + const * torch.exp2(-top)
+            acc = acc + const * torch.exp2(const_exp - top)
         out.append(acc)
     return rescale(top, *out)
 

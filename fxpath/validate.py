@@ -22,6 +22,10 @@ from .errors import ArgumentError, NonFiniteError
 __all__ = ["as_input_shapes", "check_amount", "check_batch", "check_model", "check_q",
            "check_steps", "compute_dtype", "eval_mode", "shape_advice"]
 
+#: the largest exponent of an l^q path-norm (the largest coordinate's ``|w|^q`` stays in
+#: float64's range)
+MAX_Q = 1000.0
+
 #: compute dtypes a path network can run in
 COMPUTE_DTYPES = (torch.float32, torch.float64)
 
@@ -81,6 +85,9 @@ def check_q(q: Any) -> float:
                             "l^q path-norms for finite q > 0")
     if not q > 0 or math.isnan(q):
         raise ArgumentError(f"q must be a finite number > 0, got {q}")
+    if q > MAX_Q:
+        raise ArgumentError(f"q={q:g} is above {MAX_Q:g}: |w|^q would leave float64's range "
+                            "even for the largest coordinate (0.5**q < 2**-1022)")
     return q
 
 

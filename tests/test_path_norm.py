@@ -89,3 +89,31 @@ def test_differentiable_path_norm_regularizes_a_train_mode_network() -> None:
     assert norms[-1] < norms[0] - 2.0
     eval_norm = fxpath.path_norm(copy.deepcopy(net).eval(), (2, 8, 8)).log2
     assert prog.path_norm().log2 == pytest.approx(eval_norm, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["conv_bn_fold", "pools", "residual_add_fold",
+                                  "activations_leaky"])
+@pytest.mark.parametrize("q", [0.3, 8.0, 40.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_small_and_large_q_against_path_enumeration(name: str, q: float,
+                                                    dtype: torch.dtype) -> None:
+    """|w|^q of small weights leaves float32's range for q = 40 (0.3**40 = 1e-21 is fine, but
+    the products are not): mantissa/exponent inputs keep every digit."""
+    case = bf.ALL_FACTORIES[name]()
+    expected = bf.path_norm(case.build(case.module), q)
+    got = fxpath.compile(case.module, case.input_shape, dtype=dtype,
+                         fold_bn=case.module.fold_bn).path_norm(q)
+    assert got.value == pytest.approx(expected, rel=1e-12 if dtype == torch.float64 else 2e-5)
+
+
+@pytest.mark.parametrize("q", [16.0, 200.0, 1000.0])
+def test_very_large_q_agrees_across_dtypes(q: float) -> None:
+    """Past what enumeration can represent: float32 and float64 programs agree, and the
+    l^q norm tends to the largest path product as q grows."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    f32 = fxpath.compile(net, (3, 32, 32), dtype=torch.float32).path_norm(q)
+    f64 = fxpath.compile(net, (3, 32, 32), dtype=torch.float64).path_norm(q)
+    assert math.isfinite(f64.log2) and f32.log2 == pytest.approx(f64.log2, rel=1e-5, abs=1e-5)
+    with pytest.raises(fxpath.FxPathError, match="above 1000"):
+        fxpath.path_norm(net, (3, 32, 32), q=1001)
