@@ -367,6 +367,7 @@ def _run(args: argparse.Namespace) -> None:
     dtype = torch.float64 if args.float64 else torch.float32
     t0 = time.perf_counter()
     _COMMANDS[args.command](args, model, shape, dtype)
+    sys.stdout.flush()  # a closed pipe fails here, inside main, not at interpreter exit
     print(f"({time.perf_counter() - t0:.2f} s, {dtype})", file=sys.stderr)
 
 

@@ -5,7 +5,9 @@ call's arguments and parameter *names* (state_dict names), never parameter value
 a description of the network, the parameters stay live in the model.
 
 Ops that do not belong to a ReLU-DAG become ``unsupported`` nodes carrying the reason; the
-pipeline's first pass reports all of them at once.
+pipeline's first pass reports all of them at once. So does a call whose rule fails on a form of
+arguments it does not handle: the node becomes ``unsupported`` (the exception kept in
+``attrs["error"]``, chained to the `UnsupportedModelError`), never a raw exception.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
-from .errors import TraceError
+from .errors import FxPathError, TraceError
 from .ir import BatchNormRef, Graph, Node
 from .tracer import TRACE_BATCH, where
 
@@ -73,6 +75,49 @@ def _fn_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
+def _lookup(table: dict[Any, Any], target: Any) -> Any:
+    """``table.get(target)``, None for an unhashable target (a callable object)."""
+    try:
+        return table.get(target)
+    except TypeError:
+        return None
+
+
+def _call_args(n: fx.Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments, with torch's ``input=`` / ``other=`` keywords made positional.
+
+    Rules name their tensor arguments ``x`` / ``a, b``; ``F.relu(input=x)`` and
+    ``torch.add(x, other=y)`` are the same calls as ``F.relu(x)`` and ``torch.add(x, y)``.
+    """
+    args, kwargs = tuple(n.args), dict(n.kwargs)
+    if "input" in kwargs:
+        args = (kwargs.pop("input"), *args)
+    if "other" in kwargs and len(args) == 1:
+        args = (*args, kwargs.pop("other"))
+    return args, kwargs
+
+
+def _module_input(n: fx.Node, extra_ok: bool = False) -> Any:
+    """The tensor a module is called on: ``m(x)`` or ``m(input=x)`` (``extra_ok``: a module
+    that ignores further arguments, such as nn.Identity)."""
+    kwargs = dict(n.kwargs)
+    x = n.args[0] if n.args else kwargs.pop("input", None)
+    if x is None or (not extra_ok and (len(n.args) > 1 or kwargs)):
+        raise _Refuse("the module is called with other arguments than one input tensor")
+    return x
+
+
+def _pool_nd(name: str) -> int | None:
+    """Spatial rank of a pooling op from its name (``MaxPool2d``, ``adaptive_avg_pool3d``)."""
+    return int(name[-2]) if name[-2:] in ("1d", "2d", "3d") else None
+
+
+def _module_nd(m: nn.Module) -> int | None:
+    """Spatial rank of a torch.nn pooling module (or a subclass of one)."""
+    return next((nd for c in type(m).__mro__ if c.__module__.startswith("torch.nn")
+                 and (nd := _pool_nd(c.__name__)) is not None), None)
+
+
 class _Lowering:
     """State of one lowering: the fx graph, the IR nodes made so far, the fx->IR map."""
 
@@ -106,12 +151,15 @@ class _Lowering:
         self.nodes.append(node)
         self.value[n] = node.name
 
-    def unsupported(self, n: fx.Node, what: str, reason: str) -> None:
+    def unsupported(self, n: fx.Node, what: str, reason: str,
+                    error: BaseException | None = None) -> None:
         inputs = tuple(self.value[a] for a in n.all_input_nodes if a in self.value)
         val = n.meta.get("val")
         shape = tuple(val.shape[1:]) if isinstance(val, torch.Tensor) and val.dim() else ()
-        node = Node(n.name, "unsupported", inputs, shape, {"what": what, "reason": reason,
-                                                          "where": where(n)}, {}, where(n))
+        attrs = {"what": what, "reason": reason, "where": where(n)}
+        if error is not None:
+            attrs["error"] = error
+        node = Node(n.name, "unsupported", inputs, shape, attrs, {}, where(n))
         self.nodes.append(node)
         self.value[n] = node.name
 
@@ -127,11 +175,25 @@ class _Lowering:
     # -- the walk -----------------------------------------------------------------------------
     def run(self) -> Graph:
         for n in self.gm.graph.nodes:
+            mark = len(self.nodes)
             try:
                 self.lower_node(n)
             except _Refuse as r:
+                self._drop(n, mark)
                 self.unsupported(n, r.what or _describe(self.gm, n), r.reason)
+            except FxPathError:
+                raise
+            except Exception as exc:  # a rule met an argument form it does not handle
+                self._drop(n, mark)
+                self.unsupported(n, _describe(self.gm, n),
+                                 f"fxpath cannot lower this call ({type(exc).__name__}: {exc})",
+                                 error=exc)
         return Graph(tuple(self.nodes))
+
+    def _drop(self, n: fx.Node, mark: int) -> None:
+        """Forget whatever a failed rule emitted for ``n``."""
+        del self.nodes[mark:]
+        self.value.pop(n, None)
 
     def lower_node(self, n: fx.Node) -> None:
         val = n.meta.get("val")
@@ -142,6 +204,9 @@ class _Lowering:
             return
         elif n.op == "output":
             outs = [a for a in tree_leaves(n.args[0]) if isinstance(a, fx.Node) and a in self.value]
+            if not outs:
+                raise _Refuse("no output of the model is computed from its input: it has no "
+                              "paths to analyse", "model output")
             node = Node("output", "output", tuple(self.value[a] for a in outs), (), {}, {},
                         "model output")
             self.nodes.append(node)
@@ -162,18 +227,20 @@ class _Lowering:
                 raise _Refuse(f"no path-lifting rule for module type {type(module).__name__}",
                               type(module).__name__)
             rule(self, n, module)
-        elif n.op == "call_function":
-            rule = _FUNCTION_RULES.get(n.target)
-            reason = _UNSUPPORTED_FUNCTIONS.get(n.target)
+            return
+        args, kwargs = _call_args(n)
+        if n.op == "call_function":
+            rule = _lookup(_FUNCTION_RULES, n.target)
             if rule is None:
-                raise _Refuse(reason or f"no path-lifting rule for {_fn_name(n.target)}")
-            rule(self, n, *n.args, **n.kwargs)
+                raise _Refuse(_lookup(_UNSUPPORTED_FUNCTIONS, n.target)
+                              or f"no path-lifting rule for {_fn_name(n.target)}")
+            rule(self, n, *args, **kwargs)
         elif n.op == "call_method":
             rule = _METHOD_RULES.get(str(n.target))
             if rule is None:
                 raise _Refuse(_UNSUPPORTED_METHODS.get(str(n.target))
                               or f"no path-lifting rule for Tensor.{n.target}")
-            rule(self, n, *n.args, **n.kwargs)
+            rule(self, n, *args, **kwargs)
 
 
 class _Refuse(Exception):
@@ -183,11 +250,17 @@ class _Refuse(Exception):
 
 
 def _describe(gm: fx.GraphModule, n: fx.Node) -> str:
+    """The op an fx node calls, as error messages name it (``Conv2d``, ``Tensor.view``, ``cat``)."""
     if n.op == "call_module":
-        return type(gm.get_submodule(str(n.target))).__name__
+        try:
+            return type(gm.get_submodule(str(n.target))).__name__
+        except AttributeError:
+            return str(n.target)
     if n.op == "call_method":
         return f"Tensor.{n.target}"
-    return _fn_name(n.target)
+    if n.op == "call_function":
+        return _fn_name(n.target)
+    return f"{n.op} {n.target}"
 
 
 # -- module rules -----------------------------------------------------------------------------
@@ -208,14 +281,14 @@ def _conv(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     params = {"weight": f"{n.target}.weight"}
     if m.bias is not None:
         params["bias"] = f"{n.target}.bias"
-    lw.emit(n, "linear", (lw.src(n.args[0]),), attrs, params, type(m).__name__)
+    lw.emit(n, "linear", (lw.src(_module_input(n)),), attrs, params, type(m).__name__)
 
 
 def _dense(lw: _Lowering, n: fx.Node, m: nn.Linear) -> None:
     params = {"weight": f"{n.target}.weight"}
     if m.bias is not None:
         params["bias"] = f"{n.target}.bias"
-    lw.emit(n, "linear", (lw.src(n.args[0]),), {"kind": "dense"}, params, "Linear")
+    lw.emit(n, "linear", (lw.src(_module_input(n)),), {"kind": "dense"}, params, "Linear")
 
 
 def _batchnorm_ref(lw: _Lowering, n: fx.Node, prefix: str, m: nn.Module) -> BatchNormRef:
@@ -229,58 +302,72 @@ def _batchnorm_ref(lw: _Lowering, n: fx.Node, prefix: str, m: nn.Module) -> Batc
 
 def _batchnorm(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     bn = _batchnorm_ref(lw, n, f"{n.target}.", m)
-    lw.emit(n, "batchnorm", (lw.src(n.args[0]),), {"bn": bn}, {}, type(m).__name__)
+    lw.emit(n, "batchnorm", (lw.src(_module_input(n)),), {"bn": bn}, {}, type(m).__name__)
 
 
 def _simple(op: str, **fixed: Any) -> Callable:
     def rule(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
         attrs = {k: (getattr(m, v) if isinstance(v, str) else v) for k, v in fixed.items()}
-        lw.emit(n, op, (lw.src(n.args[0]),), attrs, {}, type(m).__name__)
+        lw.emit(n, op, (lw.src(_module_input(n)),), attrs, {}, type(m).__name__)
     return rule
 
 
 def _prelu(lw: _Lowering, n: fx.Node, m: nn.PReLU) -> None:
-    lw.emit(n, "prelu", (lw.src(n.args[0]),), {}, {"weight": f"{n.target}.weight"}, "PReLU")
+    lw.emit(n, "prelu", (lw.src(_module_input(n)),), {}, {"weight": f"{n.target}.weight"}, "PReLU")
 
 
 def _maxpool(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     if m.return_indices:
         raise _Refuse("max-pooling with return_indices is not supported")
-    _pool_attrs(lw, n, "maxpool", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                type(m).__name__)
+    _pool_attrs(lw, n, _module_input(n), "maxpool", _module_nd(m), m.kernel_size, m.stride,
+                m.padding, m.dilation, m.ceil_mode, type(m).__name__)
 
 
 def _avgpool(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
-    _pool_attrs(lw, n, "avgpool", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
-                type(m).__name__, count_include_pad=m.count_include_pad,
+    _pool_attrs(lw, n, _module_input(n), "avgpool", _module_nd(m), m.kernel_size, m.stride,
+                m.padding, 1, m.ceil_mode, type(m).__name__,
+                count_include_pad=m.count_include_pad,
                 divisor_override=getattr(m, "divisor_override", None))
 
 
-def _pool_attrs(lw: _Lowering, n: fx.Node, op: str, kernel: Any, stride: Any, padding: Any,
-                dilation: Any, ceil_mode: bool, what: str, **extra: Any) -> None:
-    nd = len(lw.shape(n)) - 1
+def _pool_rank(lw: _Lowering, n: fx.Node, nd: int | None, what: str) -> int:
+    """Spatial rank of a pooling output; refuses a pool that takes the batch for channels."""
+    rank = len(lw.shape(n)) - 1
+    if nd is not None and rank != nd:
+        raise _Refuse(f"{nd}-d pooling of a {rank + 1}-d tensor: without a channel dimension "
+                      "torch pools the batch as channels; fxpath needs (N, C, *spatial) input",
+                      what)
+    return rank
+
+
+def _pool_attrs(lw: _Lowering, n: fx.Node, x: Any, op: str, nd: int | None, kernel: Any,
+                stride: Any, padding: Any, dilation: Any, ceil_mode: bool, what: str,
+                **extra: Any) -> None:
+    nd = _pool_rank(lw, n, nd, what)
     stride = stride if stride not in (None, ()) else kernel
     attrs = {"ndim": nd, "kernel": _ntuple(kernel, nd), "stride": _ntuple(stride, nd),
              "padding": _ntuple(padding, nd), "dilation": _ntuple(dilation, nd),
              "ceil_mode": bool(ceil_mode), **extra}
-    lw.emit(n, op, (lw.src(n.args[0]),), attrs, {}, what)
+    lw.emit(n, op, (lw.src(x),), attrs, {}, what)
 
 
 def _adaptive(op: str) -> Callable:
     def rule(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
         if getattr(m, "return_indices", False):
             raise _Refuse("adaptive max-pooling with return_indices is not supported")
-        lw.emit(n, op, (lw.src(n.args[0]),), {"ndim": len(lw.shape(n)) - 1}, {},
-                type(m).__name__)
+        what = type(m).__name__
+        lw.emit(n, op, (lw.src(_module_input(n)),),
+                {"ndim": _pool_rank(lw, n, _module_nd(m), what)}, {}, what)
     return rule
 
 
 def _identity_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
-    lw.emit(n, "identity", (lw.src(n.args[0]),), {}, {}, type(m).__name__)
+    x = _module_input(n, extra_ok=isinstance(m, nn.Identity))
+    lw.emit(n, "identity", (lw.src(x),), {}, {}, type(m).__name__)
 
 
 def _reshape_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
-    lw.emit(n, "reshape", (lw.src(n.args[0]),), {"fn": "view"}, {}, type(m).__name__)
+    lw.emit(n, "reshape", (lw.src(_module_input(n)),), {"fn": "view"}, {}, type(m).__name__)
 
 
 def _pad_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
@@ -289,8 +376,8 @@ def _pad_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     mode = {nn.ReflectionPad1d: "reflect", nn.ReflectionPad2d: "reflect",
             nn.ReplicationPad1d: "replicate", nn.ReplicationPad2d: "replicate",
             nn.ReplicationPad3d: "replicate"}.get(type(m), "constant")
-    lw.emit(n, "reshape", (lw.src(n.args[0]),), {"fn": "pad", "pad": tuple(m.padding),
-                                                 "mode": mode}, {}, type(m).__name__)
+    lw.emit(n, "reshape", (lw.src(_module_input(n)),), {"fn": "pad", "pad": tuple(m.padding),
+                                                        "mode": mode}, {}, type(m).__name__)
 
 
 _MODULE_RULES: list[tuple[type | tuple[type, ...], Callable]] = [
@@ -365,13 +452,15 @@ def _mul(lw: _Lowering, n: fx.Node, a: Any, b: Any, **_: Any) -> None:
     elif _is_tensor(a) and _is_tensor(b) and (a in lw.value) and (b in lw.value):
         raise _Refuse(PRODUCT)
     else:
-        raise _Refuse("multiplication by a parameter tensor (e.g. layer scale) is not "
-                      "supported yet")
+        raise _Refuse("multiplication by a parameter or constant tensor (e.g. layer scale) is "
+                      "not supported yet")
 
 
 def _div(lw: _Lowering, n: fx.Node, a: Any, b: Any, **_: Any) -> None:
-    if _is_tensor(a) and _scalar(b):
+    if _is_tensor(a) and _scalar(b) and b != 0:
         lw.emit(n, "add", (lw.src(a),), {"coeffs": (1.0 / b,), "const": 0.0}, what="div")
+    elif _is_tensor(a) and _scalar(b):
+        raise _Refuse("division by zero")
     else:
         raise _Refuse("division by an activation or a tensor is not positively homogeneous")
 
@@ -449,6 +538,15 @@ def _permute(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> No
 
 
 def _cat(lw: _Lowering, n: fx.Node, tensors: Any, dim: int = 0, **kwargs: Any) -> None:
+    if isinstance(tensors, fx.Node):
+        # torch.cat(torch.split(x, 1, dim=1), dim=3): the tensors are one node's tuple value,
+        # which no IR node holds (ops returning several tensors are not lowered)
+        raise _Refuse(f"concatenates the tensors of {tensors.name} = "
+                      f"{_describe(lw.gm, tensors)}(...) at {where(tensors)}, a sequence "
+                      "value: ops returning several tensors (split, chunk, unbind) are not "
+                      "supported yet")
+    if not isinstance(tensors, (tuple, list)):
+        raise _Refuse(f"expected a list of tensors, got {type(tensors).__name__}")
     dim = kwargs.get("axis", dim)
     ndim = n.meta["val"].dim()
     dim = dim % ndim
@@ -488,15 +586,15 @@ def _pool_fn(op: str) -> Callable:
 
     def rule(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
         a = dict(zip(names, args)) | kwargs
-        k = a["kernel_size"]
+        k, name = a["kernel_size"], _fn_name(n.target)
         if op == "maxpool":
             if a.get("return_indices"):
                 raise _Refuse("max-pooling with return_indices is not supported")
-            _pool_attrs(lw, n, op, k, a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
-                        a.get("ceil_mode", False), _fn_name(n.target))
+            _pool_attrs(lw, n, x, op, _pool_nd(name), k, a.get("stride"), a.get("padding", 0),
+                        a.get("dilation", 1), a.get("ceil_mode", False), name)
         else:
-            _pool_attrs(lw, n, op, k, a.get("stride"), a.get("padding", 0), 1,
-                        a.get("ceil_mode", False), _fn_name(n.target),
+            _pool_attrs(lw, n, x, op, _pool_nd(name), k, a.get("stride"), a.get("padding", 0), 1,
+                        a.get("ceil_mode", False), name,
                         count_include_pad=a.get("count_include_pad", True),
                         divisor_override=a.get("divisor_override"))
     return rule
@@ -506,7 +604,9 @@ def _adaptive_fn(op: str) -> Callable:
     def rule(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("return_indices") or (len(args) > 1 and args[1]):
             raise _Refuse("adaptive max-pooling with return_indices is not supported")
-        lw.emit(n, op, (lw.src(x),), {"ndim": len(lw.shape(n)) - 1}, what=_fn_name(n.target))
+        name = _fn_name(n.target)
+        lw.emit(n, op, (lw.src(x),), {"ndim": _pool_rank(lw, n, _pool_nd(name), name)},
+                what=name)
     return rule
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .errors import ArgumentError, FxPathError
+from .errors import ArgumentError
 from .ir import Graph, Node
 from .program import PathProgram
 from .validate import check_model

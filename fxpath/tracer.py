@@ -14,6 +14,8 @@ traced through instead of refused.
 from __future__ import annotations
 
 import copy
+import os
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -154,10 +156,6 @@ class _Tracer(fx.Tracer):
             return self._run_fake(node, args, kwargs)
         finally:
             self._running_fake = False
-        self._twins: dict[str, torch.nn.Module] = {}
-        self._param_names: dict[int, str] = {}
-        self._attr_names: dict[int, str] = {}
-        self._attr_nodes: dict[str, fx.Node] = {}
 
     def _run_fake(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
         first = args[0] if args else None
@@ -231,16 +229,43 @@ def _twin(module: torch.nn.Module, prefix: str,
 
 
 def where(node: fx.Node) -> str:
-    """The model's module path for an fx node (``layer1.0.conv1``), for error messages."""
-    if node.op == "call_module":
+    """The model's module path for an fx node (``layer1.0.conv1``), for error messages.
+
+    Never raises: it runs inside error handlers.
+    """
+    if node.op in ("call_module", "get_attr"):
         return str(node.target)
-    if node.op == "get_attr":
-        return str(node.target)
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        path = list(stack.values())[-1][0]
-        return str(path) if path else "<model>"
-    return "<model>"
+    return _innermost_module(node.meta.get("nn_module_stack"))
+
+
+def _innermost_module(stack: Any) -> str:
+    """The innermost module path of an fx module stack (``{key: (path, type)}``)."""
+    try:
+        path = list(stack.values())[-1][0] if stack else ""
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return "<model>"
+    return str(path) if path else "<model>"
+
+
+def _model_frame(exc: BaseException) -> str:
+    """``file:line in fn: code`` of the innermost traceback frame outside torch and fxpath."""
+    skip = tuple(os.path.dirname(f) + os.sep for f in (torch.__file__, __file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(skip)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = f" `{f.line.strip()}`" if f.line else ""
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}{code}"
+
+
+def _fake_inputs(input_shapes: Sequence[Sequence[int]], dtype: torch.dtype) -> list[torch.Tensor]:
+    try:
+        return [torch.empty((TRACE_BATCH, *shape), dtype=dtype, device="meta")
+                for shape in input_shapes]
+    except Exception as exc:
+        raise TraceError(f"invalid input shapes {[tuple(s) for s in input_shapes]}: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def trace(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
@@ -252,7 +277,11 @@ def trace(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
     code generation, which is most of the cost of a GraphModule on large models).
     """
     graph = trace_graph(model, input_shapes, dtype, has_rule)
-    return fx.GraphModule(graph.owning_module, graph, type(model).__name__)
+    try:
+        return fx.GraphModule(graph.owning_module, graph, type(model).__name__)
+    except Exception as exc:
+        raise TraceError(f"torch.fx could not build a GraphModule of {type(model).__name__}: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def trace_graph(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
@@ -268,24 +297,27 @@ def trace_graph(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
             traced through).
 
     Raises:
-        TraceError: the model cannot be traced symbolically; the message names the op.
+        TraceError: the model cannot be traced symbolically; the message names the op (the
+            model's source line) and the module it sits in.
     """
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                      torch.get_default_dtype())
-    inputs = [torch.empty((TRACE_BATCH, *shape), dtype=dtype, device="meta")
-              for shape in input_shapes]
-    tracer = _Tracer(inputs, has_rule)
+    tracer = _Tracer(_fake_inputs(input_shapes, dtype), has_rule)
     try:
         graph = tracer.trace(model)
     except TraceError:
         raise
     except Exception as exc:
         shapes = ", ".join(str(tuple(s)) for s in input_shapes)
+        # fx leaves the modules it was inside of on its stack when a forward raises
+        module = _innermost_module(getattr(tracer, "module_stack", None))
+        frame = _model_frame(exc)
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__} at input shape {shapes}: "
-            f"{type(exc).__name__}: {exc}. fxpath traces with concrete shapes: a forward that "
-            "branches on tensor values, or that rejects this input shape, cannot be traced."
+            f"{type(exc).__name__}: {exc} (at {module}{', ' + frame if frame else ''}). fxpath "
+            "traces with concrete shapes: a forward that branches on tensor values, or that "
+            "rejects this input shape, cannot be traced."
         ) from exc
     graph.owning_module = tracer.root
     return graph
