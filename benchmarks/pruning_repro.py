@@ -1,4 +1,4 @@
-"""Reproduce the paper's pruning experiment (PATHS.md section 6) on real data, on a CPU.
+"""Reproduce the pruning experiment of docs/mathematics.md#published-figures on real data, on CPU.
 
 Claim under test (Gonon et al., ICML 2025): pruning by path-magnitude matches magnitude pruning,
 magnitude pruning collapses after a random neuron-wise rescaling that leaves the function
@@ -449,7 +449,8 @@ def _run(config: Config, log) -> dict:
         seeds.append(res["seed_info"])
         rows.extend(res["rows"])
     result = {
-        "config": asdict(config), "machine": machine_line(),
+        "config": {k: v for k, v in asdict(config).items() if k != "out_dir"},
+        "machine": machine_line(),
         "fxpath_version": getattr(fxpath, "__version__", "unknown"),
         "n_train": int(data["x_train"].shape[0]), "n_test": int(data["x_test"].shape[0]),
         "seeds": seeds, "rows": rows, "seconds": time.perf_counter() - t0,
@@ -495,7 +496,7 @@ def check_claims(result: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
-PAPER = {  # PATHS.md section 6: ResNet-18 on ImageNet, top-1 after pruning and fine-tuning
+PAPER = {  # docs/mathematics.md#published-figures: ResNet-18, ImageNet, top-1 after fine-tuning
     "path-magnitude": (68.9, 68.4, 64.9),
     "magnitude": (69.2, 68.6, 67.3),
     "magnitude after rescaling": (62.4, 59.1, 0.1),

@@ -141,7 +141,7 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
     return values
 
 
-def split_power(coords: Mapping[str, Tensor], q: float) -> tuple[list[Tensor], list[Tensor]]:
+def split_power(coords: dict[str, Tensor], q: float) -> tuple[list[Tensor], list[Tensor]]:
     """``|c|^q`` of each coordinate tensor as a mantissa tensor (largest entry in [0.5, 1))
     and a 0-dim integral exponent, both in ``c``'s dtype. Differentiable in ``c``.
 
@@ -159,9 +159,14 @@ def split_power(coords: Mapping[str, Tensor], q: float) -> tuple[list[Tensor], l
         k = torch.frexp(peak).exponent.to(work)
         kq = k * q
         whole = torch.floor(kq)
-        p = (a * torch.exp2(-k)).pow(q) * torch.exp2(kq - whole)  # largest in (0.5**q, 2)
+        if a.requires_grad:
+            p = (a * torch.exp2(-k)).pow(q) * torch.exp2(kq - whole)
+        else:  # in place: one temporary per tensor (VGG's fc1 is 103M entries)
+            p = a.mul_(torch.exp2(-k)).pow_(q).mul_(torch.exp2(kq - whole))
+        # the largest entry is now in (0.5**q, 2): renormalize it into [0.5, 1)
         top = torch.frexp(p.detach().amax() if p.numel() else p.new_zeros(())).exponent
         top = top.to(work)
-        mantissas.append((p * torch.exp2(-top)).to(c.dtype))
+        p = p * torch.exp2(-top) if p.requires_grad else p.mul_(torch.exp2(-top))
+        mantissas.append(p.to(c.dtype))
         exponents.append((whole + top).to(c.dtype))
     return mantissas, exponents

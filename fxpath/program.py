@@ -230,9 +230,10 @@ class PathProgram:
         return self._lift(source)
 
     def _lift(self, source: ParamSource, q: float | None = None,
-              out: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device), self.slots,
-                    q=q, out=out)
+              out: Mapping[str, Tensor] | None = None,
+              order: tuple[Slot, ...] | None = None) -> dict[str, Tensor]:
+        return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device),
+                    order or self.slots, q=q, out=out)
 
     def magnitudes(self, q: float = 1.0) -> list[Tensor]:
         """``|coordinate|^q`` of the live model (fresh tensors; differentiable when autograd
@@ -251,8 +252,21 @@ class PathProgram:
         if q == 1.0:
             return self.magnitudes(q) if differentiable else self._live_magnitudes(q)
         self._check_live()
-        mantissas, exponents = split_power(self._lift(self._source), q)
+        mantissas: list[Tensor] = []
+        exponents: list[Tensor] = []
+        for group in self._slot_groups:  # one layer at a time: one temporary alive
+            m, k = split_power(self._lift(self._source, order=group), q)
+            mantissas += m
+            exponents += k
         return [*mantissas, *exponents]
+
+    @functools.cached_property
+    def _slot_groups(self) -> list[tuple[Slot, ...]]:
+        """The slots, grouped by node, in slot order."""
+        groups: dict[str, list[Slot]] = {}
+        for s in self.slots:
+            groups.setdefault(s.node, []).append(s)
+        return [tuple(g) for g in groups.values()]
 
     def _live_magnitudes(self, q: float) -> list[Tensor]:
         """``|coordinate|^q`` of the live model, without autograd, recomputed on every call into

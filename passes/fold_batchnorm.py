@@ -1,4 +1,6 @@
-"""Fold frozen BatchNorm into the conv/linear that produces its input (PATHS.md section 1).
+"""Fold frozen BatchNorm into the conv/linear that produces its input.
+
+See docs/mathematics.md#batchnorm-folding.
 
 A BatchNorm whose input is a conv/linear read by nothing else becomes part of that node (one
 neuron per channel with weights ``W * s`` and one combined bias ``s * (c - mean) + b``). Any

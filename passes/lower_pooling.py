@@ -14,21 +14,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fxpath.errors import UnsupportedModelError, UnsupportedOp
+from fxpath.errors import UnsupportedModelError
 from fxpath.ir import Graph, Node
 from fxpath.runtime import window_sum
 
-from ._rebuild import rebuild
+from ._rebuild import rebuild, unsupported_op
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-_ADAPTIVE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
 
 def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:
     a = node.attrs
     if any(d != 1 for d in a["dilation"]):
-        raise UnsupportedModelError([UnsupportedOp("dilated max-pooling", node.source,
-                                                   "dilation > 1 is not supported yet")])
+        raise UnsupportedModelError([unsupported_op(node, "dilation > 1 is not supported yet",
+                                                    "dilated max-pooling")])
     attrs = {"reduce": "max" if node.op == "maxpool" else "sum", "window": "regular",
              "ndim": a["ndim"], "kernel": a["kernel"], "stride": a["stride"],
              "padding": a["padding"], "ceil_mode": a["ceil_mode"], "coeff": None, "count": None}
@@ -53,8 +52,7 @@ def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:
 def _adaptive(node: Node, in_spatial: tuple[int, ...]) -> Node:
     nd = node.attrs["ndim"]
     out_spatial = node.shape[1:]
-    ones = torch.ones((1, 1, *in_spatial), dtype=torch.float64)
-    # window sizes: adaptive avg of ones is 1 everywhere, so sum over windows = count
+    # window sizes: PyTorch's adaptive windows [floor(i*n/o), ceil((i+1)*n/o))
     counts = torch.zeros((1, 1, *out_spatial), dtype=torch.float64)
     for idx in torch.cartesian_prod(*[torch.arange(o) for o in out_spatial]).reshape(
             -1, nd).tolist():
@@ -63,7 +61,6 @@ def _adaptive(node: Node, in_spatial: tuple[int, ...]) -> Node:
             start, end = (i * n) // o, -((-(i + 1) * n) // o)
             size *= end - start
         counts[(0, 0, *idx)] = size
-    del ones
     reduce = "max" if node.op == "adaptive_maxpool" else "sum"
     return node.replace(op="pool", attrs={
         "reduce": reduce, "window": "adaptive", "ndim": nd, "output_size": out_spatial,

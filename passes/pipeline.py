@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
 from fxpath.ir import Graph
 from fxpath.verify import verify
 
@@ -34,6 +35,21 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
 )
 
 
+def _run_pass(name: str, p: Pass, graph: Graph) -> Graph:
+    """``p(graph)``; a raw exception becomes an `UnsupportedModelError` naming the pass.
+
+    Node rules already name their node (`passes._rebuild.rebuild`); this catches the rest.
+    """
+    try:
+        return p(graph)
+    except FxPathError:
+        raise
+    except Exception as exc:
+        raise UnsupportedModelError([UnsupportedOp(
+            f"pass {name}", "", f"fxpath cannot normalize this model ({type(exc).__name__}: "
+                                f"{exc})")]) from exc
+
+
 def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Graph:
     """Run the pipeline; with ``debug`` the IR verifier runs after every pass.
 
@@ -46,7 +62,7 @@ def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Gra
     for name, p in PIPELINE:
         if name == "fold_batchnorm":
             p = partial(fold_batchnorm, fold=fold_bn)
-        graph = p(graph)
+        graph = _run_pass(name, p, graph)
         ran.append(name)
         if debug:
             verify(graph, after=ran, final=False)

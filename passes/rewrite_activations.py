@@ -1,4 +1,6 @@
-"""Rewrite ReLU6, Hardtanh/clamp, LeakyReLU and PReLU exactly into ReLU neurons (PATHS.md s.1).
+"""Rewrite ReLU6, Hardtanh/clamp, LeakyReLU and PReLU exactly into ReLU neurons.
+
+See docs/mathematics.md#exact-relu-rewrites.
 
 * ``hardtanh(x; lo, hi) = relu(x - lo) - relu(x - hi) + lo`` (ReLU6 is ``hardtanh(0, 6)``;
   ``clamp(x, min=lo)`` is ``relu(x - lo) + lo``)

@@ -16,7 +16,8 @@ Everything here is deliberately naive and independent of fxpath (never imported 
   dynamic programming on the DAG (forward x backward of the path network); they only exist to
   speed up tests and are checked against the enumeration in ``tests/test_bruteforce.py``.
 
-Math reference: ``/work/shared/PATHS.md`` sections 1, 2, 4 and 5.
+Math reference: ``docs/mathematics.md``, sections #relu-dag-networks,
+#path-lifting-and-path-norms, #the-path-network, #the-path-metric and #path-magnitude-scores.
 """
 
 from __future__ import annotations

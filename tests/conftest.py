@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -21,6 +24,39 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
                     m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                     m.bias.copy_(torch.rand(n, generator=gen) * 2 - 1)
     return model
+
+
+def small_head(vgg: torch.nn.Module, num_classes: int = 10) -> torch.nn.Module:
+    """A torchvision VGG with its 4096-wide classifier (120M of its parameters, 1 GB in
+    float64) replaced by a narrow one of the same form: Linear-ReLU-Dropout twice, then Linear,
+    after a 2x2 adaptive pool. Keeps the test tier's memory small."""
+    vgg.avgpool = torch.nn.AdaptiveAvgPool2d(2)
+    vgg.classifier = torch.nn.Sequential(
+        torch.nn.Linear(512 * 4, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+        torch.nn.Linear(64, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+        torch.nn.Linear(64, num_classes))
+    return vgg
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``: hand freed heap pages back to the OS (a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
+_TRIM = _malloc_trim()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory() -> Iterator[None]:
+    """After each test module, free what it left: one module's big models must not add to the
+    next one's peak (the default tier stays under 4 GB)."""
+    yield
+    gc.collect()
+    _TRIM()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,9 +3,16 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from conftest import assert_same_function, lowered
+from fxpath.passes import check_supported, normalize
+from fxpath.passes._rebuild import rebuild
 
 import fxpath
+import fxpath.lower as lower_mod
 from fxpath import UnsupportedModelError
+from fxpath.ir import Graph, Node
 
 
 @pytest.mark.parametrize("name, first", [
@@ -41,6 +48,140 @@ def test_weight_standardization_and_training_bn_are_refused() -> None:
     net = torch.nn.Sequential(WS(3, 4, 3), torch.nn.ReLU()).eval()
     with pytest.raises(UnsupportedModelError, match="computed at run time"):
         fxpath.compile(net, (3, 8, 8))
-    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    with pytest.raises(fxpath.FxPathError, match="eval"):
-        fxpath.compile(bn.train(), (3, 8, 8))
+    # fxpath.compile analyses a train-mode model as its eval-mode function; the lowering
+    # itself still refuses a BatchNorm that uses batch statistics
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    with pytest.raises(UnsupportedModelError, match="eval"):
+        check_supported(lowered(bn, (3, 8, 8)))
+
+
+# -- no raw exception escapes the lowering or the passes ------------------------------------------
+def _refusal(model: nn.Module, shape: tuple[int, ...]) -> UnsupportedModelError:
+    with pytest.raises(UnsupportedModelError) as info:
+        fxpath.compile(model.eval(), shape)
+    return info.value
+
+
+def test_bat_resnext26ts_is_refused_listing_every_op() -> None:
+    """Its BilinearAttnTransform concatenates ``torch.split``'s tuple: ``torch.cat`` received
+    one fx node (the tuple) instead of a list, and its rule raised a raw TypeError iterating it.
+    torch.fx traces the model fine (so no TraceError): it is refused for its non-ReLU-DAG ops."""
+    model = timm.create_model("bat_resnext26ts", pretrained=False).eval()
+    info = _refusal(model, (3, 256, 256))
+    text = str(info)
+    assert "split at stages.0.0.attn.ba: produces a non-tensor value (tuple)" in text
+    assert "cat at stages.0.0.attn.ba: concatenates the tensors of split" in text
+    assert "Tensor.matmul at stages.0.0.attn.ba: product of two activations" in text
+    assert "SiLU at stem.conv1.bn.act" in text
+    assert info.__cause__ is None  # every op was refused by a rule, none by a crash
+
+
+class _Body(nn.Module):
+    def __init__(self, forward: object, cin: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 4, 1)
+        self.lin = nn.Linear(8, 8)
+        self.pool1 = nn.AvgPool1d(2)
+        self.fn = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self, x)  # type: ignore[operator]
+
+
+class _Net(nn.Module):
+    """The op under test sits in ``body``: messages must say ``at body``."""
+
+    def __init__(self, forward: object, cin: int = 4) -> None:
+        super().__init__()
+        self.body = _Body(forward, cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.mark.parametrize("forward, shape, expected", [
+    (lambda m, x: torch.cat(torch.split(m.conv(x), 1, dim=1), dim=3), (4, 6, 6),
+     ["split at body: produces a non-tensor value (tuple)",
+      "cat at body: concatenates the tensors of split = split(...) at body"]),
+    (lambda m, x: torch.cat(m.conv(x).chunk(2, 1), 1), (4, 6, 6),
+     ["Tensor.chunk at body: produces a non-tensor value (tuple)",
+      "cat at body: concatenates the tensors of chunk = Tensor.chunk(...) at body"]),
+    (lambda m, x: m.conv(x) / 0, (4, 6, 6), ["truediv at body: division by zero"]),
+    (lambda m, x: m.pool1(m.lin(x)), (8,),
+     ["AvgPool1d at body.pool1: 1-d pooling of a 1-d tensor: without a channel dimension"]),
+    (lambda m, x: F.max_pool2d(m.lin(x), 2), (8, 8),
+     ["max_pool2d at body: 2-d pooling of a 2-d tensor"]),
+    (lambda m, x: F.adaptive_avg_pool2d(m.lin(x), 2), (8, 8),
+     ["adaptive_avg_pool2d at body: 2-d pooling of a 2-d tensor"]),
+])
+def test_escapes_are_refused_naming_op_and_module(forward: object, shape: tuple[int, ...],
+                                                  expected: list[str]) -> None:
+    """Each forward used to raise a raw TypeError / ZeroDivisionError / KeyError (a 1-d pool
+    of a tensor without channels) or, for 2-d pools without channels, lowered silently wrong."""
+    text = str(_refusal(_Net(forward), shape))
+    for line in expected:
+        assert line in text
+
+
+def test_output_not_computed_from_the_input_is_refused() -> None:
+    """Used to compile, then fail with a raw IndexError when the path network ran."""
+    class Constant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.w * 2
+
+    assert "model output at <model>: no output of the model is computed from its input" in \
+        str(_refusal(Constant(), (3,)))
+
+
+@pytest.mark.parametrize("forward, shape", [
+    (lambda m, x: torch.add(m.conv(x), other=torch.relu(m.conv(x))), (4, 6, 6)),
+    (lambda m, x: torch.add(input=m.conv(x), other=1.0), (4, 6, 6)),
+    (lambda m, x: torch.relu(m.conv(input=x)), (4, 6, 6)),
+    (lambda m, x: F.linear(input=x, weight=m.lin.weight, bias=m.lin.bias), (8,)),
+    (lambda m, x: torch.mean(input=m.conv(x), dim=(2, 3)), (4, 6, 6)),
+    (lambda m, x: torch.flatten(input=m.conv(x), start_dim=1), (4, 6, 6)),
+    (lambda m, x: torch.clamp(input=m.conv(x), min=0.0), (4, 6, 6)),
+    (lambda m, x: F.max_pool2d(input=m.conv(x), kernel_size=2), (4, 6, 6)),
+])
+def test_keyword_arguments_are_lowered(forward: object, shape: tuple[int, ...]) -> None:
+    """``input=`` / ``other=`` keywords used to reach the rules as unknown keywords (a raw
+    TypeError; IndexError for a module called as ``m(input=x)``): the same calls, lowered."""
+    net = _Net(forward).double().eval()
+    assert_same_function(fxpath.compile(net, shape, dtype=torch.float64).graph, net, shape)
+
+
+def test_a_failing_rule_becomes_an_unsupported_op_with_its_cause(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception inside a rule: the op is listed with the others, the exception chained."""
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(lower_mod._FUNCTION_RULES, torch.relu, broken)
+    info = _refusal(_Net(lambda m, x: torch.sigmoid(torch.relu(m.conv(x)))), (4, 6, 6))
+    text = str(info)
+    assert "relu at body: fxpath cannot lower this call (RuntimeError: boom)" in text
+    assert "sigmoid at body: not positively homogeneous" in text  # still every op listed
+    assert isinstance(info.__cause__, RuntimeError)
+
+
+def test_a_failing_pass_names_the_node_with_its_cause() -> None:
+    graph = lowered(_Net(lambda m, x: F.avg_pool2d(m.conv(x), 2)).eval(), (4, 6, 6))
+
+    def broken(node: Node) -> list[Node]:
+        if node.op == "avgpool":
+            raise ValueError("bad window")
+        return [node]
+
+    with pytest.raises(UnsupportedModelError) as info:
+        rebuild(graph, broken)
+    assert "avg_pool2d at body: fxpath cannot normalize this avgpool node (ValueError: bad " \
+           "window)" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    no_output = Graph(tuple(n for n in graph if n.op != "output"))
+    with pytest.raises(UnsupportedModelError, match="pass eliminate_dead_nodes") as info:
+        normalize(no_output)
+    assert isinstance(info.value.__cause__, StopIteration)

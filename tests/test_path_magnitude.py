@@ -11,7 +11,7 @@ import timm
 import torch
 import torchvision
 from baselines import published_style_path_magnitude
-from conftest import randomize_batchnorm
+from conftest import randomize_batchnorm, small_head
 
 import fxpath
 from fxpath.codegen import tapped_nodes
@@ -125,10 +125,11 @@ class _Tokens(torch.nn.Module):
         return self.head(torch.relu(self.mix(t)).flatten(1))
 
 
-@pytest.mark.parametrize("build", [lambda: torchvision.models.vgg11(num_classes=7),
+@pytest.mark.parametrize("build", [lambda: small_head(torchvision.models.vgg11(), 7),
                                    _Tokens], ids=["vgg11", "tokens"])
 def test_scores_equal_gradient_of_log_norm(build: object) -> None:
-    """Score = w * d log||Phi||_1 / dw (PATHS.md): computed here through the differentiable
+    """Score = w * d log||Phi||_1 / dw (docs/mathematics.md#path-magnitude-scores): computed
+    here through the differentiable
     path-norm (autograd over the signed lift), not through the score network's fused taps."""
     torch.manual_seed(0)
     model = build().double().eval()
@@ -160,7 +161,7 @@ def test_token_linear_path_norm_is_abs_model_on_ones() -> None:
 
 def test_out_reuses_the_tensors_of_an_earlier_call() -> None:
     torch.manual_seed(0)
-    model = randomize_batchnorm(torchvision.models.vgg11_bn(num_classes=10)).eval()
+    model = randomize_batchnorm(small_head(torchvision.models.vgg11_bn())).eval()
     prog = fxpath.compile(model, (3, 32, 32))
     first = prog.path_magnitude()
     kept = {k: v.clone() for k, v in first.items()}

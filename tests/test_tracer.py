@@ -6,7 +6,7 @@ import torch
 
 from fxpath.errors import TraceError
 from fxpath.lower import has_rule
-from fxpath.tracer import TRACE_BATCH, trace
+from fxpath.tracer import TRACE_BATCH, trace, where
 
 
 class ShapeBranches(torch.nn.Module):
@@ -46,8 +46,49 @@ def test_value_dependent_control_flow_is_a_clear_error() -> None:
 
 
 def test_timm_leaf_without_rule_is_traced_through() -> None:
-    model = timm.create_model("vgg11", pretrained=False, num_classes=7).eval()
+    model = timm.create_model("vgg11", pretrained=False, num_classes=7, mlp_ratio=0.0625).eval()
     gm = trace(model, [(3, 64, 64)], has_rule=has_rule)
     targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
     assert "pre_logits" not in targets  # ConvMlp (a timm notrace module) was inlined
     assert "pre_logits.fc1" in targets
+
+
+def test_trace_error_names_the_module_and_the_source_line() -> None:
+    class Gate(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.mean() > 0:  # a branch on a value
+                return x
+            return -x
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+            self.blocks = torch.nn.Sequential(torch.nn.ReLU(), Gate())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.blocks(self.conv(x))
+
+    with pytest.raises(TraceError) as info:
+        trace(Net().eval(), [(3, 4, 4)])
+    text = str(info.value)
+    assert "(at blocks.1, test_tracer.py:" in text
+    assert "in forward `if x.mean() > 0:" in text
+    assert info.value.__cause__ is not None
+
+
+def test_bad_input_shape_is_a_trace_error() -> None:
+    with pytest.raises(TraceError, match="invalid input shapes"):
+        trace(torch.nn.Linear(3, 4), [(-3,)])
+
+
+def test_where_never_raises() -> None:
+    graph = torch.fx.Graph()
+    node = graph.call_function(torch.relu, ())
+    assert where(node) == "<model>"
+    node.meta["nn_module_stack"] = ["not a dict"]  # it runs in error handlers: no exception
+    assert where(node) == "<model>"
+    node.meta["nn_module_stack"] = {"a": ()}
+    assert where(node) == "<model>"
+    node.meta["nn_module_stack"] = {"a": ("layer1.0", torch.nn.Module)}
+    assert where(node) == "layer1.0"

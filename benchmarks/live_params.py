@@ -1,0 +1,111 @@
+"""What reading the live parameters on every call costs, side by side in one run.
+
+A compiled program used to cache the coordinate magnitudes ``|w|`` between calls and trust
+PyTorch's version counters to tell when a parameter changed; ``.data`` edits (and other ways
+around autograd) do not bump them, so a cached answer could be stale. Every call now recomputes
+the magnitudes from the live tensors (into buffers the program keeps) and re-checks the module
+tree. This script times, for each model, ratios to the model's own forward (paired, medians):
+
+- ``live``: the call as fxpath makes it now (``prog.path_norm()``, ``prog.path_magnitude()``);
+- ``cached``: the path network alone on magnitudes computed once, i.e. what the old cache hit
+  cost (version check aside): the price of correctness is the difference.
+
+    python benchmarks/live_params.py                 # resnet18/50, vgg16, densenet121 at 224
+    python benchmarks/live_params.py --models resnet18 --repeats 5
+
+Writes benchmarks/results/live_params_<device>.md and .json (machine and commit described).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from bench_path import RESULTS, build, machine, paired_ratio
+
+import fxpath
+
+
+def commit() -> str:
+    """The git commit the figures come from (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def calls(prog: fxpath.PathProgram) -> dict[str, Callable[[], object]]:
+    """The four timed calls on one compiled program."""
+    mags = prog.magnitudes_detached()  # computed once: the old cache's view of the weights
+    norm_net = prog.path_network(1.0)
+    return {
+        "norm_live": prog.path_norm,
+        "norm_cached": lambda: prog._call(("norm", 1.0), norm_net, mags),
+        "scores_live": prog.path_magnitude,
+        "scores_cached": lambda: prog._call(("scores",), prog._scores, mags),
+    }
+
+
+def run(names: list[str], repeats: int, device: str) -> dict[str, dict[str, float]]:
+    """``{model: {call: ratio to forward}}`` plus the forward's milliseconds."""
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        model = build(name).to(device)
+        x = torch.randn(1, 3, 224, 224, device=device)
+
+        @torch.no_grad()
+        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
+            model(x)
+
+        prog = fxpath.compile(model, (3, 224, 224))
+        row: dict[str, float] = {}
+        for key, fn in calls(prog).items():
+            ms, ratio, _ = paired_ratio(fn, forward, repeats, device)
+            row[key], row[f"{key}_ms"] = ratio, ms
+        row["forward_ms"] = paired_ratio(forward, forward, 3, device)[0]
+        rows[name] = row
+        print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return rows
+
+
+def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
+    """The results table."""
+    lines = ["# Live parameters: the cost of never returning a stale answer", "",
+             f"Machine: {info}", "",
+             "Ratios to the model's forward (paired medians). `cached` = the path network on "
+             "magnitudes computed once (what a cache hit cost); `live` = the call as made now "
+             "(magnitudes recomputed from the live weights, module tree re-checked).", "",
+             "| model | forward ms | norm cached | norm live | scores cached | scores live |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['forward_ms']:.1f} | {r['norm_cached']:.2f}x | "
+                     f"{r['norm_live']:.2f}x | {r['scores_cached']:.2f}x | "
+                     f"{r['scores_live']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+",
+                   default=["resnet18", "resnet50", "vgg16", "densenet121"])
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    args = p.parse_args()
+    info = {**machine(args.device), "commit": commit()}
+    rows = run(args.models, args.repeats, args.device)
+    stem = RESULTS / f"live_params_{args.device.split(':')[0]}{args.tag}"
+    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(markdown(rows, info))
+    print(markdown(rows, info))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""The ``fxpath`` command line: exit codes, parse-time validation, messages and outputs.
+
+Success paths run on a tiny conv net (``build_model`` is monkeypatched); unknown model names use
+the real timm/torchvision registries (listing names only, nothing big is built). One test builds
+torchvision's ResNet-18 for real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fxpath
+from fxpath import cli
+
+TINY_SHAPE = (3, 8, 8)
+
+
+def tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 2)).eval()
+
+
+@pytest.fixture
+def tiny_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every MODEL builds the tiny net (weights from the CLI's seed); records the names."""
+    built: list[str] = []
+
+    def build(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+        built.append(spec)
+        return tiny(), TINY_SHAPE
+
+    monkeypatch.setattr(cli, "build_model", build)
+    return built
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(code: int, err: str, *fragments: str) -> None:
+    assert code == cli.EXIT_USAGE == 2
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+# -- parse-time validation --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["norm", "resnet18", "--size", "3", "0", "0"], "each input dimension must be an integer >= 1"),
+    (["norm", "resnet18", "--size", "-1"], "input dimension must be an integer >= 1, got '-1'"),
+    (["norm", "resnet18", "--size", "3", "2.5", "8"], "must be an integer, got '2.5'"),
+    (["norm", "resnet18", "--q", "inf"], "the l^inf path-norm is not supported"),
+    (["norm", "resnet18", "--q=-inf"], "q must be a finite number > 0, got '-inf'"),
+    (["norm", "resnet18", "--q", "nan"], "q must be a finite number > 0"),
+    (["norm", "resnet18", "--q", "0"], "q must be a finite number > 0, got '0'"),
+    (["norm", "resnet18", "--q", "1", "-2"], "q must be a finite number > 0, got '-2'"),
+    (["norm", "resnet18", "--q", "one"], "q must be a number, got 'one'"),
+    (["scores", "resnet18", "--top", "0"], "argument --top: the value must be an integer >= 1"),
+    (["scores", "resnet18", "--top", "2.0"], "argument --top: the value must be an integer"),
+    (["prune", "resnet18", "--amount", "1.5"], "amount must be in [0, 1], got '1.5'"),
+    (["prune", "resnet18", "--amount", "-0.1"], "amount must be in [0, 1]"),
+    (["prune", "resnet18", "--amount", "nan"], "amount must be in [0, 1]"),
+    (["prune", "resnet18", "--steps", "0"], "argument --steps: the value must be an integer >= 1"),
+    (["prune", "resnet18", "--scope", "row"], "argument --scope: invalid choice: 'row'"),
+    (["prune", "resnet18", "--criterion", "random"], "argument --criterion: invalid choice"),
+    (["norm", "resnet18", "--seed", "1.5"], "seed must be an integer, got '1.5'"),
+    (["norm", "resnet18", "--seed", str(2**64)], "seed must be in [-2**63, 2**64 - 1]"),
+    (["norm", "resnet18", "--top", "3"], "unrecognized arguments: --top 3"),
+    (["norm", "foo:bar"], "unknown model prefix 'foo:' in 'foo:bar'"),
+    (["norm", "torchvision:"], "empty model name in 'torchvision:'"),
+    (["norm"], "the following arguments are required: MODEL"),
+    (["sparsify", "resnet18"], "invalid choice: 'sparsify'"),
+    ([], "the following arguments are required: COMMAND"),
+])
+def test_rejected_at_parse_time(capsys: pytest.CaptureFixture[str], tiny_model: list[str],
+                                argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert_usage_error(code, err, message, "usage: fxpath")
+    assert out == ""
+    assert "%" not in err  # never an fx node dump
+    assert tiny_model == []  # nothing was built
+
+
+@pytest.mark.parametrize("text", ["1", "3", "224"])
+def test_positive_int_accepts(text: str) -> None:
+    assert cli.positive_int()(text) == int(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "x", ""])
+def test_positive_int_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.positive_int()(text)
+
+
+def test_q_accepts_finite_positive() -> None:
+    assert cli.exponent("2") == 2.0
+    assert cli.exponent("0.5") == 0.5
+    assert cli.fraction("0") == 0.0 and cli.fraction("1") == 1.0
+
+
+# -- model names -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["norm", "not_a_model"], ["fxpath: unknown timm model 'not_a_model'", "timm.list_models()"]),
+    (["norm", "torchvision:not_a_model"],
+     ["fxpath: unknown torchvision model 'not_a_model' in 'torchvision:not_a_model'",
+      "torchvision.models.list_models()"]),
+    (["norm", "torchvision:resnet19"], ["did you mean torchvision:resnet18, torchvision:"]),
+    (["scores", "resnet19"], ["unknown timm model 'resnet19'", "did you mean resnet18"]),
+    (["prune", "timm:resnet19"], ["did you mean timm:resnet18"]),
+    (["norm", "alexnet"], ["did you mean torchvision:alexnet"]),  # only torchvision has it
+])
+def test_unknown_model_names(capsys: pytest.CaptureFixture[str], argv: list[str],
+                             fragments: list[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert_usage_error(code, err, *fragments)
+    assert out == ""
+    assert err.count("\n") == 1  # one line, no usage dump
+
+
+def test_build_failure_names_the_model(capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+
+    def boom(*args: object, **kwargs: object) -> nn.Module:
+        raise RuntimeError("out of cheese")
+
+    monkeypatch.setattr(timm, "create_model", boom)
+    code, _, err = run(capsys, "norm", "resnet18")
+    assert_usage_error(code, err, "fxpath: could not build 'resnet18': RuntimeError: out of cheese")
+
+
+def test_build_model_raises_fxpath_error_for_bad_prefix() -> None:
+    with pytest.raises(fxpath.FxPathError, match="unknown model prefix"):
+        cli.build_model("hf-hub:timm/resnet18")
+
+
+def test_build_model_torchvision_random_eval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision
+
+    calls: list[tuple[str, object]] = []
+
+    def get_model(name: str, weights: object = "default") -> nn.Module:
+        calls.append((name, weights))
+        return tiny().train()
+
+    monkeypatch.setattr(torchvision.models, "get_model", get_model)
+    model, shape = cli.build_model("torchvision:resnet18")
+    assert calls == [("resnet18", None)]
+    assert not model.training and shape == (3, 224, 224)
+
+
+# -- refused models and shapes ---------------------------------------------------------------
+
+def test_refused_model_is_exit_2(capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    sigmoid = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid()).eval()
+    monkeypatch.setattr(cli, "build_model", lambda spec: (sigmoid, (4,)))
+    code, _, err = run(capsys, "norm", "sigmoid_net")
+    assert_usage_error(code, err, "fxpath: ", "not a ReLU-DAG network", "Sigmoid")
+
+
+def test_float64_hint(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                      tiny_model: list[str]) -> None:
+    def overflow(*args: object, **kwargs: object) -> None:
+        raise fxpath.FxPathError("overflowed: compile with dtype=torch.float64")
+
+    monkeypatch.setattr(cli, "compile_program", overflow)
+    code, _, err = run(capsys, "norm", "tiny")
+    assert_usage_error(code, err, "fxpath: overflowed: compile with dtype=torch.float64 "
+                                  "(here: add --float64)\n")
+
+
+def test_wrong_size_is_exit_2(capsys: pytest.CaptureFixture[str], tiny_model: list[str]) -> None:
+    code, _, err = run(capsys, "norm", "tiny", "--size", "5", "8", "8")
+    assert_usage_error(code, err, "fxpath: ")
+
+
+# -- success paths ---------------------------------------------------------------------------
+
+def test_norm_prints_value_and_log10(capsys: pytest.CaptureFixture[str],
+                                     tiny_model: list[str]) -> None:
+    code, out, err = run(capsys, "norm", "tiny", "--q", "1", "2", "0.5")
+    assert code == 0 and tiny_model == ["tiny"]
+    torch.manual_seed(0)
+    expected = fxpath.compile(tiny(), TINY_SHAPE, dtype=torch.float32)
+    lines = out.splitlines()
+    assert len(lines) == 3
+    for line, q in zip(lines, (1.0, 2.0, 0.5)):
+        pn = expected.path_norm(q)
+        assert line == (f"l^{q:g} path-norm of tiny at (3, 8, 8): {pn.value:.10g} "
+                        f"(log10 {pn.log10:.10f})")
+    assert re.fullmatch(r"\(\d+\.\d\d s, torch\.float32\)\n", err)
+
+
+def test_seed_changes_the_weights(capsys: pytest.CaptureFixture[str],
+                                  tiny_model: list[str]) -> None:
+    outs = [run(capsys, "norm", "tiny", "--seed", seed)[1] for seed in ("0", "0", "7")]
+    assert outs[0] == outs[1] != outs[2]
+
+
+def test_size_overrides_the_default(capsys: pytest.CaptureFixture[str],
+                                    tiny_model: list[str]) -> None:
+    code, out, _ = run(capsys, "norm", "tiny", "--size", "3", "12", "10", "--q", "1")
+    assert code == 0 and "at (3, 12, 10):" in out
+
+
+@pytest.mark.parametrize(("flag", "dtype"), [([], torch.float32), (["--float64"], torch.float64)])
+def test_dtype_is_passed_explicitly(capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch, tiny_model: list[str],
+                                    flag: list[str], dtype: torch.dtype) -> None:
+    seen: list[torch.dtype] = []
+    real_compile, real_prune = cli.compile_program, cli.prune
+
+    def compile_spy(model: nn.Module, shape: tuple[int, ...], **kw: object) -> object:
+        seen.append(kw["dtype"])  # type: ignore[arg-type]
+        return real_compile(model, shape, **kw)  # type: ignore[arg-type]
+
+    def prune_spy(*args: object, **kw: object) -> object:
+        seen.append(kw["dtype"])  # type: ignore[arg-type]
+        return real_prune(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "compile_program", compile_spy)
+    monkeypatch.setattr(cli, "prune", prune_spy)
+    for command in ("norm", "scores", "prune"):
+        code, _, err = run(capsys, command, "tiny", *flag)
+        assert code == 0 and f"torch.{str(dtype).split('.')[-1]})" in err
+    assert seen == [dtype] * 3
+
+
+def test_scores_prints_tensors_by_mass(capsys: pytest.CaptureFixture[str],
+                                       tiny_model: list[str]) -> None:
+    code, out, _ = run(capsys, "scores", "tiny", "--top", "3")
+    assert code == 0
+    head, *rows = out.splitlines()
+    assert head == "path mass fraction through each tensor of tiny at (3, 8, 8) (top 3 of 4):"
+    assert len(rows) == 3
+    masses = [float(r.split()[0]) for r in rows]
+    assert masses == sorted(masses, reverse=True)
+    assert {r.split()[1] for r in rows} <= {"0.weight", "0.bias", "4.weight", "4.bias"}
+    code, out, _ = run(capsys, "scores", "tiny", "--top", "100")
+    assert code == 0 and "(top 4 of 4)" in out and len(out.splitlines()) == 5
+
+
+def test_prune_forwards_flags_and_prints_metric(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                tiny_model: list[str]) -> None:
+    calls: list[dict[str, object]] = []
+    real_prune = cli.prune
+
+    def prune_spy(model: nn.Module, amount: float, shape: tuple[int, ...],
+                  **kw: object) -> object:
+        calls.append({"amount": amount, "shape": shape, **kw})
+        return real_prune(model, amount, shape, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "prune", prune_spy)
+    code, out, _ = run(capsys, "prune", "tiny", "--amount", "0.5", "--steps", "3",
+                       "--scope", "layer", "--criterion", "magnitude", "--float64")
+    assert code == 0
+    assert calls == [{"amount": 0.5, "shape": TINY_SHAPE, "criterion": "magnitude",
+                      "scope": "layer", "steps": 3, "dtype": torch.float64}]
+    first, second = out.splitlines()
+    assert re.fullmatch(r"tiny at \(3, 8, 8\): pruned \d+\.\d% of the conv/linear weights by "
+                        r"magnitude \(layer, 3 steps\)", first)
+    assert re.fullmatch(r"certified l\^1 path-metric to the dense model: \S+ \(log10 \S+, "
+                        r"relative \S+, (exact|upper bound)\)", second)
+
+
+def test_prune_defaults(capsys: pytest.CaptureFixture[str], tiny_model: list[str]) -> None:
+    code, out, _ = run(capsys, "prune", "tiny")
+    assert code == 0
+    assert "by path_magnitude (global)" in out
+    sparsity = float(re.search(r"pruned (\d+\.\d)%", out).group(1))  # type: ignore[union-attr]
+    assert abs(sparsity - 60.0) < 1.0
+
+
+# -- help --------------------------------------------------------------------------------------
+
+def test_top_level_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for text in ("norm", "scores", "prune", "torchvision:NAME", "timm:NAME", "examples:",
+                 "fxpath norm resnet18", "exit codes:", "internal error", "usage error"):
+        assert text in out
+
+
+@pytest.mark.parametrize("command", ["norm", "scores", "prune"])
+def test_subcommand_help_has_examples_and_defaults(capsys: pytest.CaptureFixture[str],
+                                                   command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert "examples:" in out and f"fxpath {command} " in out and "exit codes:" in out
+    sub = next(a for a in cli.build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert "(default:" in (action.help or ""), action.option_strings
+            assert action.option_strings[0] in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"fxpath {fxpath.__version__}"
+
+
+# -- internal errors ---------------------------------------------------------------------------
+
+def test_internal_error_is_exit_1_with_traceback(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 tiny_model: list[str]) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli, "compile_program", broken)
+    code, out, err = run(capsys, "norm", "tiny")
+    assert code == cli.EXIT_INTERNAL == 1
+    assert err.startswith("fxpath: internal error, please report: RuntimeError: kaboom\n")
+    assert "Traceback" in err and "kaboom" in err.splitlines()[-1]
+    assert out == ""
+
+
+def test_interrupt_and_out_of_memory(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     tiny_model: list[str]) -> None:
+    def raise_(exc: BaseException) -> object:
+        def f(*args: object, **kwargs: object) -> None:
+            raise exc
+        return f
+
+    monkeypatch.setattr(cli, "compile_program", raise_(KeyboardInterrupt()))
+    code, _, err = run(capsys, "scores", "tiny")
+    assert code == 130 and err == "fxpath: interrupted\n"
+    monkeypatch.setattr(cli, "compile_program", raise_(MemoryError()))
+    code, _, err = run(capsys, "scores", "tiny", "--size", "3", "9", "9")
+    assert_usage_error(code, err, "fxpath: out of memory for tiny at input shape (3, 9, 9)")
+
+
+def test_closed_pipe_is_quiet(capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch, tiny_model: list[str]) -> None:
+    def closed(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli._COMMANDS, "scores", closed)
+    code, _, err = run(capsys, "scores", "tiny")
+    assert code == 0 and err == ""
+
+
+# -- one real model ----------------------------------------------------------------------------
+
+def test_real_torchvision_resnet18(capsys: pytest.CaptureFixture[str]) -> None:
+    """Seed 0: l^1 path-norm 6.282851162e+30 in float64; float32 agrees to ~1e-7."""
+    code, out64, err = run(capsys, "norm", "torchvision:resnet18", "--float64", "--q", "1")
+    assert code == 0 and "torch.float64" in err
+    assert out64 == ("l^1 path-norm of torchvision:resnet18 at (3, 224, 224): 6.282851162e+30 "
+                     "(log10 30.7981567716)\n")
+    code, out32, err = run(capsys, "norm", "torchvision:resnet18", "--q", "1")
+    assert code == 0 and "torch.float32" in err
+    # float32 printed 6.282850349e+30 (log10 30.7981567154) on the reference machine
+    value32 = float(re.search(r": (\S+) \(log10", out32).group(1))  # type: ignore[union-attr]
+    assert abs(value32 / 6.282851162e30 - 1) < 1e-6
