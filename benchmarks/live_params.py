@@ -2,13 +2,13 @@
 
 A compiled program used to cache the coordinate magnitudes ``|w|`` between calls and trust
 PyTorch's version counters to tell when a parameter changed; ``.data`` edits (and other ways
-around autograd) do not bump them, so a cached answer could be stale. Every call now recomputes
-the magnitudes from the live tensors (into buffers the program keeps) and re-checks the module
-tree. This script times, for each model, ratios to the model's own forward (paired, medians):
+around autograd) do not bump them, so a cached answer could be stale. Now every call recomputes
+``|w|`` from the live weights (into buffers the program keeps, so no fresh memory is touched)
+and re-checks the module tree. This script times, for each model, ratios to the model's own
+forward (paired, medians):
 
-- ``live``: the call as fxpath makes it now (``prog.path_norm()``, ``prog.path_magnitude()``);
-- ``cached``: the path network alone on magnitudes computed once, i.e. what the old cache hit
-  cost (version check aside): the price of correctness is the difference.
+- ``cached``: the old cache hit: the path network on magnitudes computed once, no check;
+- ``live``: the call as fxpath makes it now (``prog.path_norm()``, ``prog.path_magnitude()``).
 
     python benchmarks/live_params.py                 # resnet18/50, vgg16, densenet121 at 224
     python benchmarks/live_params.py --models resnet18 --repeats 5
@@ -41,14 +41,14 @@ def commit() -> str:
 
 
 def calls(prog: fxpath.PathProgram) -> dict[str, Callable[[], object]]:
-    """The four timed calls on one compiled program."""
+    """The timed calls on one compiled program."""
     mags = prog.magnitudes_detached()  # computed once: the old cache's view of the weights
     norm_net = prog.path_network(1.0)
     return {
-        "norm_live": prog.path_norm,
         "norm_cached": lambda: prog._call(("norm", 1.0), norm_net, mags),
-        "scores_live": prog.path_magnitude,
+        "norm_live": prog.path_norm,
         "scores_cached": lambda: prog._call(("scores",), prog._scores, mags),
+        "scores_live": prog.path_magnitude,
     }
 
 
@@ -78,9 +78,10 @@ def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
     """The results table."""
     lines = ["# Live parameters: the cost of never returning a stale answer", "",
              f"Machine: {info}", "",
-             "Ratios to the model's forward (paired medians). `cached` = the path network on "
-             "magnitudes computed once (what a cache hit cost); `live` = the call as made now "
-             "(magnitudes recomputed from the live weights, module tree re-checked).", "",
+             "Ratios to the model's forward (paired medians). `cached`: the old cache hit "
+             "(magnitudes computed once, no check); `live`: the call as fxpath makes it now "
+             "(`|w|` recomputed from the live weights into the program's buffers, module "
+             "tree re-checked).", "",
              "| model | forward ms | norm cached | norm live | scores cached | scores live |",
              "|---|---|---|---|---|---|"]
     for name, r in rows.items():

@@ -8,10 +8,12 @@ replayed as a single launch. The same kernels run on the same inputs as in the e
 the run-to-run order of cuDNN's weight-gradient sums, which is not fixed in eager mode either).
 
 `GraphedCall` runs its first call eagerly (a one-off call pays no capture), captures on the
-second and replays from then on. The tensors fed to the capturing call become the graph's
-inputs: a later call with those very tensors (the program's magnitude buffers, refreshed in
-place from the live parameters before every call) copies nothing; other tensors are copied into
-them. If a capture fails, the call falls back to eager for good, with a warning.
+second and replays from then on. Inputs marked *borrowed* (the program's magnitude buffers) are
+read in place by the graph: their current values, whatever changed them, are what a replay sees, and
+nothing is copied. If a borrowed input is another tensor than at capture (a replaced
+parameter), the graph is captured again: it never writes into a tensor it does not own. Other
+inputs (small per-call tensors: biases, BatchNorm scales) are copied into the graph's own
+buffers. If a capture fails, the call falls back to eager for good, with a warning.
 """
 
 from __future__ import annotations
@@ -39,39 +41,45 @@ class GraphedCall:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self._static: list[Tensor] = []
-        self._captured: list[Tensor] = []
+        self._borrowed: list[Tensor | None] = []  # the borrowed input objects, by position
         self._out: Any = None
 
-    def __call__(self, *inputs: Tensor) -> Any:
+    def __call__(self, *inputs: Tensor, borrowed: frozenset[int] = frozenset()) -> Any:
         self.calls += 1
         if self.failed or self.calls == 1:
             return self.fn(*inputs)
+        if self.graph is not None and not self._feed(inputs, borrowed):
+            self.graph = None  # a borrowed input was replaced: capture anew
         if self.graph is None:
             try:
-                self._capture(inputs)
+                self._capture(inputs, borrowed)
             except RuntimeError as err:  # e.g. an op that cannot be captured
                 self.failed, self.graph = True, None
                 warnings.warn(f"fxpath: CUDA-graph capture of the path network failed ({err}); "
                               "running it eagerly from now on", RuntimeWarning, stacklevel=3)
                 return self.fn(*inputs)
-        else:
-            self._feed(inputs)
         self.graph.replay()
         return self._out
 
-    def _feed(self, inputs: Sequence[Tensor]) -> None:
-        """Bring the graph's inputs up to date: a tensor captured as an input is read in place
-        (its current values are what the graph sees); any other is copied into it."""
+    def _feed(self, inputs: Sequence[Tensor], borrowed: frozenset[int]) -> bool:
+        """Bring the graph's inputs up to date; ``False`` when it must be captured anew (the
+        inputs differ in number or layout, or a borrowed input is another tensor now)."""
         if len(inputs) != len(self._static):
-            raise RuntimeError(f"a captured path network takes {len(self._static)} inputs, "
-                               f"got {len(inputs)}")
-        for s, a, c in zip(self._static, inputs, self._captured):
-            if a is not c:
+            return False
+        for i, (s, a, b) in enumerate(zip(self._static, inputs, self._borrowed)):
+            if b is not None:  # read in place: the very tensor captured, on the same memory
+                if a is not b or i not in borrowed or a.data_ptr() != s.data_ptr():
+                    return False
+            elif i in borrowed or a.shape != s.shape or a.dtype != s.dtype:
+                return False
+            else:
                 s.copy_(a)
+        return True
 
-    def _capture(self, inputs: Sequence[Tensor]) -> None:
-        self._static = [a.detach() for a in inputs]  # the same memory as the inputs
-        self._captured = list(inputs)
+    def _capture(self, inputs: Sequence[Tensor], borrowed: frozenset[int]) -> None:
+        self._static = [a.detach() if i in borrowed else a.detach().clone()
+                        for i, a in enumerate(inputs)]
+        self._borrowed = [a if i in borrowed else None for i, a in enumerate(inputs)]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture stream, as CUDA graphs need

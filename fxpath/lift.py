@@ -88,7 +88,8 @@ def _power(v: Tensor, q: float | None, out: Tensor | None = None) -> Tensor:
     if q is None:
         return v
     if out is not None and (out.shape != v.shape or out.dtype != v.dtype
-                            or out.device != v.device or v.requires_grad):
+                            or out.device != v.device
+                            or (v.requires_grad and torch.is_grad_enabled())):
         out = None
     a = v.abs() if out is None else torch.abs(v, out=out)
     return a if q == 1.0 else a.pow_(q)

@@ -209,7 +209,8 @@ class PathProgram:
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]
 
-    def _call(self, key: tuple[Any, ...], fn: Callable[..., Any], inputs: Sequence[Tensor]) -> Any:
+    def _call(self, key: tuple[Any, ...], fn: Callable[..., Any], inputs: Sequence[Tensor],
+              borrowed: frozenset[int] = frozenset()) -> Any:
         """``fn(*inputs)`` in IEEE float32 (no TF32), replayed from a CUDA graph on repeated
         calls when ``use_graphs`` (the outputs are then the graph's static tensors: read or
         copy them before the next call with the same ``key``)."""
@@ -218,7 +219,7 @@ class PathProgram:
                 return fn(*inputs)
             if key not in self._graphed:
                 self._graphed[key] = GraphedCall(fn)
-            return self._graphed[key](*inputs)
+            return self._graphed[key](*inputs, borrowed=borrowed)
 
     def coordinates(self, params: Params | None = None) -> dict[str, Tensor]:
         """The signed path-lifting coordinates (effective DAG parameters), by slot name.
@@ -246,6 +247,19 @@ class PathProgram:
         if self.device.type == "meta":
             raise ArgumentError("a program on the meta device shows its path networks "
                                 "(path_network) but computes nothing: compile for 'cpu' or a GPU")
+
+    def network_inputs(self, q: float = 1.0) -> list[Tensor]:
+        """The arguments of ``path_network(q)`` for the live model (fresh tensors, no
+        autograd): ``|coordinate|`` for ``q = 1``, else mantissas then exponents."""
+        q = check_q(q)
+        with torch.no_grad():
+            return self.magnitudes(q) if q == 1.0 else self._norm_inputs(q)
+
+    def _borrowed(self, args: Sequence[Tensor], q: float = 1.0) -> frozenset[int]:
+        """Positions of the program's own magnitude buffers in ``args``: a CUDA graph reads
+        them in place (they are refreshed from the live weights before every call)."""
+        own = {id(t) for t in self._buffers.get(q, {}).values()}
+        return frozenset(i for i, t in enumerate(args) if id(t) in own)
 
     def _norm_inputs(self, q: float, differentiable: bool = False) -> list[Tensor]:
         """The norm network's arguments: magnitudes (q = 1), or mantissas then exponents."""
@@ -302,8 +316,9 @@ class PathProgram:
                 total, exp = self.path_network(q)(*self._norm_inputs(q, differentiable=True))
         else:
             with torch.no_grad():
-                total, exp = self._call(("norm", q), self.path_network(q),
-                                        self._norm_inputs(q))
+                args = self._norm_inputs(q)
+                total, exp = self._call(("norm", q), self.path_network(q), args,
+                                        self._borrowed(args, q))
         log2 = log2_of(float(total.detach()), float(exp)) / q
         self._require_finite([log2], self._source)
         log_tensor = None
@@ -388,7 +403,8 @@ class PathProgram:
                                        mags)
             self._check_total(total)
             return scores
-        static, total = self._call(("scores",), self._scores, mags)  # the graph's own tensors
+        static, total = self._call(("scores",), self._scores, mags,  # the graph's own tensors
+                                   self._borrowed(mags))
         self._check_total(total)
         if out is None:
             return {name: s.clone() for name, s in static.items()}

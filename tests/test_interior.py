@@ -46,7 +46,7 @@ def activations(prog: fxpath.PathProgram) -> dict[str, torch.Tensor]:
     """Every IR node's value in the dense path network (interior=False), by node name."""
     gm = prog.path_network(1.0)
     rec = _Record(gm)
-    rec.run(*prog.magnitudes(1.0))
+    rec.run(*prog.network_inputs(1.0))
     return {n.name: rec.values[n.name] for n in prog.graph if n.name in rec.values}
 
 
