@@ -45,9 +45,24 @@ def build(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None).eval()
 
 
+def _commit() -> str:
+    """The git commit the figures come from (``unknown`` outside a checkout)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, check=True)
+        return out.stdout.strip() + ("+" if subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "fxpath", "passes"],
+            cwd=Path(__file__).parent).returncode else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine(device: str) -> dict[str, str]:
     """A description of where the numbers come from."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
+    info = {"commit": _commit(), "platform": platform.platform(),
+            "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": str(os.cpu_count()),
             "threads": str(torch.get_num_threads()), "device": device,
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}
@@ -292,8 +307,8 @@ def to_markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
                   for name, r in rows.items()]
     if all(f"{op}_peak_mib" in r for r in rows.values() for op in OPS):
         lines += ["", "Peak tensor memory of one call (MiB) on top of what exists before it "
-                  "(model, twin and, for warm calls, the compiled program and its cached "
-                  "coordinate magnitudes):", "",
+                  "(model, twin and, for warm calls, the compiled program and its magnitude "
+                  "buffers):", "",
                   "| model | " + " | ".join(OPS) + " |", "|---|" + "---|" * len(OPS)]
         lines += [f"| {name} | " + " | ".join(f"{r[f'{op}_peak_mib']:.0f}" for op in OPS) + " |"
                   for name, r in rows.items()]
