@@ -45,8 +45,9 @@ def build(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None).eval()
 
 
-def _commit() -> str:
-    """The git commit the figures come from (``unknown`` outside a checkout)."""
+def commit() -> str:
+    """The git commit the figures come from, ``+`` when fxpath's sources differ from it
+    (``unknown`` outside a checkout)."""
     import subprocess
 
     try:
@@ -61,7 +62,7 @@ def _commit() -> str:
 
 def machine(device: str) -> dict[str, str]:
     """A description of where the numbers come from."""
-    info = {"commit": _commit(), "platform": platform.platform(),
+    info = {"commit": commit(), "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": str(os.cpu_count()),
             "threads": str(torch.get_num_threads()), "device": device,

@@ -20,24 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from bench_path import RESULTS, build, machine, paired_ratio
 
 import fxpath
-
-
-def commit() -> str:
-    """The git commit the figures come from (``unknown`` outside a checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def calls(prog: fxpath.PathProgram) -> dict[str, Callable[[], object]]:
@@ -100,7 +88,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     args = p.parse_args()
-    info = {**machine(args.device), "commit": commit()}
+    info = machine(args.device)
     rows = run(args.models, args.repeats, args.device)
     stem = RESULTS / f"live_params_{args.device.split(':')[0]}{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
