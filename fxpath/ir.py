@@ -19,7 +19,9 @@ Node ops (after normalization, see `fxpath.passes.pipeline`):
                ``coeff``) or ``max`` (k-max-pooling neurons, edges of weight 1)
 ``add``        identity neurons ``sum_k coeffs[k] * x_k + const`` (residual adds, rewrites)
 ``concat``     concatenation along ``attrs["dim"]``
-``reshape``    re-indexing without new weights (``view``/``permute``/``select``/``pad``...)
+``reshape``    re-indexing without new weights: ``attrs["fn"]`` is ``view``, ``permute``, ``pad``
+               or ``getitem`` (an ``index`` of slices and ints: tensor slicing, and each used
+               result of ``split``/``chunk``/``tensor_split``/``unbind``)
 ``output``     the output layer: every input of this node is an output tensor
 =============  ==================================================================================
 

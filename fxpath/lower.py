@@ -8,6 +8,13 @@ Ops that do not belong to a ReLU-DAG become ``unsupported`` nodes carrying the r
 pipeline's first pass reports all of them at once. So does a call whose rule fails on a form of
 arguments it does not handle: the node becomes ``unsupported`` (the exception kept in
 ``attrs["error"]``, chained to the `UnsupportedModelError`), never a raw exception.
+
+Ops returning several tensors (``split``, ``chunk``, ``tensor_split``, ``unbind``) are exact
+re-indexings of their input. Such a call emits no IR node: a side table keeps its results as
+*pieces* ``(input IR node, index)``, and each piece the model uses (``operator.getitem``, Python
+unpacking, a whole result passed to ``torch.cat`` or returned) becomes the IR's re-indexing node,
+``reshape`` with ``fn="getitem"``, exactly as the slicing ``x[:, a:b]`` (or ``x[:, i]`` for
+``unbind``) that selects the same elements. Unused pieces emit nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ _RESHAPE_METHODS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueez
 _RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
                       torch.unflatten)
 _PERMUTE = frozenset({"permute", "transpose", "swapaxes", "movedim"})
+#: Ops returning several tensors that are exact re-indexings of their input (see `_pieces`).
+_MULTI_RESULT_OPS = ("split", "chunk", "tensor_split", "unbind")
 
 
 def _ntuple(v: Any, n: int) -> tuple[int, ...]:
@@ -125,20 +134,28 @@ class _Lowering:
         self.gm = gm
         self.nodes: list[Node] = []
         self.value: dict[fx.Node, str] = {}  # fx node -> IR node name for tensor values
+        # fx node -> pieces (input IR node name, getitem index) of an op returning several
+        # tensors (split, chunk, tensor_split, unbind); no IR node holds the sequence itself
+        self.pieces: dict[fx.Node, list[tuple[str, tuple[Any, ...]]]] = {}
+        self.names = {n.name for n in gm.graph.nodes} | {"output"}
 
     # -- helpers used by the rules ------------------------------------------------------------
     def shape(self, n: fx.Node) -> tuple[int, ...]:
         val = n.meta.get("val")
         if not isinstance(val, torch.Tensor):
             raise TraceError(f"{n.format_node()} at {where(n)} is not a tensor")
-        if val.dim() == 0 or val.shape[0] != TRACE_BATCH:
-            raise _Refuse("mixes samples: its output does not keep the batch dimension first "
-                          "(e.g. windows folded into the batch); fxpath needs per-sample layers")
-        return tuple(val.shape[1:])
+        return _per_sample(val)
+
+    def is_activation(self, a: fx.Node) -> bool:
+        """Whether ``a`` is computed from the input: a tensor value or a sequence of pieces."""
+        return a in self.value or a in self.pieces
 
     def src(self, a: Any) -> str:
         if isinstance(a, fx.Node) and a in self.value:
             return self.value[a]
+        if isinstance(a, fx.Node) and a in self.pieces:
+            raise _Refuse(f"uses the {len(self.pieces[a])} tensors returned by {a.name} = "
+                          f"{_describe(self.gm, a)}(...) at {where(a)} as one tensor")
         if isinstance(a, fx.Node):
             raise _Refuse("mixes activations with a tensor computed from parameters or constants "
                           f"({a.name}, e.g. a class token or positional embedding)")
@@ -150,6 +167,22 @@ class _Lowering:
                     f"{what or n.target} at {where(n)}")
         self.nodes.append(node)
         self.value[n] = node.name
+
+    def piece(self, seq: fx.Node, k: int) -> str:
+        """An IR node holding the ``k``-th piece of ``seq`` (a whole sequence passed to
+        ``torch.cat`` or returned by the model; ``seq[k]`` lowers through `_getitem`)."""
+        src, index = self.pieces[seq][k]
+        base = name = f"{seq.name}_piece{k}"
+        suffix = 0
+        while name in self.names:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        self.names.add(name)
+        node = Node(name, "reshape", (src,), _per_sample(seq.meta["val"][k]),
+                    {"fn": "getitem", "index": index}, {},
+                    f"{_describe(self.gm, seq)}[{k}] at {where(seq)}")
+        self.nodes.append(node)
+        return node.name
 
     def unsupported(self, n: fx.Node, what: str, reason: str,
                     error: BaseException | None = None) -> None:
@@ -194,6 +227,7 @@ class _Lowering:
         """Forget whatever a failed rule emitted for ``n``."""
         del self.nodes[mark:]
         self.value.pop(n, None)
+        self.pieces.pop(n, None)
 
     def lower_node(self, n: fx.Node) -> None:
         val = n.meta.get("val")
@@ -203,21 +237,36 @@ class _Lowering:
         elif n.op == "get_attr":
             return
         elif n.op == "output":
-            outs = [a for a in tree_leaves(n.args[0]) if isinstance(a, fx.Node) and a in self.value]
-            if not outs:
-                raise _Refuse("no output of the model is computed from its input: it has no "
-                              "paths to analyse", "model output")
-            node = Node("output", "output", tuple(self.value[a] for a in outs), (), {}, {},
-                        "model output")
-            self.nodes.append(node)
-        elif not any(a in self.value for a in n.all_input_nodes):
+            self.lower_output(n)
+        elif not any(self.is_activation(a) for a in n.all_input_nodes):
             return  # computes on parameters or constants only: not a layer of neurons
-        elif not isinstance(val, torch.Tensor):
-            if any(a in self.value for a in n.all_input_nodes):
-                raise _Refuse(f"produces a non-tensor value ({type(val).__name__}) from "
-                              "activations")
+        elif not isinstance(val, torch.Tensor) and not self.returns_pieces(n):
+            raise _Refuse(f"produces a non-tensor value ({type(val).__name__}) from activations")
         else:
             self.lower_call(n)
+
+    def lower_output(self, n: fx.Node) -> None:
+        outs: list[str] = []
+        for a in tree_leaves(n.args[0]):
+            if isinstance(a, fx.Node) and a in self.pieces:  # a returned split(...): each piece
+                outs += [self.piece(a, k) for k in range(len(self.pieces[a]))]
+            elif isinstance(a, fx.Node) and a in self.value:
+                outs.append(self.value[a])
+        if not outs:
+            raise _Refuse("no output of the model is computed from its input: it has no "
+                          "paths to analyse", "model output")
+        self.nodes.append(Node("output", "output", tuple(outs), (), {}, {}, "model output"))
+
+    def returns_pieces(self, n: fx.Node) -> bool:
+        """A call returning several tensors that the lowering keeps as pieces: a multi-result
+        op, or a slice ``seq[1:]`` of one's results."""
+        if n.op == "call_method":
+            return str(n.target) in _MULTI_RESULT_OPS
+        if n.op != "call_function":
+            return False
+        if n.target is operator.getitem:
+            return bool(n.args) and n.args[0] in self.pieces
+        return _lookup(_MULTI_RESULT_FUNCTIONS, n.target) is not None
 
     def lower_call(self, n: fx.Node) -> None:
         if n.op == "call_module":
@@ -241,6 +290,14 @@ class _Lowering:
                 raise _Refuse(_UNSUPPORTED_METHODS.get(str(n.target))
                               or f"no path-lifting rule for Tensor.{n.target}")
             rule(self, n, *args, **kwargs)
+
+
+def _per_sample(val: torch.Tensor) -> tuple[int, ...]:
+    """The per-sample shape of a batched activation; refuses one without the batch first."""
+    if val.dim() == 0 or val.shape[0] != TRACE_BATCH:
+        raise _Refuse("mixes samples: its output does not keep the batch dimension first "
+                      "(e.g. windows folded into the batch); fxpath needs per-sample layers")
+    return tuple(val.shape[1:])
 
 
 class _Refuse(Exception):
@@ -538,24 +595,33 @@ def _permute(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> No
 
 
 def _cat(lw: _Lowering, n: fx.Node, tensors: Any, dim: int = 0, **kwargs: Any) -> None:
-    if isinstance(tensors, fx.Node):
-        # torch.cat(torch.split(x, 1, dim=1), dim=3): the tensors are one node's tuple value,
-        # which no IR node holds (ops returning several tensors are not lowered)
-        raise _Refuse(f"concatenates the tensors of {tensors.name} = "
-                      f"{_describe(lw.gm, tensors)}(...) at {where(tensors)}, a sequence "
-                      "value: ops returning several tensors (split, chunk, unbind) are not "
-                      "supported yet")
-    if not isinstance(tensors, (tuple, list)):
-        raise _Refuse(f"expected a list of tensors, got {type(tensors).__name__}")
     dim = kwargs.get("axis", dim)
     ndim = n.meta["val"].dim()
     dim = dim % ndim
     if dim == 0:
         raise _Refuse("concatenates along the batch dimension")
-    lw.emit(n, "concat", tuple(lw.src(t) for t in tensors), {"dim": dim}, what="cat")
+    if isinstance(tensors, fx.Node) and tensors in lw.pieces:
+        # torch.cat(torch.split(x, 1, dim=1), dim=3): the tensors are one node's sequence
+        # value; each piece becomes its own re-indexing node
+        srcs = tuple(lw.piece(tensors, k) for k in range(len(lw.pieces[tensors])))
+    elif isinstance(tensors, fx.Node):
+        raise _Refuse(f"concatenates the tensors of {tensors.name} = "
+                      f"{_describe(lw.gm, tensors)}(...) at {where(tensors)}, a sequence "
+                      "value fxpath could not lower (see its own entry)")
+    elif isinstance(tensors, (tuple, list)):
+        srcs = tuple(lw.src(t) for t in tensors)
+    else:
+        raise _Refuse(f"expected a list of tensors, got {type(tensors).__name__}")
+    lw.emit(n, "concat", srcs, {"dim": dim}, what="cat")
 
 
 def _getitem(lw: _Lowering, n: fx.Node, x: Any, index: Any) -> None:
+    if isinstance(x, fx.Node) and x in lw.pieces:
+        _select(lw, n, x, index)
+        return
+    if isinstance(x, fx.Node) and x in lw.value and isinstance(x.meta.get("val"), (tuple, list)):
+        raise _Refuse(f"selects a result of {x.name} = {_describe(lw.gm, x)}(...) at {where(x)}, "
+                      "a sequence value fxpath could not lower (see its own entry)")
     if not _is_tensor(x):
         raise _Refuse("indexes a non-tensor value produced from activations")
     index = index if isinstance(index, tuple) else (index,)
@@ -563,6 +629,85 @@ def _getitem(lw: _Lowering, n: fx.Node, x: Any, index: Any) -> None:
     if not ok or not index or index[0] != slice(None):
         raise _Refuse("indexing other than basic slicing that keeps the batch dimension")
     lw.emit(n, "reshape", (lw.src(x),), {"fn": "getitem", "index": index}, what="getitem")
+
+
+def _select(lw: _Lowering, n: fx.Node, seq: fx.Node, index: Any) -> None:
+    """``seq[k]``: the piece's re-indexing node; ``seq[a:b]``: a shorter sequence (no node)."""
+    pieces = lw.pieces[seq]
+    if isinstance(index, slice):
+        lw.pieces[n] = pieces[index]
+        return
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise _Refuse(f"selects a result of {seq.name} = {_describe(lw.gm, seq)}(...) with a "
+                      f"non-integer index {index!r}")
+    src, idx = pieces[index]
+    if not n.users:
+        return  # an unused result (``a, _ = x.chunk(2, 1)``): no node, no paths
+    lw.emit(n, "reshape", (src,), {"fn": "getitem", "index": idx},
+            what=f"{_describe(lw.gm, seq)}(...)[{index}]")
+
+
+# keyword of the sizes / sections argument of the multi-result ops (torch.* and Tensor.*)
+_SIZE_KEYWORDS = ("split_size_or_sections", "split_size", "chunks", "indices_or_sections",
+                  "sections", "indices", "tensor_indices_or_sections")
+
+
+def _multi_result(op: str) -> Callable:
+    """``split`` / ``chunk`` / ``tensor_split`` / ``unbind``: record the pieces, emit nothing."""
+    def rule(lw: _Lowering, n: fx.Node, *args: Any, **kwargs: Any) -> None:
+        rest, sizes = list(args), None
+        x = rest.pop(0) if rest else kwargs.pop("tensor", None)  # torch.split(tensor=x, ...)
+        if op != "unbind":
+            key = next((k for k in _SIZE_KEYWORDS if k in kwargs), None)
+            if not rest and key is None:
+                raise _Refuse(f"{op} without sizes or sections")
+            sizes = rest.pop(0) if rest else kwargs.pop(key)
+        dim = rest.pop(0) if rest else kwargs.pop("dim", 0)
+        if rest or kwargs:
+            raise _Refuse(f"{op} called with unexpected arguments {rest or sorted(kwargs)}")
+        lw.pieces[n] = _pieces(lw, n, op, x, sizes, dim)
+    return rule
+
+
+def _pieces(lw: _Lowering, n: fx.Node, op: str, x: Any, sizes: Any,
+            dim: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """The (input, index) of each result: torch's own op applied to ``arange`` of the split
+    dimension gives the element range of each piece, so every form of the arguments (int or
+    list sizes, sections, indices, uneven chunks) means what torch means."""
+    if not _is_tensor(x):
+        raise _Refuse(f"{op} of a value that is not a tensor")
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise _Refuse(f"{op} along dim {dim!r}: fxpath needs an integer dimension")
+    shape = x.meta["val"].shape
+    d = dim % len(shape)
+    if d == 0:
+        raise _Refuse(f"{op} along the batch dimension (dim={dim}) separates the samples of a "
+                      "batch; fxpath needs per-sample layers")
+    if any(isinstance(a, fx.Node) for a in tree_leaves(sizes)):
+        raise _Refuse(f"{op} with sizes or indices given as a tensor; fxpath needs them as "
+                      "Python ints")
+    positions = torch.arange(shape[d])
+    parts = positions.unbind(0) if op == "unbind" else getattr(positions, op)(sizes, 0)
+    results = n.meta["val"]
+    if not isinstance(results, (tuple, list)) or len(results) != len(parts):
+        raise _Refuse(f"{op} returned a {type(results).__name__}, not the {len(parts)} "
+                      "tensors fxpath expects")
+    for r in results:
+        _per_sample(r)
+    src, lead = lw.src(x), (slice(None),) * d
+    return [(src, (*lead, _piece_index(p))) for p in parts]
+
+
+def _piece_index(positions: torch.Tensor) -> int | slice:
+    """The index along the split dimension selecting ``positions`` (a contiguous range)."""
+    if positions.dim() == 0:
+        return int(positions)  # unbind: the dimension is removed, as by x[:, i]
+    if positions.numel() == 0:
+        return slice(0, 0)
+    start = int(positions[0])
+    if not torch.equal(positions, torch.arange(start, start + positions.numel())):
+        raise _Refuse("a piece that is not a contiguous range of its input")
+    return slice(start, start + positions.numel())
 
 
 def _mean(reduce: str) -> Callable:
@@ -679,6 +824,10 @@ _FUNCTION_RULES: dict[Any, Callable] = {
     F.linear: _conv_fn("dense"), F.batch_norm: _batch_norm_fn, F.pad: _pad_fn,
     **{f: _reshape for f in _RESHAPE_FUNCTIONS},
 }
+_MULTI_RESULT_FUNCTIONS: dict[Any, Callable] = {
+    f: _multi_result(op) for op in _MULTI_RESULT_OPS
+    for f in (getattr(torch, op), getattr(torch.Tensor, op))}
+_FUNCTION_RULES.update(_MULTI_RESULT_FUNCTIONS)
 _METHOD_RULES: dict[str, Callable] = {
     "add": _add(1.0), "add_": _add(1.0), "__add__": _add(1.0), "__radd__": _add(1.0),
     "sub": _add(-1.0), "sub_": _add(-1.0), "mul": _mul, "mul_": _mul, "div": _div,
@@ -687,6 +836,7 @@ _METHOD_RULES: dict[str, Callable] = {
     "permute": _permute, "transpose": _permute, "swapaxes": _permute,
     **{m: _identity_fn for m in _IDENTITY_METHODS},
     **{m: _reshape for m in _RESHAPE_METHODS},
+    **{m: _multi_result(m) for m in _MULTI_RESULT_OPS},
 }
 
 

@@ -158,6 +158,8 @@ class _Tracer(fx.Tracer):
             self._running_fake = False
 
     def _run_fake(self, node: fx.Node, args: Any, kwargs: Any) -> Any:
+        if (node.op, node.target) in _INDEX_TENSOR_OPS:
+            args, kwargs = self._real_indices(node, args, kwargs)
         first = args[0] if args else None
         if isinstance(first, torch.Tensor) and _preserves_shape(self.root, node):
             return torch.empty_like(first)  # elementwise: skip meta kernels (BN decomposes)
@@ -170,6 +172,19 @@ class _Tracer(fx.Tracer):
         if node.op == "call_module":
             return self._meta_twin(str(node.target)).forward(*args, **kwargs)
         return None
+
+    def _real_indices(self, node: fx.Node, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        """``tensor_split`` reads an indices tensor's values on the CPU: a constant or buffer
+        passed as its indices is given as the real tensor, not the meta one."""
+        def real(a: Any, fake: Any) -> Any:
+            if isinstance(a, fx.Node) and a.op == "get_attr" and isinstance(fake, torch.Tensor):
+                obj: Any = self.root
+                for part in str(a.target).split("."):
+                    obj = getattr(obj, part)
+                return obj.detach().cpu()
+            return fake
+        args = (*args[:1], *(real(a, f) for a, f in zip(node.args[1:], args[1:])))
+        return args, {k: real(node.kwargs[k], v) for k, v in kwargs.items()}
 
     def _meta_twin(self, target: str) -> torch.nn.Module:
         """A shallow copy of a leaf module whose tensors are meta tensors (no data copied)."""
@@ -194,6 +209,11 @@ _SAME_SHAPE_MODULES = frozenset({
     torch.nn.Dropout2d, torch.nn.SiLU, torch.nn.GELU, torch.nn.Sigmoid, torch.nn.Hardswish})
 _SAME_SHAPE_FUNCTIONS = frozenset({F.batch_norm, F.relu, torch.relu, F.relu6, F.dropout,
                                    F.silu, F.gelu, torch.sigmoid, F.hardswish})
+
+
+#: Ops that read the values of an index tensor argument (impossible on the meta device).
+_INDEX_TENSOR_OPS = (("call_function", torch.tensor_split),
+                     ("call_function", torch.Tensor.tensor_split), ("call_method", "tensor_split"))
 
 
 def _meta_cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:

@@ -65,11 +65,12 @@ def _refusal(model: nn.Module, shape: tuple[int, ...]) -> UnsupportedModelError:
 def test_bat_resnext26ts_is_refused_listing_every_op() -> None:
     """Its BilinearAttnTransform concatenates ``torch.split``'s tuple: ``torch.cat`` received
     one fx node (the tuple) instead of a list, and its rule raised a raw TypeError iterating it.
-    torch.fx traces the model fine (so no TraceError): it is refused for its non-ReLU-DAG ops."""
+    torch.fx traces the model fine (so no TraceError): it is refused for its non-ReLU-DAG ops.
+    The split itself is supported, but here it splits a tensor with (batch * channels) first."""
     model = timm.create_model("bat_resnext26ts", pretrained=False).eval()
     info = _refusal(model, (3, 256, 256))
     text = str(info)
-    assert "split at stages.0.0.attn.ba: produces a non-tensor value (tuple)" in text
+    assert "split at stages.0.0.attn.ba: mixes samples" in text
     assert "cat at stages.0.0.attn.ba: concatenates the tensors of split" in text
     assert "Tensor.matmul at stages.0.0.attn.ba: product of two activations" in text
     assert "SiLU at stem.conv1.bn.act" in text
@@ -100,12 +101,9 @@ class _Net(nn.Module):
 
 
 @pytest.mark.parametrize("forward, shape, expected", [
-    (lambda m, x: torch.cat(torch.split(m.conv(x), 1, dim=1), dim=3), (4, 6, 6),
-     ["split at body: produces a non-tensor value (tuple)",
+    (lambda m, x: torch.cat(torch.split(m.conv(x), 1, dim=0), dim=3), (4, 6, 6),
+     ["split at body: split along the batch dimension (dim=0)",
       "cat at body: concatenates the tensors of split = split(...) at body"]),
-    (lambda m, x: torch.cat(m.conv(x).chunk(2, 1), 1), (4, 6, 6),
-     ["Tensor.chunk at body: produces a non-tensor value (tuple)",
-      "cat at body: concatenates the tensors of chunk = Tensor.chunk(...) at body"]),
     (lambda m, x: m.conv(x) / 0, (4, 6, 6), ["truediv at body: division by zero"]),
     (lambda m, x: m.pool1(m.lin(x)), (8,),
      ["AvgPool1d at body.pool1: 1-d pooling of a 1-d tensor: without a channel dimension"]),
@@ -121,6 +119,18 @@ def test_escapes_are_refused_naming_op_and_module(forward: object, shape: tuple[
     text = str(_refusal(_Net(forward), shape))
     for line in expected:
         assert line in text
+
+
+@pytest.mark.parametrize("forward", [
+    lambda m, x: torch.cat(torch.split(m.conv(x), 1, dim=1), dim=3),
+    lambda m, x: torch.cat(m.conv(x).chunk(2, 1), 1),
+])
+def test_cat_of_a_split_tuple_is_lowered(forward: object) -> None:
+    """``torch.cat`` of a split/chunk's whole tuple used to be refused (ops returning several
+    tensors were not lowered): each piece is now a slice of the input, concatenated."""
+    net = _Net(forward).double().eval()
+    shape = (4, 6, 6)
+    assert_same_function(fxpath.compile(net, shape, dtype=torch.float64).graph, net, shape)
 
 
 def test_output_not_computed_from_the_input_is_refused() -> None:
