@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
+from .frontend import Model
 from .program import PathProgram
 from .results import PathMetric, PathNorm
 from .validate import check_batch, check_q
@@ -17,18 +17,21 @@ __all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_
 Shape = Sequence[int] | Sequence[Sequence[int]]
 
 
-def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype | None = None,  # noqa: A001
-            device: torch.device | str | None = None, fold_bn: bool = True,
-            torch_compile: bool = False, cuda_graphs: bool | None = None,
-            interior: bool | None = None, debug: bool = False) -> PathProgram:
+def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
+            dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+            fold_bn: bool = True, torch_compile: bool = False, cuda_graphs: bool | None = None,
+            interior: bool | None = None, debug: bool = False,
+            front_end: str = "fx") -> PathProgram:
     """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
 
     Args:
-        model: a ReLU network (torchvision, timm or your own). It is analysed as its eval-mode
+        model: a ReLU network (torchvision, timm or your own), or a
+            ``torch.export.ExportedProgram`` of one. A module is analysed as its eval-mode
             function (BatchNorm running statistics, Dropout off) whatever mode it is in; its
             mode is left as it was.
         input_shape: per-sample input shape without the batch dimension, ``(3, 224, 224)``;
-            a list of shapes for several inputs.
+            a list of shapes for several inputs. Optional for an ``ExportedProgram`` (its
+            own inputs' shapes).
         dtype: compute dtype of the path network, ``torch.float32`` or ``torch.float64``.
             Default: the model's own, float64 for a float64 model, float32 otherwise
             (float16/bfloat16 models too: see ``docs/numerics.md``). Scale tracking keeps
@@ -46,6 +49,8 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype | None =
             on a GPU only convs of at least 5e8 multiply-adds (batch-1 GPU convs are mostly
             launch-bound). ``True``: every conv where it shrinks the work; ``False``: none.
         debug: verify the IR after every pass.
+        front_end: ``"fx"`` (torch.fx tracing; torch.export is tried, with a warning, when
+            tracing fails) or ``"export"`` (torch.export's ATen graph).
 
     Example:
         >>> prog = fxpath.compile(model.eval(), (3, 224, 224))
@@ -53,10 +58,10 @@ def compile(model: nn.Module, input_shape: Shape, *, dtype: torch.dtype | None =
     """
     return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
                        compile=torch_compile, cuda_graphs=cuda_graphs, interior=interior,
-                       debug=debug)
+                       debug=debug, front_end=front_end)
 
 
-def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,
+def path_norm(model: Model, input_shape: Shape | None, q: float = 1.0, *,
               dtype: torch.dtype | None = None, fold_bn: bool = True) -> PathNorm:
     """The l^q path-norm of ``model`` at ``input_shape`` (tracing included).
 
@@ -67,13 +72,13 @@ def path_norm(model: nn.Module, input_shape: Shape, q: float = 1.0, *,
     return compile(model, input_shape, dtype=dtype, fold_bn=fold_bn).path_norm(q)
 
 
-def path_metric(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor],
-                input_shape: Shape, *, dtype: torch.dtype | None = None) -> PathMetric:
+def path_metric(model_a: Model, model_b: Model | Mapping[str, Tensor],
+                input_shape: Shape | None, *, dtype: torch.dtype | None = None) -> PathMetric:
     """The l^1 path-metric between two models of one architecture (exact or certified bound).
 
-    ``model_b`` is a model or a state dict. Both must be the same network (same normalized
-    layers, parameter names and shapes), else `ArchitectureMismatchError` names the first
-    difference.
+    ``model_b`` is a model, an ``ExportedProgram`` or a state dict. Both must be the same
+    network (same normalized layers, parameter names and shapes), else
+    `ArchitectureMismatchError` names the first difference.
 
     Example:
         >>> d = fxpath.path_metric(dense, pruned, (3, 224, 224)); d.value, d.exact
@@ -81,7 +86,7 @@ def path_metric(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor],
     return compile(model_a, input_shape, dtype=dtype).path_metric(model_b)
 
 
-def lipschitz_bound(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor], x: Tensor, *,
+def lipschitz_bound(model_a: Model, model_b: Model | Mapping[str, Tensor], x: Tensor, *,
                     dtype: torch.dtype = torch.float64) -> Tensor:
     """Per-sample certified bound on ``||R_a(x_n) - R_b(x_n)||_1``: ``max(1, ||x_n||_inf) * d``.
 
@@ -99,7 +104,7 @@ def lipschitz_bound(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor
     return scale * d
 
 
-def path_magnitude(model: nn.Module, input_shape: Shape, *,
+def path_magnitude(model: Model, input_shape: Shape | None, *,
                    dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """Path-magnitude scores: the fraction of l^1 path mass through each parameter entry.
 

@@ -9,7 +9,7 @@ both. A state dict is checked by its names and shapes against the model's.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -108,9 +108,10 @@ def _base_name(key: str) -> str:
     return key
 
 
-def state_dict_difference(model: nn.Module, params: Mapping[str, Any]) -> str | None:
-    """Keys of ``params`` that ``model``'s state dict does not have (a larger network's)."""
-    known = {_base_name(k) for k in model.state_dict(keep_vars=True)}
+def state_dict_difference(known_keys: Iterable[str], params: Mapping[str, Any]) -> str | None:
+    """Keys of ``params`` that are not among ``known_keys`` (the model's state_dict names):
+    the parameter set of a larger network."""
+    known = {_base_name(k) for k in known_keys}
     extra = [k for k in params if _base_name(k) not in known]
     if extra:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""

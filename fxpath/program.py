@@ -21,49 +21,29 @@ from .errors import (
     ArgumentError,
     FxPathError,
     NonFiniteError,
-    TraceError,
+)
+from .frontend import (
+    Model,
+    build_ir,
+    exported_shapes,
+    is_exported,
+    param_store,
+    state_keys,
+    tensors_of,
 )
 from .graphs import GraphedCall
-from .ir import BatchNormRef, Graph
+from .ir import BatchNormRef
 from .lift import Slot, lift, slots, split_power
-from .lower import has_rule, lower
 from .memory import empty_scores
 from .params import Params, ParamSource
-from .passes import normalize
 from .precision import ieee_float32
 from .results import PathMetric, PathNorm, log2_of
-from .tracer import trace_graph
-from .validate import as_input_shapes, check_model, check_q, compute_dtype, eval_mode, shape_advice
+from .validate import as_input_shapes, check_model, check_q, compute_dtype
 
 __all__ = ["ParamSource", "PathProgram", "build_ir"]
 
 #: on a GPU, ``interior=None`` compresses only convs of at least this many multiply-adds
 GPU_INTERIOR_MIN_MACS = 500_000_000
-
-
-def build_ir(model: nn.Module, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool = True,
-             debug: bool = False) -> tuple[fx.Graph, Graph]:
-    """Trace ``model`` as its eval-mode function and normalize it: ``(fx graph, IR)``.
-
-    A model in train mode is traced in eval mode (BatchNorm with running statistics, Dropout
-    off); every module's own ``training`` flag is restored afterwards.
-
-    Raises:
-        ArgumentError: ``shapes`` cannot fit the model's first layer (the message says what to
-            change).
-        TraceError, UnsupportedModelError: the model cannot be traced, or is no ReLU-DAG.
-    """
-    with eval_mode(model):
-        try:
-            fx_graph = trace_graph(model, shapes, has_rule=has_rule)
-        except TraceError as exc:
-            advice = shape_advice(model, shapes)
-            if advice is None:
-                raise
-            shown = ", ".join(str(s) for s in shapes)
-            raise ArgumentError(f"input_shape {shown} does not fit the model: {advice}") from exc
-        graph = normalize(lower(fx_graph), fold_bn=fold_bn, debug=debug)
-    return fx_graph, graph
 
 
 class PathProgram:
@@ -80,15 +60,18 @@ class PathProgram:
         >>> prog.path_norm(q=1).log10
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
+    def __init__(self, model: Model,
+                 input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
                  *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
-                 interior: bool | None = None, debug: bool = False) -> None:
+                 interior: bool | None = None, debug: bool = False,
+                 front_end: str = "fx") -> None:
         self.model = check_model(model)
-        self.input_shapes = as_input_shapes(input_shape)
-        self.dtype = compute_dtype([*model.parameters(), *model.buffers()], dtype)
+        self.input_shapes = _input_shapes(model, input_shape)
+        self.dtype = compute_dtype(tensors_of(model), dtype)
         self.device = _device(model, device)
         self.fold_bn = bool(fold_bn)
+        self.front_end = front_end
         self.use_compile = bool(compile)
         if cuda_graphs and self.device.type != "cuda":
             raise ArgumentError(f"cuda_graphs=True needs a CUDA device, the program runs on "
@@ -103,26 +86,27 @@ class PathProgram:
         self.interior_min_macs = (GPU_INTERIOR_MIN_MACS if interior is None
                                   and self.device.type != "cpu" else 0)
         self._fx_graph, self.graph = build_ir(model, self.input_shapes, fold_bn=self.fold_bn,
-                                              debug=debug)
+                                              debug=debug, front_end=front_end)
         self.slots: tuple[Slot, ...] = slots(self.graph)
         weight_slot = {s.node: i for i, s in reversed(list(enumerate(self.slots)))}
         self._taps = [(n, weight_slot[n.name]) for n in tapped_nodes(self.graph)]
-        self._source = ParamSource(model, self.graph.param_names())
-        self._tree = ModuleTree(model)
+        self._source = ParamSource(param_store(model), self.graph.param_names())
+        self._tree = None if is_exported(model) else ModuleTree(model)
         self._bn_eps = {bn.running_var: bn.eps for n in self.graph
                         if isinstance(bn := n.attrs.get("bn"), BatchNormRef)}
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
         self._buffers: dict[float, dict[str, Tensor]] = {}
-        self._verified: dict[int, tuple[weakref.ref, ModuleTree]] = {}
+        self._verified: dict[int, tuple[weakref.ref, ModuleTree | None]] = {}
 
     # -- the live model -----------------------------------------------------------------------
     def _check_live(self) -> None:
         """Re-read the module tree: a replaced or added module is accepted only when the model
         still normalizes to the compiled IR."""
-        moved = self._tree.changed(self.model)
+        moved = None if self._tree is None else self._tree.changed(self.model)
         if moved is None:
             return
-        fx_graph, graph = build_ir(self.model, self.input_shapes, fold_bn=self.fold_bn)
+        fx_graph, graph = build_ir(self.model, self.input_shapes, fold_bn=self.fold_bn,
+                                   front_end=self.front_end)
         diff = graph_difference(self.graph, graph)
         if diff is not None:
             raise ArchitectureMismatchError(
@@ -133,17 +117,20 @@ class PathProgram:
         self._fx_graph = fx_graph
         self.__dict__.pop("traced", None)
 
-    def _check_same_network(self, other: nn.Module) -> None:
+    def _check_same_network(self, other: Model) -> None:
         """Prove that ``other`` is the compiled network (same IR, names and shapes)."""
         hit = self._verified.get(id(other))
-        if hit is not None and hit[0]() is other and hit[1].changed(other) is None:
+        if hit is not None and hit[0]() is other and (hit[1] is None
+                                                      or hit[1].changed(other) is None):
             return
         check_model(other, "the second model")
-        _, graph = build_ir(other, self.input_shapes, fold_bn=self.fold_bn)
+        _, graph = build_ir(other, self.input_shapes, fold_bn=self.fold_bn,
+                            front_end=self.front_end)
         diff = graph_difference(self.graph, graph)
         if diff is not None:
             raise mismatch(diff)
-        self._verified[id(other)] = (weakref.ref(other), ModuleTree(other))
+        tree = None if is_exported(other) else ModuleTree(other)
+        self._verified[id(other)] = (weakref.ref(other), tree)
 
     def _source_for(self, params: Params | None) -> ParamSource:
         """The live parameters of the model (``None``) or of another parameter set, proven to
@@ -151,10 +138,12 @@ class PathProgram:
         self._check_live()
         if params is None or params is self.model:
             return self._source
-        if isinstance(params, nn.Module):
+        if isinstance(params, nn.Module) or is_exported(params):
             self._check_same_network(params)
-        elif isinstance(params, Mapping):
-            diff = state_dict_difference(self.model, params)
+            return ParamSource(param_store(params), self.graph.param_names(),
+                               self._source.shapes)
+        if isinstance(params, Mapping):
+            diff = state_dict_difference(state_keys(self.model), params)
             if diff is not None:
                 raise mismatch(diff)
         else:
@@ -181,6 +170,9 @@ class PathProgram:
     @functools.cached_property
     def traced(self) -> fx.GraphModule:
         """The model as torch.fx traced it (before lowering), built on first access."""
+        if self._fx_graph is None:
+            raise ArgumentError("this program was lowered from torch.export, not torch.fx: "
+                                "read prog.graph (the IR) instead")
         return fx.GraphModule(self.model, self._fx_graph, type(self.model).__name__)
 
     # -- building blocks ----------------------------------------------------------------------
@@ -527,10 +519,24 @@ def _param_shape(source: ParamSource, name: str) -> torch.Size:
     return source.shapes[name]
 
 
-def _device(model: nn.Module, device: Any) -> torch.device:
+def _input_shapes(model: Model, input_shape: Any) -> list[tuple[int, ...]]:
+    """The per-sample input shapes: given, or an exported program's own."""
+    if not is_exported(model):
+        if input_shape is None:
+            raise ArgumentError("input_shape is required for a module: the per-sample input "
+                                "shape without the batch dimension, e.g. (3, 224, 224)")
+        return as_input_shapes(input_shape)
+    own = exported_shapes(model)
+    if input_shape is not None and as_input_shapes(input_shape) != own:
+        raise ArgumentError(f"input_shape {as_input_shapes(input_shape)} differs from the "
+                            f"exported program's inputs {own}: export again, or pass None")
+    return own
+
+
+def _device(model: Model, device: Any) -> torch.device:
     """``device`` as a torch.device, default the device of the model's first parameter."""
     if device is None:
-        return next(model.parameters()).device
+        return tensors_of(model)[0].device
     try:
         device = torch.device(device)
         torch.empty(0, device=device)  # the device exists and its backend is available

@@ -14,7 +14,7 @@ from torch import Tensor
 from .errors import ArgumentError, FxPathError
 from .program import PathProgram
 from .results import PathMetric
-from .validate import check_amount, check_steps
+from .validate import check_amount, check_model, check_steps
 
 CRITERIA = ("path_magnitude", "magnitude")
 
@@ -171,6 +171,7 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
                             "'magnitude'")
     if scope not in ("global", "layer"):
         raise ArgumentError(f"unknown scope {scope!r}: use 'global' or 'layer'")
+    check_model(model, exported=False)
     prog = PathProgram(model, input_shape, dtype=dtype)
     names = _prunable_names(prog, prunable)
     before = {n: prog.parameter(n, torch.float64).clone()

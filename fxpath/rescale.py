@@ -191,7 +191,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     Example:
         >>> twin = fxpath.rescale(model.eval(), (3, 224, 224), seed=0)
     """
-    check_model(model)
+    check_model(model, exported=False)
     if input_shape is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         input_shape = cfg.get("input_size")

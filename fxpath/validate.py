@@ -30,10 +30,18 @@ MAX_Q = 1000.0
 COMPUTE_DTYPES = (torch.float32, torch.float64)
 
 
-def check_model(model: Any, what: str = "model") -> nn.Module:
-    """``model`` itself when it is an ``nn.Module`` with at least one parameter."""
+def check_model(model: Any, what: str = "model", exported: bool = True) -> Any:
+    """``model`` itself when it is an ``nn.Module`` (or, with ``exported``, a
+    ``torch.export.ExportedProgram``) with at least one parameter."""
+    if exported and isinstance(model, torch.export.ExportedProgram):
+        if not model.state_dict:
+            raise ArgumentError(f"{what} (an ExportedProgram) has no parameters: its path-"
+                                "lifting is empty")
+        return model
     if not isinstance(model, nn.Module):
-        raise ArgumentError(f"{what} must be a torch.nn.Module, got {type(model).__name__}")
+        kinds = "a torch.nn.Module or a torch.export.ExportedProgram" if exported else (
+            "a torch.nn.Module (this function writes to the model)")
+        raise ArgumentError(f"{what} must be {kinds}, got {type(model).__name__}")
     if next(model.parameters(), None) is None:
         raise ArgumentError(f"{what} ({type(model).__name__}) has no parameters: its path-"
                             "lifting is empty")
