@@ -8,6 +8,7 @@ both. A state dict is checked by its names and shapes against the model's.
 
 from __future__ import annotations
 
+import hashlib
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -52,19 +53,48 @@ def _short(v: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _digests(g: Graph) -> dict[str, str]:
+    """Each node's digest: its op, shape, static attributes and parameter names, and the
+    digests of its inputs in argument order (a Merkle hash of the node's whole ancestry)."""
+    out: dict[str, str] = {}
+    for n in g:
+        text = repr((n.op, n.shape, sorted(n.params.items()),
+                     sorted((k, _stable(v)) for k, v in n.attrs.items() if k != "error"),
+                     [out[i] for i in n.inputs]))
+        out[n.name] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+def _stable(v: Any) -> Any:
+    """A repr-stable form of an attribute value (tensors by dtype, shape and values)."""
+    if isinstance(v, Tensor):
+        return ("tensor", str(v.dtype), tuple(v.shape), v.detach().cpu().flatten().tolist())
+    if isinstance(v, Mapping):
+        return sorted((k, _stable(x)) for k, x in v.items())
+    if isinstance(v, (tuple, list)):
+        return [_stable(x) for x in v]
+    return v
+
+
 def same_structure(a: Graph, b: Graph) -> bool:
     """Whether two IRs are one network up to the names of their nodes: a labelled DAG
     isomorphism (networkx VF2) matching op, shape, static attributes, parameter names and the
     argument position of every edge. Two front ends (torch.fx, torch.export) name nodes
-    differently; the network they describe is what must agree."""
+    differently; the network they describe is what must agree. Each node is labelled with the
+    digest of its ancestry (`_digests`), so the matcher meets almost no ambiguity (repeated
+    blocks of parameterless nodes would otherwise make it search)."""
     if len(a) != len(b) or sorted(n.op for n in a) != sorted(n.op for n in b):
+        return False
+    da, db = _digests(a), _digests(b)
+    if sorted(da.values()) != sorted(db.values()):
         return False
     from networkx.algorithms.isomorphism import DiGraphMatcher
 
-    def node_match(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:
-        return all(_equal(x[k], y[k]) for k in ("op", "shape", "params", "attrs"))
-
-    matcher = DiGraphMatcher(a.to_networkx(), b.to_networkx(), node_match=node_match,
+    ga, gb = a.to_networkx(), b.to_networkx()
+    for g, d in ((ga, da), (gb, db)):
+        for name, digest in d.items():
+            g.nodes[name]["digest"] = digest
+    matcher = DiGraphMatcher(ga, gb, node_match=lambda x, y: x["digest"] == y["digest"],
                              edge_match=lambda x, y: x["index"] == y["index"])
     return matcher.is_isomorphic()
 

@@ -26,8 +26,8 @@ from .passes import normalize
 from .tracer import trace_graph
 from .validate import eval_mode, shape_advice
 
-__all__ = ["FRONT_ENDS", "Model", "build_ir", "exported_shapes", "is_exported", "param_store",
-           "state_keys"]
+__all__ = ["FRONT_ENDS", "Model", "build_ir", "canonical_ir", "exported_shapes", "is_exported",
+           "param_store", "state_keys"]
 
 Model = nn.Module | torch.export.ExportedProgram
 
@@ -135,3 +135,22 @@ def _fallback(model: nn.Module, shapes: Sequence[tuple[int, ...]], fold_bn: bool
     warnings.warn(f"fxpath: torch.fx could not trace {type(model).__name__} ({first}); it was "
                   "analysed through torch.export instead", UserWarning, stacklevel=4)
     return graph
+
+
+def canonical_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool = True) -> Graph:
+    """The IR of ``model``'s fully decomposed ATen graph: the common ground on which a module,
+    its exported program and that program after ``run_decompositions()`` are compared (the
+    front ends spell a few ops differently: a global average pool, for one, is an adaptive
+    pool as exported and a mean once decomposed)."""
+    try:
+        from .export import lower_exported, trace_export
+
+        with eval_mode(*([] if is_exported(model) else [model])):
+            ep = model if is_exported(model) else trace_export(model, shapes)
+            graph = lower_exported(ep.run_decompositions())
+    except FxPathError:
+        raise
+    except Exception as exc:
+        raise TraceError(f"torch.export could not export {type(model).__name__}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    return normalize(graph, fold_bn=fold_bn)

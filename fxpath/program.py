@@ -25,6 +25,7 @@ from .errors import (
 from .frontend import (
     Model,
     build_ir,
+    canonical_ir,
     exported_shapes,
     is_exported,
     param_store,
@@ -127,6 +128,12 @@ class PathProgram:
         _, graph = build_ir(other, self.input_shapes, fold_bn=self.fold_bn,
                             front_end=self.front_end)
         diff = graph_difference(self.graph, graph)
+        if diff is not None and (self._fx_graph is None or is_exported(other)):
+            # an exported program may be decomposed: compare on fully decomposed ATen graphs
+            canon = functools.partial(canonical_ir, shapes=self.input_shapes,
+                                      fold_bn=self.fold_bn)
+            if graph_difference(canon(self.model), canon(other)) is None:
+                diff = None
         if diff is not None:
             raise mismatch(diff)
         tree = None if is_exported(other) else ModuleTree(other)

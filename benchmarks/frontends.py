@@ -1,0 +1,101 @@
+"""The torch.export front end beside torch.fx, side by side in one run.
+
+Ratios to the model's own forward (paired medians, float32, batch 1, 224x224, CPU):
+
+- ``cold_fx``: ``fxpath.path_norm(model, shape)`` (trace, lower, passes, codegen, one call);
+- ``cold_export``: the same through ``front_end="export"`` (``torch.export`` included);
+- ``cold_exported``: ``fxpath.path_norm(ep)`` on a program the user already exported;
+- ``warm_{norm,scores}_{fx,export}``: repeated calls on a compiled program of each front end
+  (the same IR, so they should match).
+
+    python benchmarks/frontends.py                   # resnet18, resnet50, vgg16
+    python benchmarks/frontends.py --models resnet18 --repeats 5
+
+Writes benchmarks/results/frontends_<device>.md and .json (machine and commit described).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Callable
+
+import torch
+from bench_path import RESULTS, build, machine, paired_ratio
+
+import fxpath
+from fxpath.export import trace_export
+
+COLUMNS = ("cold_fx", "cold_export", "cold_exported", "warm_norm_fx", "warm_norm_export",
+           "warm_scores_fx", "warm_scores_export")
+
+
+def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:
+    """The timed calls (programs compiled before the clock starts)."""
+    ep = trace_export(model, [shape])
+    fx_prog = fxpath.compile(model, shape)
+    ex_prog = fxpath.compile(model, shape, front_end="export")
+    return {
+        "cold_fx": lambda: fxpath.path_norm(model, shape),
+        "cold_export": lambda: fxpath.compile(model, shape, front_end="export").path_norm(),
+        "cold_exported": lambda: fxpath.path_norm(ep, None),
+        "warm_norm_fx": fx_prog.path_norm,
+        "warm_norm_export": ex_prog.path_norm,
+        "warm_scores_fx": fx_prog.path_magnitude,
+        "warm_scores_export": ex_prog.path_magnitude,
+    }
+
+
+def run(names: list[str], repeats: int, device: str) -> dict[str, dict[str, float]]:
+    """``{model: {column: ratio, column_ms: ms}}``."""
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        model = build(name).to(device)
+        x = torch.randn(1, 3, 224, 224, device=device)
+
+        @torch.no_grad()
+        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
+            model(x)
+
+        row: dict[str, float] = {"forward_ms": paired_ratio(forward, forward, 3, device)[0]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for key, fn in calls(model, (3, 224, 224)).items():
+                ms, ratio, _ = paired_ratio(fn, forward, repeats, device)
+                row[key], row[f"{key}_ms"] = ratio, ms
+        rows[name] = row
+        print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return rows
+
+
+def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
+    """The results table."""
+    head = "| model | forward ms | " + " | ".join(COLUMNS) + " |"
+    lines = ["# torch.export beside torch.fx", "", f"Machine: {info}", "",
+             "Ratios to the model's forward (paired medians); see the script's docstring.", "",
+             head, "|---|---|" + "---|" * len(COLUMNS)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['forward_ms']:.1f} | "
+                     + " | ".join(f"{r[c]:.2f}x" for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "vgg16"])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    args = p.parse_args()
+    info = machine(args.device)
+    rows = run(args.models, args.repeats, args.device)
+    stem = RESULTS / f"frontends_{args.device.split(':')[0]}{args.tag}"
+    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(markdown(rows, info))
+    print(markdown(rows, info))
+
+
+if __name__ == "__main__":
+    main()
