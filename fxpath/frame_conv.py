@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .interior import Frame, window_frame
+from .geometry import Frame, window_frame
 
 __all__ = ["Cut", "compression", "frame_conv"]
 

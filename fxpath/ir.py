@@ -4,30 +4,12 @@ A `Graph` is an immutable, topologically ordered tuple of `Node` records. Passes
 functions `Graph -> Graph`; analysis results live in side tables keyed by node name, never on
 the nodes. Shapes never include the batch dimension.
 
-Node ops (after normalization, see `fxpath.passes.pipeline`):
-
-=============  ==================================================================================
-``input``      a model input; the path network feeds it all-ones
-``linear``     a parameterized linear map: ``attrs["kind"]`` is ``conv``, ``conv_transpose`` or
-               ``dense`` (convs also carry ``ndim``, ``kernel``, ``stride``, ``padding``,
-               ``dilation``, ``groups``); ``params`` name the weight / bias; an optional
-               ``bn`` affine (a frozen BatchNorm folded into it) scales its output channels
-               and adds one combined bias
-``affine``     a standalone per-channel affine map (frozen BatchNorm not foldable, PReLU slope)
-``relu``       ReLU neurons (identity in the path network)
-``pool``       fixed pooling: ``attrs["reduce"]`` is ``sum`` (avg/mean pools: edges of weight
-               ``coeff``) or ``max`` (k-max-pooling neurons, edges of weight 1)
-``add``        identity neurons ``sum_k coeffs[k] * x_k + const`` (residual adds, rewrites)
-``concat``     concatenation along ``attrs["dim"]``
-``reshape``    re-indexing without new weights: ``attrs["fn"]`` is ``view``, ``permute``, ``pad``
-               or ``getitem`` (an ``index`` of slices and ints: tensor slicing, and each used
-               result of ``split``/``chunk``/``tensor_split``/``unbind``)
-``output``     the output layer: every input of this node is an output tensor
-=============  ==================================================================================
-
-Before normalization the tracer also emits ``batchnorm``, ``avgpool``, ``maxpool``,
-``adaptive_avgpool``, ``adaptive_maxpool``, ``mean``, ``relu6``, ``leaky_relu``, ``hardtanh``,
-``prelu``, ``identity`` and ``unsupported`` nodes; the passes rewrite all of them away.
+Node ops are defined in `fxpath.ops`, one definition each (its attributes, checked by
+`fxpath.verify`, and the rules every interpreter of the IR looks up); ``docs/ops.md`` lists
+them. After normalization (`fxpath.passes.pipeline`) a graph holds only ``input``,
+``linear``, ``affine``, ``relu``, ``pool``, ``add``, ``concat``, ``reshape`` and ``output``
+nodes; the lowering also emits ops that the passes rewrite away (``batchnorm``, the pools,
+``mean``, the ReLU-like activations, ``identity`` and ``unsupported``).
 """
 
 from __future__ import annotations
@@ -73,7 +55,7 @@ class Node:
 
     Attributes:
         name: unique name, taken from the traced model (``layer1_0_conv1``).
-        op: the node kind (see the module docstring).
+        op: the node kind, a name registered in `fxpath.ops`.
         inputs: names of the producing nodes, in argument order.
         shape: per-sample output shape (no batch dimension).
         attrs: static attributes of the op (stride, dims, coefficients...).

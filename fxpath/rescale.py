@@ -5,7 +5,8 @@ a standalone BatchNorm) whose outputs reach only parameterized consumers (throug
 pooling, reshapes and concats): multiply its incoming weights and bias by ``lam > 0`` and divide
 its outgoing weights by ``lam`` (``docs/mathematics.md``). Through a folded BatchNorm the conv's
 weights, bias and running mean and the BatchNorm's bias are scaled (the BN output scales by
-``lam``); a consuming standalone BatchNorm absorbs ``1/lam`` in its weight and mean.
+``lam``); a consuming standalone BatchNorm absorbs ``1/lam`` in its weight and mean. Which
+ops produce, absorb or pass rescaled channels is each op's rescale rule (`fxpath.ops`).
 """
 
 from __future__ import annotations
@@ -19,136 +20,80 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from . import ops
 from .errors import ArgumentError
 from .ir import Graph, Node
+from .ops.rescaling import channel_ids
 from .program import PathProgram
 from .validate import check_model
 
 __all__ = ["rescale", "rescalable_neurons"]
 
-_TRANSIT = ("relu", "pool", "reshape", "concat")
+_STOP = ops.Rescaling("stops")
 
 
-def _writable(model: nn.Module, name: str) -> Tensor:
-    path, _, attr = name.rpartition(".")
-    owner = model.get_submodule(path)
-    orig = getattr(owner, f"{attr}_orig", None)
-    return orig if orig is not None else getattr(owner, attr)
-
-
-def _ids(node: Node, value: int | None = None) -> Tensor:
-    """A batched tensor of ``node``'s shape holding 1 + channel index (or a constant)."""
-    shape = (1, *node.shape)
-    if value is not None:
-        return torch.full(shape, float(value), dtype=torch.float64)
-    dim = node.channel_dim()
-    view = [1] * len(shape)
-    view[dim] = shape[dim]
-    return (torch.arange(shape[dim], dtype=torch.float64) + 1).reshape(view).expand(shape)
+def _rescaling(node: Node) -> ops.Rescaling:
+    """The op's rescaling rule; an op it does not apply to stops rescaling."""
+    rule = ops.get(node.op).rescale_rule
+    return rule if isinstance(rule, ops.Rescaling) else _STOP
 
 
 def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
     """Channel ids of ``producer`` at the input of each consumer; None if not rescalable."""
     users = graph.users()
-    ids: dict[str, Tensor] = {producer.name: _ids(producer)}
+    ids: dict[str, Tensor] = {producer.name: channel_ids(producer)}
     consumers: dict[str, Tensor] = {}
     stack = [producer.name]
     while stack:
         name = stack.pop()
         for u in users[name]:
             node = graph[u]
-            if node.op == "linear" or (node.op == "affine" and node.attrs["kind"] == "batchnorm"
-                                       and node.attrs["bn"].weight is not None):
+            rule = _rescaling(node)
+            if rule.absorbs is not None and rule.absorbs(node):
                 if u in consumers or len(node.inputs) != 1:
                     return None
                 consumers[u] = ids[name]
                 continue
-            if node.op not in _TRANSIT or u in ids:
+            if rule.transit is None or u in ids:
                 return None  # add, output, prelu, a second route: not a free neuron
-            if node.op == "relu":
-                ids[u] = ids[name]
-            elif node.op == "pool":
-                if graph[name].channel_dim() != 1 or node.attrs["window"] == "global" \
-                        and 1 in node.attrs["dims"]:
-                    return None
-                reduce_dims = tuple(range(2, ids[name].dim()))
-                per_channel = ids[name].amax(reduce_dims, keepdim=True) if reduce_dims \
-                    else ids[name]
-                ids[u] = per_channel.expand((1, *node.shape)) if len(node.shape) == \
-                    per_channel.dim() - 1 else per_channel.reshape(1, -1)
-            elif node.op == "reshape":
-                if node.attrs["fn"] != "view":
-                    return None
-                ids[u] = ids[name].reshape(1, *node.shape)
-            else:  # concat: other operands carry id 0 (not this producer)
-                parts = [ids[name] if i == name else _ids(graph[i], 0) for i in node.inputs]
-                if node.inputs.count(name) != 1:
-                    return None
-                ids[u] = torch.cat(parts, node.attrs["dim"])
+            out = rule.transit(graph, node, name, ids[name])
+            if out is None:
+                return None
+            ids[u] = out
             stack.append(u)
     return consumers or None
+
+
+def _produces(node: Node) -> bool:
+    rule = _rescaling(node)
+    return rule.produces is not None and rule.produces(node)
 
 
 def rescalable_neurons(graph: Graph) -> dict[str, dict[str, Tensor]]:
     """Producers whose output channels can be rescaled, with channel ids at each consumer."""
     out: dict[str, dict[str, Tensor]] = {}
     for node in graph:
-        if node.op == "linear" or (node.op == "affine" and node.attrs["kind"] == "batchnorm"
-                                   and node.attrs["bn"].weight is not None):
+        if _produces(node):
             consumers = _propagate(graph, node)
             if consumers:
                 out[node.name] = consumers
     return out
 
 
-def _scale_rows(t: Tensor, lam: Tensor, dim: int) -> None:
-    shape = [1] * t.dim()
-    shape[dim] = -1
-    t.mul_(lam.to(t.dtype).reshape(shape))
-
-
 def _scale_producer(model: nn.Module, node: Node, lam: Tensor) -> None:
-    bn = node.attrs.get("bn")
-    if node.op == "linear":
-        out_dim = 1 if node.attrs["kind"] == "conv_transpose" else 0
-        _scale_rows(_writable(model, node.params["weight"]), lam, out_dim)
-        if "bias" in node.params:
-            _scale_rows(_writable(model, node.params["bias"]), lam, 0)
-        if bn is not None:  # BN(lam z) with mean * lam and bias * lam is lam * BN(z)
-            _scale_rows(_writable(model, bn.running_mean), lam, 0)
-            if bn.bias is not None:
-                _scale_rows(_writable(model, bn.bias), lam, 0)
-    else:  # standalone BN: y = s x + t, scale s (its weight) and t (its bias)
-        _scale_rows(_writable(model, bn.weight), lam, 0)
-        if bn.bias is not None:
-            _scale_rows(_writable(model, bn.bias), lam, 0)
+    scale = _rescaling(node).scale
+    if scale is None:
+        raise ValueError(f"{node.describe()} is not a rescalable producer")
+    scale(model, node, lam)
 
 
 def _divide_consumer(model: nn.Module, node: Node, ids: Tensor, lam: Tensor) -> None:
     """Divide the consumer's weights on the inputs that carry the producer's channels."""
     table = torch.cat([torch.ones(1, dtype=torch.float64), lam.to(torch.float64)])
-    per_input = table[ids.long()]  # batched input-shaped tensor of factors (1 where id 0)
-    if node.op == "affine":  # standalone BN absorbs 1/lam: weight / lam, mean * lam
-        f = per_input.flatten(2).amax(2)[0] if per_input.dim() > 2 else per_input[0]
-        _scale_rows(_writable(model, node.attrs["bn"].weight), 1.0 / f, 0)
-        _scale_rows(_writable(model, node.attrs["bn"].running_mean), f, 0)
-        return
-    w = _writable(model, node.params["weight"])
-    kind = node.attrs["kind"]
-    if kind == "dense":
-        f = per_input.reshape(-1, per_input.shape[-1])[0]
-        w.div_(f.to(w.dtype).reshape(1, -1))
-        return
-    f = per_input.flatten(2).amax(2)[0] if per_input.dim() > 2 else per_input[0]
-    groups = node.attrs["groups"]
-    if kind == "conv_transpose":
-        _scale_rows(w, 1.0 / f, 0)
-        return
-    cin_g = w.shape[1]
-    cout_g = w.shape[0] // groups
-    group_of_out = torch.arange(w.shape[0]) // cout_g
-    index = group_of_out[:, None] * cin_g + torch.arange(cin_g)[None, :]
-    w.div_(f[index].to(w.dtype).reshape(*index.shape, *([1] * (w.dim() - 2))))
+    divide = _rescaling(node).divide
+    if divide is None:
+        raise ValueError(f"{node.describe()} is not a rescaling consumer")
+    divide(model, node, table[ids.long()])  # input-shaped factors (1 where id 0)
 
 
 def _copy(model: nn.Module) -> nn.Module:

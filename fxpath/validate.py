@@ -181,8 +181,8 @@ def shape_advice(model: nn.Module, shapes: Sequence[tuple[int, ...]]) -> str | N
     name, layer = found
     shape = shapes[0]
     kind = type(layer).__name__
-    if isinstance(layer, nn.Linear):
-        if shape[-1] != layer.in_features:
+    if isinstance(layer, nn.Linear):  # only a flat input surely reaches it as it is
+        if len(shape) == 1 and shape[-1] != layer.in_features:
             return (f"the first layer, {kind} '{name}', reads {layer.in_features} features in "
                     f"the last dimension; input_shape {shape} ends in {shape[-1]}")
         return None

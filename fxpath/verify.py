@@ -1,25 +1,54 @@
-"""The IR verifier: structural invariants every pass must keep."""
+"""The IR verifier: structural invariants every pass must keep, and every node's op schema."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from . import ops
 from .errors import IRVerificationError
-from .ir import Graph
+from .ir import Graph, Node
+
+__all__ = ["FINAL_OPS", "check_ops", "verify"]
 
 #: ops the code generator accepts (after normalization)
-FINAL_OPS = frozenset({"input", "linear", "affine", "relu", "pool", "add", "concat", "reshape",
-                       "output"})
+FINAL_OPS = frozenset(name for name, op in ops.REGISTRY.items() if op.final)
+
+
+def _context(after: Sequence[str]) -> str:
+    return f" (after passes: {', '.join(after)})" if after else ""
+
+
+def _check_op(i: int, node: Node, ctx: str, final: bool) -> None:
+    where = f"node {i}: {node.describe()}{ctx}"
+    op = ops.REGISTRY.get(node.op)
+    if op is None:
+        raise IRVerificationError(f"{where} has op {node.op!r}, not registered in fxpath.ops")
+    if final and not op.final:
+        raise IRVerificationError(f"{where} has op {node.op!r}, unknown to codegen (the "
+                                  f"{op.lowered_by} pass rewrites it away)")
+    problems = op.check_attrs(node.attrs)
+    if problems:
+        raise IRVerificationError(f"{where}: {'; '.join(problems)}")
+
+
+def check_ops(graph: Graph, after: Sequence[str] = (), final: bool = False) -> None:
+    """Raise `IRVerificationError` naming the first node whose op is not registered in
+    `fxpath.ops`, whose attributes break its op's schema (naming the attribute), or, when
+    ``final``, whose op normalization should have removed."""
+    ctx = _context(after)
+    for i, node in enumerate(graph):
+        _check_op(i, node, ctx, final)
 
 
 def verify(graph: Graph, after: Sequence[str] = (), final: bool = True) -> None:
     """Raise `IRVerificationError` if the graph breaks an invariant.
 
     Checks: unique names, inputs defined before use (topological order), exactly one output
-    node, and, when ``final``, only ops the code generator knows.
+    node, every op registered with attributes that fit its schema (`check_ops`), and, when
+    ``final``, only ops the code generator knows.
     """
     seen: set[str] = set()
-    ctx = f" (after passes: {', '.join(after)})" if after else ""
+    ctx = _context(after)
     outputs = [n for n in graph if n.op == "output"]
     if len(outputs) != 1:
         raise IRVerificationError(f"expected one output node, found {len(outputs)}{ctx}")
@@ -30,6 +59,5 @@ def verify(graph: Graph, after: Sequence[str] = (), final: bool = True) -> None:
         missing = [x for x in node.inputs if x not in seen]
         if missing:
             raise IRVerificationError(f"{where} reads undefined {missing}")
-        if final and node.op not in FINAL_OPS:
-            raise IRVerificationError(f"{where} has op {node.op!r}, unknown to codegen")
+        _check_op(i, node, ctx, final)
         seen.add(node.name)

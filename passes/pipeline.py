@@ -7,7 +7,7 @@ from functools import partial
 
 from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
 from fxpath.ir import Graph
-from fxpath.verify import verify
+from fxpath.verify import check_ops, verify
 
 from .check_supported import check_supported
 from .eliminate_dead_nodes import eliminate_dead_nodes
@@ -51,7 +51,8 @@ def _run_pass(name: str, p: Pass, graph: Graph) -> Graph:
 
 
 def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Graph:
-    """Run the pipeline; with ``debug`` the IR verifier runs after every pass.
+    """Run the pipeline; the IR verifier checks the result, and every op of the lowering's
+    output against its schema (`fxpath.ops`); with ``debug`` it runs after every pass.
 
     Args:
         graph: the IR produced by `fxpath.lower.lower`.
@@ -66,5 +67,7 @@ def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Gra
         ran.append(name)
         if debug:
             verify(graph, after=ran, final=False)
+        elif name == "check_supported":  # the lowering's output, known to be supported
+            check_ops(graph, after=ran)
     verify(graph, after=ran, final=True)
     return graph

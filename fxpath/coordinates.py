@@ -1,0 +1,74 @@
+"""Coordinate tensors of the path network and the arithmetic that computes them.
+
+`Slot` names one coordinate tensor; the ops' coordinate rules (`fxpath.ops`) list and compute
+them, and `fxpath.lift` walks the graph with those rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .ir import BatchNormRef, Node
+
+__all__ = ["Fetch", "Slot", "bn_affine", "channel_view", "ident", "power"]
+
+#: reads a model tensor by its state_dict name
+Fetch = Callable[[str], Tensor]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One coordinate tensor of the path network.
+
+    Attributes:
+        name: identifier used as the path network's argument name (``layer1_0_conv1_weight``).
+        node: the IR node that reads it.
+        role: ``weight``, ``bias``, ``scale`` or ``shift``.
+        param: the model parameter (state_dict name) whose coordinates these are, entry for
+            entry, or ``None`` when the coordinate is not a parameter of the model (a folded
+            bias of a BatchNorm without ``bias``).
+    """
+
+    name: str
+    node: str
+    role: str
+    param: str | None
+
+
+def ident(name: str) -> str:
+    """``name`` as a Python identifier (``layer1.0`` -> ``layer1_0``)."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def bn_affine(bn: BatchNormRef, fetch: Fetch) -> tuple[Tensor, Tensor]:
+    """``(s, t)`` of a frozen BatchNorm: ``s = w / sqrt(var + eps)``, ``t = b - mean * s``."""
+    s = torch.rsqrt(fetch(bn.running_var) + bn.eps)
+    if bn.weight is not None:
+        s = s * fetch(bn.weight)
+    t = -fetch(bn.running_mean) * s
+    if bn.bias is not None:
+        t = t + fetch(bn.bias)
+    return s, t
+
+
+def channel_view(v: Tensor, node: Node) -> Tensor:
+    """A per-channel vector shaped to broadcast over one sample of ``node``'s output."""
+    if len(node.shape) <= 1 or node.channel_dim() == len(node.shape):  # channels last
+        return v.reshape(-1)
+    return v.reshape(-1, *([1] * (len(node.shape) - 1)))
+
+
+def power(v: Tensor, q: float | None, out: Tensor | None = None) -> Tensor:
+    """``|v|^q`` (``v`` itself for ``q=None``), written into ``out`` when it fits."""
+    if q is None:
+        return v
+    if out is not None and (out.shape != v.shape or out.dtype != v.dtype
+                            or out.device != v.device
+                            or (v.requires_grad and torch.is_grad_enabled())):
+        out = None
+    a = v.abs() if out is None else torch.abs(v, out=out)
+    return a if q == 1.0 else a.pow_(q)

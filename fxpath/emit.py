@@ -1,0 +1,139 @@
+"""The path-network builder that the ops' path rules write into (see `fxpath.codegen`).
+
+An `Emitter` holds the torch.fx graph being built, the generated module (whose buffers hold
+the constants), the network's coordinate arguments and the mode (``norm`` or ``diff``). Each
+value of the path network is a `Value`: its streams (one in ``norm`` mode, ``(lo, delta)`` in
+``diff`` mode) and a power-of-two exponent (see `fxpath.runtime`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from . import runtime
+from .geometry import Frame
+from .ir import Graph, Node
+
+__all__ = ["Emitter", "Value"]
+
+
+@dataclass(frozen=True)
+class Value:
+    """One path-network value: its streams and their common exponent."""
+
+    streams: tuple[fx.Node, ...]
+    exp: fx.Node
+
+
+class Emitter:
+    """Builds the fx graph; constants become buffers of the generated module.
+
+    Attributes:
+        frames: the input frame of every node (`fxpath.interior`), empty without ``interior``.
+        min_macs: convs of fewer multiply-adds never use their frame.
+        args: slot name -> its placeholders (``(x,)``, or ``(lo, hi)`` in ``diff`` mode).
+        exps: slot name -> its exponent placeholder (``scaled`` networks only).
+        taps: node name -> the zero tap added to its output (``taps=True``).
+        tapped_inputs: the inputs of the tapped nodes, returned by the network; ``None``
+            without ``taps``.
+        probes: the scaled output of every linear/affine node; ``None`` without ``probes``.
+        zero: the 0-dim zero buffer, the exponent of the network inputs.
+    """
+
+    def __init__(self, mode: str, q: float, graph: Graph, frames: Mapping[str, Frame | None],
+                 interior_min_macs: int = 0) -> None:
+        self.frames = frames
+        self.min_macs = interior_min_macs
+        self.shapes = {n.name: n.shape for n in graph}
+        self.graph = fx.Graph()
+        self.root = nn.Module()
+        self.mode, self.q = mode, q
+        self.args: dict[str, tuple[fx.Node, ...]] = {}
+        self.exps: dict[str, fx.Node] = {}
+        self.scaled = False
+        self.taps: dict[str, fx.Node] = {}
+        self.tapped_inputs: list[fx.Node] | None = None
+        self.probes: list[fx.Node] | None = None
+        self.zero: fx.Node | None = None
+
+    def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
+        """Emit ``fn(*args)``."""
+        return self.graph.create_node("call_function", fn, args, {}, name)
+
+    def method(self, meth: str, *args: Any, name: str | None = None) -> fx.Node:
+        """Emit ``args[0].meth(*args[1:])``."""
+        return self.graph.create_node("call_method", meth, args, {}, name)
+
+    def unpack(self, packed: fx.Node, names: Sequence[str]) -> list[fx.Node]:
+        """The items of a tuple-valued node, one named node each."""
+        return [self.call(operator.getitem, packed, i, name=nm) for i, nm in enumerate(names)]
+
+    def buffer(self, name: str, value: torch.Tensor) -> fx.Node:
+        """A float64 constant of the generated module."""
+        self.root.register_buffer(name, value.to(torch.float64).clone(), persistent=False)
+        return self.graph.get_attr(name)
+
+    def map(self, node: Node, v: Value, fn: Callable[[fx.Node], fx.Node]) -> Value:
+        """``fn`` applied to every stream of ``v`` (a linear map: the exponent is kept)."""
+        return Value(tuple(fn(s) for s in v.streams), v.exp)
+
+    def rescaled(self, node: Node, raw: Sequence[fx.Node], exp: fx.Node,
+                 biases: Sequence[fx.Node] | None = None,
+                 bias_exp: fx.Node | None = None) -> Value:
+        """``raw * 2**exp`` (plus the biases) renormalized into a fresh value of ``node``."""
+        if biases and bias_exp is not None:
+            packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
+                               bias_exp, name=f"{node.name}_scaled")
+        elif biases:
+            packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
+                               name=f"{node.name}_scaled")
+        else:
+            packed = self.call(runtime.rescale, exp, *raw, name=f"{node.name}_scaled")
+        return self.packed(packed, node.name)
+
+    def packed(self, packed: fx.Node, name: str) -> Value:
+        """A value from a node returning ``(*streams, exponent)``."""
+        out = self.unpack(packed, [*self.stream_names(name), f"{name}_exp"])
+        return Value(tuple(out[:-1]), out[-1])
+
+    def stream_names(self, name: str) -> list[str]:
+        """The fx names of a value's streams."""
+        return [name] if self.mode == "norm" else [f"{name}_lo", f"{name}_delta"]
+
+    def power(self, c: float) -> float:
+        """``|c|^q``."""
+        return abs(c) ** self.q
+
+    def shift(self, exp: fx.Node, by: fx.Node | float, name: str) -> fx.Node:
+        """``exp + by`` (an exponent moved by a slot's or a constant's exponent)."""
+        if isinstance(by, float) and by == 0.0:
+            return exp
+        return self.call(operator.add, exp, by, name=name)
+
+    def power_split(self, c: float) -> tuple[float, float]:
+        """``|c|^q`` as ``(mantissa, exponent)`` without leaving float range (scaled only)."""
+        if c == 0.0 or not self.scaled:
+            return self.power(c), 0.0
+        log2 = self.q * math.log2(abs(c))
+        whole = math.floor(log2)
+        return 2.0 ** (log2 - whole), float(whole)
+
+    def tensor_power_split(self, c: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``|c|^q`` entrywise (float64) as ``(mantissa tensor, exponent)``."""
+        c = c.to(torch.float64).abs()
+        if not self.scaled:
+            return c.pow(self.q), 0.0
+        positive = c > 0
+        if not bool(positive.any()):
+            return torch.zeros_like(c), 0.0
+        log2 = self.q * torch.log2(torch.where(positive, c, torch.ones_like(c)))
+        whole = math.floor(float(log2[positive].max()))
+        return torch.where(positive, torch.exp2(log2 - whole), torch.zeros_like(c)), float(whole)

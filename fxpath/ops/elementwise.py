@@ -1,0 +1,83 @@
+"""Neurons applied position by position: ``relu`` and ``add`` (identity neurons
+``sum_k coeffs[k] * x_k + const``: residual adds and the exact ReLU rewrites)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import runtime
+from ..coordinates import Slot
+from ..emit import Emitter, Value
+from ..geometry import Frame, widest
+from ..ir import Graph, Node
+from .core import REAL, Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
+
+
+def _relu_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
+    """The identity: a ReLU neuron passes every path through."""
+    return ins[0]
+
+
+def _relu_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
+    """``max(x, 0)``."""
+    return F.relu(xs[0])
+
+
+def _relu_frame(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]
+                ) -> Frame | None:
+    """The input's frame."""
+    return ins[0]
+
+
+def _relu_transit(graph: Graph, node: Node, src: str, ids: Tensor) -> Tensor:
+    """Channels pass through unchanged (ReLU is positively homogeneous)."""
+    return ids
+
+
+def _add_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
+    """``sum_k |coeffs[k]|^q x_k + |const|^q`` (the constant starts paths of its own)."""
+    split = [e.power_split(c) for c in n.attrs["coeffs"]]
+    coeffs = [m for m, _ in split]
+    exps = [e.shift(v.exp, k, f"{n.name}_coeff{i}_exp") for i, (v, (_, k)) in
+            enumerate(zip(ins, split))]
+    const, const_exp = e.power_split(n.attrs["const"]) if n.attrs["const"] else (0.0, 0.0)
+    extra = (const_exp,) if const_exp else ()
+    packed = e.call(runtime.add, exps, [list(v.streams) for v in ins], coeffs,
+                    const, *extra, name=f"{n.name}_sum")
+    return e.packed(packed, n.name)
+
+
+def _add_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
+    """``sum_k coeffs[k] * x_k + const``."""
+    return sum(c * x for c, x in zip(n.attrs["coeffs"], xs)) + n.attrs["const"]
+
+
+def _add_frame(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]
+               ) -> Frame | None:
+    """Constant where every operand is (no broadcasting)."""
+    return widest(ins) if all(s == n.shape for s in shapes) else None
+
+
+_NO_PARAMS = "no parameters"
+
+RELU = register(Op(
+    name="relu",
+    doc="ReLU neurons",
+    attrs={},
+    path_rule=_relu_path, interpret_rule=_relu_run, frame_rule=_relu_frame,
+    rescale_rule=Rescaling("passes: channel ids unchanged", transit=_relu_transit),
+    slots_rule=does_not_apply(_NO_PARAMS),
+))
+
+ADD = register(Op(
+    name="add",
+    doc="identity neurons `sum_k coeffs[k] * x_k + const` (residual adds, scalar arithmetic, "
+        "the ReLU rewrites)",
+    attrs={"coeffs": Attr(Check("tuple[float]", lambda v: isinstance(v, tuple)
+                                and all(REAL(c) for c in v))),
+           "const": Attr(REAL)},
+    path_rule=_add_path, interpret_rule=_add_run, frame_rule=_add_frame,
+    rescale_rule=Rescaling("stops: the sum mixes the neuron with other paths"),
+    slots_rule=does_not_apply("fixed coefficients: no parameters"),
+))

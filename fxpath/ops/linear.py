@@ -1,0 +1,338 @@
+"""Parameterized ops: ``linear`` (conv, transposed conv, dense; with a folded BatchNorm) and
+``affine`` (a standalone per-channel map: an unfoldable frozen BatchNorm, a PReLU slope).
+
+These are the ops with coordinates: each output channel is a neuron whose incoming weights
+(and bias) are slots of the path network, so they are also where neuron rescaling starts
+(producers) and ends (consumers).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..coordinates import Fetch, Slot, bn_affine, channel_view, ident, power
+from ..emit import Emitter, Value
+from ..frame_conv import compression, frame_conv
+from ..geometry import Frame, window_frame
+from ..ir import BatchNormRef, Node
+from .core import (
+    INT,
+    INTS,
+    Attr,
+    Check,
+    Coordinates,
+    Op,
+    Rescaling,
+    RunContext,
+    When,
+    is_a,
+    one_of,
+    register,
+)
+from .rescaling import per_channel, scale_rows, writable
+
+__all__ = ["MAX_KEPT", "bn_forward", "tapped", "zero_padded_conv"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+#: a conv runs on the compressed image when that shrinks its output at least this much
+#: (whole-model A/B: benchmarks/interior_ab.py)
+MAX_KEPT = 0.5
+
+
+def zero_padded_conv(n: Node) -> bool:
+    """A conv with explicit zero padding: the windowed op `window_frame` describes."""
+    a = n.attrs
+    return (n.op == "linear" and a["kind"] == "conv" and "padding_mode" not in a
+            and not isinstance(a["padding"], str))
+
+
+def tapped(n: Node) -> bool:
+    """A dense layer on vectors (see `fxpath.codegen.tapped_nodes`)."""
+    return n.op == "linear" and n.attrs["kind"] == "dense" and len(n.shape) == 1
+
+
+def bn_forward(x: Tensor, bn: BatchNormRef, fetch: Fetch) -> Tensor:
+    """A frozen BatchNorm applied as the model applies it."""
+    return F.batch_norm(x, fetch(bn.running_mean), fetch(bn.running_var),
+                        fetch(bn.weight) if bn.weight else None,
+                        fetch(bn.bias) if bn.bias else None, False, 0.0, bn.eps)
+
+
+# -- path rules -------------------------------------------------------------------------------
+def _frame_in(e: Emitter, n: Node) -> Frame | None:
+    """The input frame of a conv worth running on its compressed image, else None."""
+    a = n.attrs
+    f_in = e.frames.get(n.inputs[0])
+    if f_in is None or not zero_padded_conv(n):
+        return None
+    cuts = compression(e.shapes[n.inputs[0]][1:], a["kernel"], a["stride"], a["padding"],
+                       a["dilation"], f_in)
+    kept = math.prod((c.size - c.count) / c.size for c in cuts)
+    in_channels = e.shapes[n.inputs[0]][0] // a["groups"]
+    macs = math.prod(n.shape) * in_channels * math.prod(a["kernel"])
+    return f_in if kept <= MAX_KEPT and macs >= e.min_macs else None
+
+
+def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.Node:
+    a = n.attrs
+    kind = a["kind"]
+    if kind == "dense":
+        return e.call(F.linear, x, w, name=name)
+    frame = _frame_in(e, n)
+    if frame is not None:  # constant interior: convolve the compressed image, expand
+        return e.call(frame_conv, x, w, a["stride"], a["padding"], a["dilation"], a["groups"],
+                      frame, name=name)
+    padding = a["padding"]
+    if "padding_mode" in a:
+        x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
+        padding = 0
+    if kind == "conv":
+        return e.call(_CONV[a["ndim"]], x, w, None, a["stride"], padding, a["dilation"],
+                      a["groups"], name=name)
+    return e.call(_CONV_T[a["ndim"]], x, w, None, a["stride"], padding, a["output_padding"],
+                  a["groups"], a["dilation"], name=name)
+
+
+def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
+                   apply: Callable[[fx.Node, fx.Node, str], fx.Node]) -> Value:
+    """Shared by linear and affine nodes: first slot multiplies, optional second adds."""
+    weight, bias = e.args[slots[0].name], (e.args[slots[1].name] if len(slots) > 1 else None)
+    if e.mode == "norm":
+        raw = [apply(v.streams[0], weight[0], f"{n.name}_linear")]
+        if n.name in e.taps and e.tapped_inputs is not None:  # d total / d tap is the
+            e.tapped_inputs.append(v.streams[0])  # gradient at this layer's output
+            raw = [e.call(operator.add, raw[0], e.taps[n.name], name=f"{n.name}_tapped")]
+        if e.scaled:  # mantissas in, exponents beside them
+            exp = e.shift(v.exp, e.exps[slots[0].name], f"{n.name}_weight_exp")
+            return e.rescaled(n, raw, exp, [bias[0]] if bias else None,
+                              e.exps[slots[1].name] if bias else None)
+        return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
+    lo, delta = v.streams
+    w_lo, w_hi = weight
+    w_gap = e.call(operator.sub, w_hi, w_lo, name=f"{n.name}_weight_gap")
+    y_lo = apply(lo, w_lo, f"{n.name}_lo_linear")
+    y_delta = e.call(operator.add, apply(delta, w_hi, f"{n.name}_delta_linear"),
+                     apply(lo, w_gap, f"{n.name}_gap_linear"), name=f"{n.name}_delta_sum")
+    biases = None
+    if bias:
+        b_gap = e.call(operator.sub, bias[1], bias[0], name=f"{n.name}_bias_gap")
+        biases = [bias[0], b_gap]
+    return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
+
+
+def _probed(e: Emitter, out: Value) -> Value:
+    if e.probes is not None:  # the scaled output of every parameterized node
+        e.probes.append(out.streams[0])
+    return out
+
+
+def _linear_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
+    """``|W|^q`` applied by the same conv/dense op (on the compressed image where framed),
+    plus ``|b|^q``."""
+    return _probed(e, _parameterized(e, n, ins[0], slots,
+                                     lambda x, w, name: _apply_linear(e, n, x, w, name)))
+
+
+def _affine_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
+    """``x * |s|^q + |t|^q`` per channel."""
+    return _probed(e, _parameterized(e, n, ins[0], slots,
+                                     lambda x, w, name: e.call(operator.mul, x, w, name=name)))
+
+
+# -- reference semantics ----------------------------------------------------------------------
+def _linear_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
+    """The conv/dense op on the lifted (BatchNorm-folded) weight and bias."""
+    a, x = n.attrs, xs[0]
+    w, *b = _linear_lift(n, ctx.fetch, None)
+    if a["kind"] == "dense":
+        y = F.linear(x, w)
+    else:
+        padding = a["padding"]
+        if "padding_mode" in a:
+            x, padding = F.pad(x, list(a["pad"]), a["padding_mode"]), 0
+        if a["kind"] == "conv":
+            y = _CONV[a["ndim"]](x, w, None, a["stride"], padding, a["dilation"], a["groups"])
+        else:
+            y = _CONV_T[a["ndim"]](x, w, None, a["stride"], padding, a["output_padding"],
+                                   a["groups"], a["dilation"])
+    return y + b[0] if b else y
+
+
+def _affine_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
+    """The frozen BatchNorm, or ``x * (-a)`` for a PReLU's negative part."""
+    x = xs[0]
+    if n.attrs["kind"] == "batchnorm":
+        return bn_forward(x, n.attrs["bn"], ctx.fetch)
+    slope = -ctx.fetch(n.params["weight"])
+    return x * (slope.reshape(-1, *([1] * (x.dim() - 2))) if x.dim() > 2 else slope.reshape(-1))
+
+
+# -- constant interiors -----------------------------------------------------------------------
+def _linear_frame(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]
+                  ) -> Frame | None:
+    """Zero-padded convs: the window geometry of the input frame; else none known."""
+    a = n.attrs
+    if not zero_padded_conv(n) or ins[0] is None:
+        return None
+    return window_frame(ins[0], shapes[0][1:], n.shape[1:], a["kernel"], a["stride"],
+                        a["padding"], a["dilation"])
+
+
+def _affine_frame(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]
+                  ) -> Frame | None:
+    """The input's frame (one factor per channel), unless channels are last."""
+    if len(n.shape) > 1 and n.channel_dim() != 1:
+        return None  # channels last: the per-channel factor varies along a "spatial" dim
+    return ins[0]
+
+
+# -- rescaling --------------------------------------------------------------------------------
+def _free_bn(n: Node) -> bool:
+    return n.attrs["kind"] == "batchnorm" and n.attrs["bn"].weight is not None
+
+
+def _always(n: Node) -> bool:
+    return True
+
+
+def _scale_linear(model: nn.Module, node: Node, lam: Tensor) -> None:
+    bn = node.attrs.get("bn")
+    out_dim = 1 if node.attrs["kind"] == "conv_transpose" else 0
+    scale_rows(writable(model, node.params["weight"]), lam, out_dim)
+    if "bias" in node.params:
+        scale_rows(writable(model, node.params["bias"]), lam, 0)
+    if bn is not None:  # BN(lam z) with mean * lam and bias * lam is lam * BN(z)
+        scale_rows(writable(model, bn.running_mean), lam, 0)
+        if bn.bias is not None:
+            scale_rows(writable(model, bn.bias), lam, 0)
+
+
+def _scale_affine(model: nn.Module, node: Node, lam: Tensor) -> None:
+    bn = node.attrs["bn"]  # standalone BN: y = s x + t, scale s (its weight) and t (its bias)
+    scale_rows(writable(model, bn.weight), lam, 0)
+    if bn.bias is not None:
+        scale_rows(writable(model, bn.bias), lam, 0)
+
+
+def _divide_linear(model: nn.Module, node: Node, factors: Tensor) -> None:
+    w = writable(model, node.params["weight"])
+    kind = node.attrs["kind"]
+    if kind == "dense":
+        f = factors.reshape(-1, factors.shape[-1])[0]
+        w.div_(f.to(w.dtype).reshape(1, -1))
+        return
+    f = per_channel(factors)
+    if kind == "conv_transpose":
+        scale_rows(w, 1.0 / f, 0)
+        return
+    cin_g = w.shape[1]
+    cout_g = w.shape[0] // node.attrs["groups"]
+    group_of_out = torch.arange(w.shape[0]) // cout_g
+    index = group_of_out[:, None] * cin_g + torch.arange(cin_g)[None, :]
+    w.div_(f[index].to(w.dtype).reshape(*index.shape, *([1] * (w.dim() - 2))))
+
+
+def _divide_affine(model: nn.Module, node: Node, factors: Tensor) -> None:
+    f = per_channel(factors)  # standalone BN absorbs 1/lam: weight / lam, mean * lam
+    scale_rows(writable(model, node.attrs["bn"].weight), 1.0 / f, 0)
+    scale_rows(writable(model, node.attrs["bn"].running_mean), f, 0)
+
+
+# -- coordinates ------------------------------------------------------------------------------
+def _linear_slots(n: Node) -> list[Slot]:
+    base, bn = ident(n.name), n.attrs.get("bn")
+    out = [Slot(f"{base}_weight", n.name, "weight", n.params["weight"])]
+    if bn is not None:
+        out.append(Slot(f"{base}_bias", n.name, "bias", bn.bias or n.params.get("bias")))
+    elif "bias" in n.params:
+        out.append(Slot(f"{base}_bias", n.name, "bias", n.params["bias"]))
+    return out
+
+
+def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = None
+                 ) -> list[Tensor]:
+    w = fetch(n.params["weight"])
+    c = fetch(n.params["bias"]) if "bias" in n.params else None
+    bn: BatchNormRef | None = n.attrs.get("bn")
+    if bn is None:
+        weight = power(w, q, out)
+        return [weight] if c is None else [weight, power(channel_view(c, n), q)]
+    s, t = bn_affine(bn, fetch)
+    out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
+    shape = [1] * w.dim()
+    shape[out_dim] = -1
+    bias = power(channel_view(t if c is None else t + c * s, n), q)
+    if q is None:
+        return [w * s.reshape(shape), bias]
+    # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
+    return [power(w, q, out).mul_(power(s, q).reshape(shape)), bias]
+
+
+def _affine_slots(n: Node) -> list[Slot]:
+    base = ident(n.name)
+    if n.attrs["kind"] == "batchnorm":
+        bn = n.attrs["bn"]
+        return [Slot(f"{base}_scale", n.name, "scale", bn.weight),
+                Slot(f"{base}_shift", n.name, "shift", bn.bias)]
+    return [Slot(f"{base}_scale", n.name, "scale", n.params["weight"])]
+
+
+def _affine_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = None
+                 ) -> list[Tensor]:
+    if n.attrs["kind"] == "batchnorm":
+        s, t = bn_affine(n.attrs["bn"], fetch)
+        return [power(channel_view(s, n), q), power(channel_view(t, n), q)]
+    # prelu: the negative part's edge weight is -a
+    return [power(channel_view(-fetch(n.params["weight"]), n), q)]
+
+
+# -- definitions ------------------------------------------------------------------------------
+_CONVS = When("kind", ("conv", "conv_transpose"))
+
+LINEAR = register(Op(
+    name="linear",
+    doc="a parameterized linear map (conv, transposed conv, dense), optionally with a folded "
+        "frozen BatchNorm `bn` scaling its output channels",
+    attrs={"kind": Attr(one_of("conv", "conv_transpose", "dense")),
+           "ndim": Attr(INT, _CONVS), "kernel": Attr(INTS, _CONVS),
+           "stride": Attr(INTS, _CONVS), "dilation": Attr(INTS, _CONVS),
+           "groups": Attr(INT, _CONVS),
+           "padding": Attr(Check("tuple[int]|str", lambda v: INTS(v) or isinstance(v, str)),
+                           _CONVS),
+           "output_padding": Attr(INTS, When("kind", ("conv_transpose",))),
+           "padding_mode": Attr(is_a(str), required=False),
+           "pad": Attr(INTS, When("padding_mode", ("reflect", "replicate", "circular"))),
+           "bn": Attr(is_a(BatchNormRef), required=False)},
+    path_rule=_linear_path, interpret_rule=_linear_run, frame_rule=_linear_frame,
+    rescale_rule=Rescaling("consumer (divides its input weights by lam) and producer (its "
+                           "weights, bias and folded BatchNorm scale by lam)",
+                           absorbs=_always, divide=_divide_linear, produces=_always,
+                           scale=_scale_linear),
+    slots_rule=Coordinates("`weight` (`W * s` with a folded BatchNorm), `bias` if any",
+                           _linear_slots, _linear_lift),
+))
+
+AFFINE = register(Op(
+    name="affine",
+    doc="a standalone per-channel affine map: a frozen BatchNorm that cannot be folded "
+        "(`kind` batchnorm) or a PReLU's negative slope (`kind` prelu, parameter `weight`)",
+    attrs={"kind": Attr(one_of("batchnorm", "prelu")),
+           "bn": Attr(is_a(BatchNormRef), When("kind", ("batchnorm",)))},
+    path_rule=_affine_path, interpret_rule=_affine_run, frame_rule=_affine_frame,
+    rescale_rule=Rescaling("consumer and producer when a BatchNorm with a weight (it absorbs "
+                           "1/lam in weight and mean); a PReLU slope stops it",
+                           absorbs=_free_bn, divide=_divide_affine, produces=_free_bn,
+                           scale=_scale_affine),
+    slots_rule=Coordinates("BatchNorm: `scale` s and `shift` t; PReLU: `scale` -a",
+                           _affine_slots, _affine_lift),
+))
