@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_leaves
 
 import fxpath
 from fxpath import UnsupportedModelError
+from fxpath.rescale import rescalable_neurons
 
 SHAPE = (3, 5, 5)
 Forward = Callable[[nn.Module, torch.Tensor], object]
@@ -205,20 +206,33 @@ def _timm(name: str, **kwargs: object) -> nn.Module:
 
 
 def _reproduces(model: nn.Module, shape: tuple[int, ...]) -> fxpath.PathProgram:
+    """The IR computes the model's function, and the path-norm is unchanged under neuron
+    rescaling (a twin with other weights, the same function and the same path-lifting)."""
     model = randomize_batchnorm(model).double().eval()
     prog = fxpath.compile(model, shape, dtype=torch.float64)
     assert_same_function(prog.graph, model, shape, batch=2)
+    twin = fxpath.rescale(model, shape, factors=(0.25, 1.0, 64.0), seed=0)
+    if rescalable_neurons(prog.graph):  # (LeakyReLU nets have none: their rewrite is an add)
+        assert any(not torch.equal(a, b) for a, b in zip(model.parameters(),
+                                                         twin.parameters()))
+    assert fxpath.path_norm(twin, shape).log2 == pytest.approx(prog.path_norm().log2,
+                                                                rel=1e-10)
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), rtol=1e-8, atol=1e-8)
     return prog
 
 
-def test_shufflenet_v2_channel_split() -> None:
+@pytest.mark.parametrize("width", ["x0_5", "x1_0", "x1_5", "x2_0"])
+def test_shufflenet_v2_channel_split(width: str) -> None:
     torch.manual_seed(0)
-    prog = _reproduces(torchvision.models.shufflenet_v2_x0_5(weights=None), (3, 64, 64))
+    model = torchvision.models.get_model(f"shufflenet_v2_{width}", weights=None)
+    prog = _reproduces(model, (3, 64, 64))
     assert any(n.op == "reshape" and n.attrs["fn"] == "getitem" for n in prog.graph)
 
 
 @pytest.mark.parametrize("name", ["res2net50_14w_8s", "res2net50_26w_4s", "cspresnet50",
-                                  "cspdarknet53", "dla60_res2net"])
+                                  "cspdarknet53", "dla60_res2net", "fasternet_t2"])
 def test_timm_split_models(name: str) -> None:
     prog = _reproduces(_timm(name), (3, 32, 32))
     assert any(n.op == "reshape" and n.attrs["fn"] == "getitem" for n in prog.graph)
