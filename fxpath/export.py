@@ -48,10 +48,18 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils._pytree import tree_leaves
 
-from . import lower as _fx_lower
 from .errors import ArgumentError, FxPathError, TraceError
 from .ir import BatchNormRef, Graph, Node
-from .lower import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
+from .refusals import ATEN_OPS as _UNSUPPORTED_OPS
+from .refusals import (
+    BN_STATS,
+    LAYER_SCALE,
+    MIXES_PARAMS,
+    MIXES_SAMPLES,
+    MODULES,
+    PRODUCT,
+    RUNTIME_WEIGHT,
+)
 from .tracer import TRACE_BATCH
 from .validate import as_input_shapes, eval_mode
 
@@ -61,44 +69,11 @@ aten = torch.ops.aten
 
 Rule = Callable[["_Lowering", fx.Node, dict[str, Any]], None]
 
-#: refusal reasons shared with the fx front end (`fxpath.lower`)
-BN_STATS = ("BatchNorm uses batch statistics (training mode or no running stats); call "
-            "model.eval() first")
-MIXES_SAMPLES = ("mixes samples: its output does not keep the batch dimension first (e.g. "
-                 "windows folded into the batch); fxpath needs per-sample layers")
-MIXES_PARAMS = ("mixes activations with a tensor computed from parameters or constants ({}, "
-                "e.g. a class token or positional embedding)")
-LAYER_SCALE = ("multiplication by a parameter or constant tensor (e.g. layer scale) is not "
-               "supported yet")
-RUNTIME_WEIGHT = ("its {} is computed at run time (e.g. weight standardization), not read from "
-                  "a parameter")
-
-#: ATen ops (by overload packet name) that no ReLU-DAG has, and why
-_UNSUPPORTED_OPS: dict[str, str] = {
-    **{op: NOT_HOMOGENEOUS for op in (
-        "sigmoid", "sigmoid_", "silu", "silu_", "gelu", "gelu_", "tanh", "tanh_", "hardswish",
-        "hardswish_", "hardsigmoid", "hardsigmoid_", "mish", "mish_", "elu", "elu_", "selu",
-        "selu_", "celu", "celu_", "softplus", "softshrink", "hardshrink", "log_sigmoid_forward",
-        "glu", "_softmax", "softmax", "_log_softmax", "log_softmax", "exp", "exp_", "erf",
-        "log", "sqrt", "rsqrt", "pow", "reciprocal", "abs", "sign", "sin", "cos", "where")},
-    **{op: DATA_NORM for op in (
-        "layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "instance_norm",
-        "linalg_vector_norm", "norm", "var", "var_mean", "std", "std_mean",
-        "local_response_norm")},
-    **{op: PRODUCT for op in (
-        "matmul", "bmm", "mm", "einsum", "baddbmm", "scaled_dot_product_attention",
-        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention")},
-    **{op: BN_STATS for op in ("_native_batch_norm_legit", "_native_batch_norm_legit_functional")},
-    "index": "indexing with index tensors (a gather; reflect or replicate padding after "
-             "run_decompositions() becomes one) is not supported: lower the program as exported",
-}
-
 #: torch.nn module types the fx front end refuses as a whole (every op of their forward is
 #: reported once, as the module), by qualified class name
 _UNSUPPORTED_MODULES: dict[str, str] = {
     f"{t.__module__}.{t.__qualname__}": reason
-    for t, reason in getattr(_fx_lower, "_UNSUPPORTED_MODULES", {}).items()}
+    for t, reason in MODULES.items()}
 
 #: torch.nn modules whose one op is a re-indexing or an identity: their node keeps their name
 _SHAPE_MODULE = re.compile(r"(Flatten|Unflatten|Identity|Dropout|Pad)\w*$")

@@ -31,38 +31,14 @@ from torch.utils._pytree import tree_leaves
 
 from .errors import FxPathError, TraceError
 from .ir import BatchNormRef, Graph, Node
+from .refusals import FUNCTIONS as _UNSUPPORTED_FUNCTIONS
+from .refusals import METHODS as _UNSUPPORTED_METHODS
+from .refusals import MODULES as _UNSUPPORTED_MODULES
+from .refusals import PRODUCT
 from .tracer import TRACE_BATCH, where
 
 __all__ = ["has_rule", "lower"]
 
-NOT_HOMOGENEOUS = "not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)"
-DATA_NORM = "data-dependent normalization (its statistics depend on the input)"
-PRODUCT = "product of two activations (e.g. a squeeze-excitation gate or attention)"
-
-_UNSUPPORTED_MODULES: dict[type, str] = {
-    **{m: NOT_HOMOGENEOUS for m in (nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-                                    nn.Hardsigmoid, nn.Mish, nn.ELU, nn.SELU, nn.CELU,
-                                    nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
-                                    nn.Softmax, nn.LogSoftmax, nn.GLU)},
-    **{m: DATA_NORM for m in (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
-                              nn.InstanceNorm3d, nn.LocalResponseNorm)},
-    nn.MultiheadAttention: PRODUCT,
-}
-_UNSUPPORTED_FUNCTIONS: dict[Any, str] = {
-    **{f: NOT_HOMOGENEOUS for f in (torch.sigmoid, F.sigmoid, F.silu, F.gelu, torch.tanh, F.tanh,
-                                    F.hardswish, F.hardsigmoid, F.mish, F.elu, F.selu, F.celu,
-                                    F.softplus, torch.softmax, F.softmax, F.log_softmax, torch.exp,
-                                    torch.erf)},
-    **{f: DATA_NORM for f in (F.layer_norm, F.group_norm, F.instance_norm, F.normalize,
-                              F.local_response_norm)},
-    **{f: PRODUCT for f in (torch.matmul, torch.bmm, operator.matmul, torch.einsum,
-                            F.scaled_dot_product_attention)},
-}
-_UNSUPPORTED_METHODS: dict[str, str] = {
-    **{m: NOT_HOMOGENEOUS for m in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "exp",
-                                    "log_softmax")},
-    **{m: PRODUCT for m in ("matmul", "bmm", "__matmul__")},
-}
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                      nn.AlphaDropout, nn.FeatureAlphaDropout)
 _IDENTITY_METHODS = frozenset({"contiguous", "clone", "detach", "float", "double", "to", "type_as",

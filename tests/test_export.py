@@ -27,8 +27,8 @@ from fxpath.errors import ArgumentError
 from fxpath.export import lower_exported, trace_export
 from fxpath.ir import Graph
 from fxpath.lift import lift, slots, split_power
-from fxpath.lower import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
 from fxpath.params import ParamSource
+from fxpath.refusals import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
 from fxpath.results import log2_of
 
 
