@@ -197,6 +197,22 @@ def _to_numpy(x: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 STRING_OPS = ("add", "cat", "mean")
+#: re-indexing string ops with arguments: ``"chunk:K:I"`` is ``torch.chunk(x, K, 1)[I]`` and
+#: ``"split:S:I"`` is ``torch.split(x, S, 1)[I]`` (channel pieces of one multi-result op)
+PIECE_OPS = ("chunk", "split")
+
+
+def _piece_op(op: str) -> tuple[str, int, int] | None:
+    """``(kind, K or S, I)`` of a piece op string, else None."""
+    parts = op.split(":")
+    if len(parts) == 3 and parts[0] in PIECE_OPS:
+        return parts[0], int(parts[1]), int(parts[2])
+    return None
+
+
+def _piece(x: torch.Tensor, op: str) -> torch.Tensor:
+    kind, n, i = _piece_op(op)  # type: ignore[misc]
+    return (torch.chunk(x, n, dim=1) if kind == "chunk" else torch.split(x, n, dim=1))[i]
 _RESERVED = {"input_shape", "fold_bn", "spec_nodes", "spec_outputs"}
 
 
@@ -219,7 +235,7 @@ class SpecNet(nn.Module):
             if isinstance(op, nn.Module):
                 self.add_module(name, op)
                 kind = "module"
-            elif op in STRING_OPS:
+            elif op in STRING_OPS or _piece_op(op) is not None:
                 kind = op
             else:
                 raise ValueError(f"node {name!r}: unknown op {op!r}")
@@ -240,6 +256,8 @@ class SpecNet(nn.Module):
                 env[name] = out
             elif kind == "cat":
                 env[name] = torch.cat(args, dim=1)
+            elif kind not in STRING_OPS:  # a channel piece of chunk / split
+                env[name] = _piece(args[0], kind)
             else:  # 'mean': global mean over H, W
                 env[name] = torch.mean(args[0], dim=(2, 3))
         outs = tuple(env[o] for o in self.spec_outputs)
@@ -398,8 +416,11 @@ def build_dag(net: SpecNet) -> NeuronDAG:
         args = [b.env[i] for i in inputs]
         if kind == "module":
             out, fresh = _build_module(b, name, getattr(net, name), inputs, args)
-        else:
+        elif kind in _STRING_BUILDERS:
             out, fresh = _STRING_BUILDERS[kind](b, args)
+        else:  # a channel piece: the same neurons, re-indexed (the numpy twin of `_piece`)
+            channels = _piece(torch.arange(args[0].shape[0]).reshape(1, -1), kind)[0]
+            out, fresh = args[0][channels.numpy()], False
         b.env[name] = out
         b.fresh[name] = fresh
     b.dag.node_neurons = dict(b.env)
@@ -1096,6 +1117,22 @@ def concat_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
     return _make(spec, seed, dtype)
 
 
+def split_chunk_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
+    """A conv whose 5 channels are chunked (3 + 2) and split (2 + 2 + 1); the pieces feed a
+    residual add, a second conv and a concat, one piece is left unused."""
+    def spec() -> Spec:
+        return (Spec((2, 4, 4))
+                .node("stem", nn.Conv2d(2, 5, 3, padding=1)).node("relu", nn.ReLU())
+                .node("c0", "chunk:2:0", "relu").node("c1", "chunk:2:1", "relu")
+                .node("s0", "split:2:0", "relu").node("s2", "split:2:2", "relu")
+                .node("conv", nn.Conv2d(2, 2, 3, padding=1), "c1").node("r2", nn.ReLU())
+                .node("res", "add", "r2", "s0")
+                .node("cat", "cat", "c0", "res", "s2")
+                .node("pool", nn.MaxPool2d(2)).node("flat", nn.Flatten())
+                .node("fc", nn.Linear(6 * 2 * 2, 3)))
+    return _make(spec, seed, dtype)
+
+
 def _act(kind: str, channels: int) -> nn.Module:
     """The activation module for ``activations(kind)``."""
     table: dict[str, Callable[[], nn.Module]] = {
@@ -1136,5 +1173,6 @@ ALL_FACTORIES: dict[str, Callable[[], Case]] = {
     "residual_add_fold": lambda: residual_add(fold=True),
     "residual_add_nofold": lambda: residual_add(fold=False),
     "concat_net": concat_net,
+    "split_chunk_net": split_chunk_net,
     **{f"activations_{k}": (lambda k=k: activations(k)) for k in ACTIVATION_KINDS},
 }
