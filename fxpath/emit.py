@@ -81,7 +81,7 @@ class Emitter:
         self.root.register_buffer(name, value.to(torch.float64).clone(), persistent=False)
         return self.graph.get_attr(name)
 
-    def map(self, node: Node, v: Value, fn: Callable[[fx.Node], fx.Node]) -> Value:
+    def map(self, v: Value, fn: Callable[[fx.Node], fx.Node]) -> Value:
         """``fn`` applied to every stream of ``v`` (a linear map: the exponent is kept)."""
         return Value(tuple(fn(s) for s in v.streams), v.exp)
 

@@ -65,9 +65,9 @@ def _pool_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Valu
         def fn(x: fx.Node) -> fx.Node:
             return e.method("sum", x, a["dims"], a["keepdim"], name=f"{n.name}_sum")
         factor, shift = (None, 0.0) if coeff == 1.0 else e.power_split(float(coeff))
-    out = e.map(n, ins[0], fn)
+    out = e.map(ins[0], fn)
     if factor is not None:
-        out = e.map(n, out, lambda s: e.call(operator.mul, s, factor, name=f"{n.name}_weighted"))
+        out = e.map(out, lambda s: e.call(operator.mul, s, factor, name=f"{n.name}_weighted"))
     return e.rescaled(n, out.streams, e.shift(out.exp, shift, f"{n.name}_coeff_exp"))
 
 

@@ -35,12 +35,12 @@ def _reshape_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> V
     a = n.attrs
     fn = a["fn"]
     if fn == "view":
-        return e.map(n, ins[0], lambda x: e.method("reshape", x, (1, *n.shape), name=n.name))
+        return e.map(ins[0], lambda x: e.method("reshape", x, (1, *n.shape), name=n.name))
     if fn == "permute":
-        return e.map(n, ins[0], lambda x: e.method("permute", x, a["dims"], name=n.name))
+        return e.map(ins[0], lambda x: e.method("permute", x, a["dims"], name=n.name))
     if fn == "getitem":
-        return e.map(n, ins[0], lambda x: e.call(operator.getitem, x, a["index"], name=n.name))
-    return e.map(n, ins[0], lambda x: e.call(F.pad, x, list(a["pad"]), a["mode"], name=n.name))
+        return e.map(ins[0], lambda x: e.call(operator.getitem, x, a["index"], name=n.name))
+    return e.map(ins[0], lambda x: e.call(F.pad, x, list(a["pad"]), a["mode"], name=n.name))
 
 
 def _reshape_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
