@@ -187,6 +187,33 @@ def _times(fn: Callable[[], object], repeats: int, device: str, warmup: int = 1)
     return times
 
 
+def ratio_rows(names: list[str], repeats: int, device: str,
+               calls: Callable[[nn.Module, tuple[int, ...]], dict[str, Callable[[], object]]],
+               shape: tuple[int, ...] = (3, 224, 224)) -> dict[str, dict[str, float]]:
+    """``{model: {call: paired ratio to the forward, call_ms: ms, forward_ms: ms}}`` for the
+    calls ``calls(model, shape)`` makes (warnings silenced: fallbacks are expected here)."""
+    import warnings
+
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        model = build(name).to(device)
+        x = torch.randn(1, *shape, device=device)
+
+        @torch.no_grad()
+        def forward(model: nn.Module = model, x: torch.Tensor = x) -> None:
+            model(x)
+
+        row: dict[str, float] = {"forward_ms": paired_ratio(forward, forward, 3, device)[0]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for key, fn in calls(model, shape).items():
+                ms, ratio, _ = paired_ratio(fn, forward, repeats, device)
+                row[key], row[f"{key}_ms"] = ratio, ms
+        rows[name] = row
+        print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return rows
+
+
 def paired_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
                  device: str, warmup: int = 1) -> tuple[float, float, float]:
     """``(median ms, median wall-time ratio, median CPU-time ratio)`` of ``fn`` to the forward.

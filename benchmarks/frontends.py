@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from collections.abc import Callable
 
 import torch
-from bench_path import RESULTS, build, machine, paired_ratio
+from bench_path import RESULTS, machine, ratio_rows
 
 import fxpath
 from fxpath.export import trace_export
@@ -47,28 +46,6 @@ def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[
     }
 
 
-def run(names: list[str], repeats: int, device: str) -> dict[str, dict[str, float]]:
-    """``{model: {column: ratio, column_ms: ms}}``."""
-    rows: dict[str, dict[str, float]] = {}
-    for name in names:
-        model = build(name).to(device)
-        x = torch.randn(1, 3, 224, 224, device=device)
-
-        @torch.no_grad()
-        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
-            model(x)
-
-        row: dict[str, float] = {"forward_ms": paired_ratio(forward, forward, 3, device)[0]}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for key, fn in calls(model, (3, 224, 224)).items():
-                ms, ratio, _ = paired_ratio(fn, forward, repeats, device)
-                row[key], row[f"{key}_ms"] = ratio, ms
-        rows[name] = row
-        print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
-    return rows
-
-
 def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
     """The results table."""
     head = "| model | forward ms | " + " | ".join(COLUMNS) + " |"
@@ -90,7 +67,7 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the result file names")
     args = p.parse_args()
     info = machine(args.device)
-    rows = run(args.models, args.repeats, args.device)
+    rows = ratio_rows(args.models, args.repeats, args.device, calls)
     stem = RESULTS / f"frontends_{args.device.split(':')[0]}{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(markdown(rows, info))

@@ -23,13 +23,14 @@ import json
 from collections.abc import Callable
 
 import torch
-from bench_path import RESULTS, build, machine, paired_ratio
+from bench_path import RESULTS, machine, ratio_rows
 
 import fxpath
 
 
-def calls(prog: fxpath.PathProgram) -> dict[str, Callable[[], object]]:
-    """The timed calls on one compiled program."""
+def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:
+    """The timed calls on one compiled program of ``model``."""
+    prog = fxpath.compile(model, shape)
     mags = prog.magnitudes_detached()  # computed once: the old cache's view of the weights
     norm_net = prog.path_network(1.0)
     return {
@@ -38,28 +39,6 @@ def calls(prog: fxpath.PathProgram) -> dict[str, Callable[[], object]]:
         "scores_cached": lambda: prog._call(("scores",), prog._scores, mags),
         "scores_live": prog.path_magnitude,
     }
-
-
-def run(names: list[str], repeats: int, device: str) -> dict[str, dict[str, float]]:
-    """``{model: {call: ratio to forward}}`` plus the forward's milliseconds."""
-    rows: dict[str, dict[str, float]] = {}
-    for name in names:
-        model = build(name).to(device)
-        x = torch.randn(1, 3, 224, 224, device=device)
-
-        @torch.no_grad()
-        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
-            model(x)
-
-        prog = fxpath.compile(model, (3, 224, 224))
-        row: dict[str, float] = {}
-        for key, fn in calls(prog).items():
-            ms, ratio, _ = paired_ratio(fn, forward, repeats, device)
-            row[key], row[f"{key}_ms"] = ratio, ms
-        row["forward_ms"] = paired_ratio(forward, forward, 3, device)[0]
-        rows[name] = row
-        print(name, {k: round(v, 3) for k, v in row.items()}, flush=True)
-    return rows
 
 
 def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
@@ -89,7 +68,7 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the result file names")
     args = p.parse_args()
     info = machine(args.device)
-    rows = run(args.models, args.repeats, args.device)
+    rows = ratio_rows(args.models, args.repeats, args.device, calls)
     stem = RESULTS / f"live_params_{args.device.split(':')[0]}{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(markdown(rows, info))
