@@ -20,5 +20,5 @@ timeout 60 python3 benchmarks/bench_path.py --device cuda --threads 16 --scaling
 # what reading the live weights costs on the GPU (old cache hit against the live call)
 timeout 90 python3 benchmarks/live_params.py --device cuda --models resnet18 resnet50 vgg16 \
     --repeats 11 2>&1 | tee "$OUT/live_params.log"
-cp benchmarks/results/*gpu* "$OUT/" 2>/dev/null
+cp benchmarks/results/*gpu* benchmarks/results/*cuda* "$OUT/" 2>/dev/null
 exit 0
