@@ -8,7 +8,15 @@ torch.fx GraphModule whose single pass on an all-ones input gives ``||Phi(theta)
 from __future__ import annotations
 
 from .api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
-from .errors import FxPathError, TraceError, UnsupportedModelError, UnsupportedOp
+from .errors import (
+                     ArchitectureMismatchError,
+                     ArgumentError,
+                     FxPathError,
+                     NonFiniteError,
+                     TraceError,
+                     UnsupportedModelError,
+                     UnsupportedOp,
+)
 from .program import PathProgram
 from .prune import PruneReport, prune
 from .rescale import rescale
@@ -16,6 +24,7 @@ from .results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["FxPathError", "PathMetric", "PathNorm", "PathProgram", "PruneReport", "TraceError",
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "NonFiniteError",
+           "PathMetric", "PathNorm", "PathProgram", "PruneReport", "TraceError",
            "UnsupportedModelError", "UnsupportedOp", "compile", "lipschitz_bound",
            "path_magnitude", "path_metric", "path_norm", "prune", "rescale"]
