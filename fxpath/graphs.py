@@ -10,8 +10,8 @@ the run-to-run order of cuDNN's weight-gradient sums, which is not fixed in eage
 `GraphedCall` runs its first call eagerly (a one-off call pays no capture), captures on the
 second and replays from then on. Inputs marked *borrowed* (the program's magnitude buffers) are
 read in place by the graph: their current values, whatever changed them, are what a replay sees, and
-nothing is copied. If a borrowed input is another tensor than at capture (a replaced
-parameter), the graph is captured again: it never writes into a tensor it does not own. Other
+nothing is copied. If a borrowed input is another tensor than at capture (or its memory was
+swapped), the graph is captured again: it never writes into a tensor it does not own. Other
 inputs (small per-call tensors: biases, BatchNorm scales) are copied into the graph's own
 buffers. If a capture fails, the call falls back to eager for good, with a warning.
 """

@@ -358,7 +358,9 @@ class PathProgram:
         return PathMetric(log2, exact, norm)
 
     def _norm_of(self, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:
-        total, exp = self._call(("norm", 1.0), self.path_network(1.0),
+        # its own graph key: the ("norm", 1.0) graph reads the program's buffers in place,
+        # and fresh magnitudes fed to it would force a capture on every alternation
+        total, exp = self._call(("norm_of", 1.0), self.path_network(1.0),
                                 [v.abs() for v in coords.values()])
         log2 = log2_of(float(total), float(exp))
         self._require_finite([log2], source)
