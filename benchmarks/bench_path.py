@@ -214,6 +214,27 @@ def ratio_rows(names: list[str], repeats: int, device: str,
     return rows
 
 
+def ratio_main(doc: str, prefix: str, calls: Callable[..., dict[str, Callable[[], object]]],
+               markdown: Callable[[dict[str, dict[str, float]], dict[str, str]], str],
+               models: list[str], repeats: int) -> None:
+    """The command line shared by the ratio benchmarks: run ``ratio_rows`` over ``--models``
+    and write ``results/<prefix>_<device><tag>.{json,md}`` with the machine described."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=models)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    args = p.parse_args()
+    info = machine(args.device)
+    rows = ratio_rows(args.models, args.repeats, args.device, calls)
+    stem = RESULTS / f"{prefix}_{args.device.split(':')[0]}{args.tag}"
+    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(markdown(rows, info))
+    print(markdown(rows, info))
+
+
 def paired_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
                  device: str, warmup: int = 1) -> tuple[float, float, float]:
     """``(median ms, median wall-time ratio, median CPU-time ratio)`` of ``fn`` to the forward.

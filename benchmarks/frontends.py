@@ -16,12 +16,10 @@ Writes benchmarks/results/frontends_<device>.md and .json (machine and commit de
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
 
 import torch
-from bench_path import RESULTS, machine, ratio_rows
+from bench_path import ratio_main
 
 import fxpath
 from fxpath.export import trace_export
@@ -60,18 +58,7 @@ def markdown(rows: dict[str, dict[str, float]], info: dict[str, str]) -> str:
 
 def main() -> None:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "vgg16"])
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tag", default="", help="suffix of the result file names")
-    args = p.parse_args()
-    info = machine(args.device)
-    rows = ratio_rows(args.models, args.repeats, args.device, calls)
-    stem = RESULTS / f"frontends_{args.device.split(':')[0]}{args.tag}"
-    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    stem.with_suffix(".md").write_text(markdown(rows, info))
-    print(markdown(rows, info))
+    ratio_main(__doc__, "frontends", calls, markdown, ["resnet18", "resnet50", "vgg16"], 7)
 
 
 if __name__ == "__main__":
