@@ -10,7 +10,7 @@ from fxpath.passes import check_supported, normalize
 from fxpath.passes._rebuild import rebuild
 
 import fxpath
-import fxpath.lower as lower_mod
+import fxpath.lower.fx as lower_mod
 from fxpath import UnsupportedModelError
 from fxpath.ir import Graph, Node
 
