@@ -19,11 +19,13 @@ Writes benchmarks/results/live_params_<device>.md and .json (machine and commit 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from bench_path import ratio_main
 
 import fxpath
+from fxpath.scores import from_magnitudes
 
 
 def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:
@@ -32,9 +34,10 @@ def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[
     mags = prog.magnitudes_detached()  # computed once: the old cache's view of the weights
     norm_net = prog.path_network(1.0)
     return {
-        "norm_cached": lambda: prog._call(("norm", 1.0), norm_net, mags),
+        "norm_cached": lambda: prog.runner.call(("norm", 1.0), norm_net, mags),
         "norm_live": prog.path_norm,
-        "scores_cached": lambda: prog._call(("scores",), prog._scores, mags),
+        "scores_cached": lambda: prog.runner.call(("scores",), partial(from_magnitudes, prog),
+                                                  mags),
         "scores_live": prog.path_magnitude,
     }
 

@@ -32,7 +32,6 @@ import torch.fx as fx
 
 from . import ops
 from .emit import Emitter, Value
-from .interior import interior_frames
 from .ir import Graph, Node
 from .lift import Slot
 from .ops.linear import tapped
@@ -69,8 +68,7 @@ def _arguments(e: Emitter, graph: Graph, slots: Sequence[Slot], scaled: bool,
 
 
 def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
-             probes: bool = False, taps: bool = False, interior: bool = False,
-             interior_min_macs: int = 0, scaled: bool = False,
+             probes: bool = False, taps: bool = False, scaled: bool = False,
              class_name: str = "PathNetwork") -> fx.GraphModule:
     """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
 
@@ -85,12 +83,6 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         probes: also return the scaled output of every linear/affine node (norm mode only).
         taps: take one extra zero argument per `tapped_nodes` entry, added to that layer's
             output, and also return the (scaled) inputs of those layers (norm mode only).
-        interior: convs whose input is constant away from a thin frame (`fxpath.interior`)
-            run on the compressed image (`fxpath.frame_conv`). Values and gradients to the
-            coordinates are unchanged; gradients to an intermediate activation (a probe) are
-            exact only summed against framed directions, e.g. over a channel's positions.
-        interior_min_macs: with ``interior``, only convs of at least this many
-            multiply-adds (dense) use it.
         scaled: take a 0-dim exponent argument per slot after the coordinate arguments
             (``|w|^q = mantissa * 2**exponent``) and split fixed coefficients alike (norm
             mode without probes or taps): for any ``q``, nothing underflows or overflows.
@@ -101,7 +93,7 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         raise ValueError("probes and taps exist in the unscaled path-norm network only")
     if mode == "diff" and scaled:
         raise ValueError("the path-metric network takes unscaled magnitudes")
-    e = Emitter(mode, q, graph, interior_frames(graph) if interior else {}, interior_min_macs)
+    e = Emitter(mode, q, graph)
     e.scaled = scaled
     e.probes = [] if probes else None
     e.tapped_inputs = [] if taps else None

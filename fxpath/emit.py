@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import runtime
-from .geometry import Frame
 from .ir import Graph, Node
 
 __all__ = ["Emitter", "Value"]
@@ -37,8 +36,6 @@ class Emitter:
     """Builds the fx graph; constants become buffers of the generated module.
 
     Attributes:
-        frames: the input frame of every node (`fxpath.interior`), empty without ``interior``.
-        min_macs: convs of fewer multiply-adds never use their frame.
         args: slot name -> its placeholders (``(x,)``, or ``(lo, hi)`` in ``diff`` mode).
         exps: slot name -> its exponent placeholder (``scaled`` networks only).
         taps: node name -> the zero tap added to its output (``taps=True``).
@@ -48,10 +45,7 @@ class Emitter:
         zero: the 0-dim zero buffer, the exponent of the network inputs.
     """
 
-    def __init__(self, mode: str, q: float, graph: Graph, frames: Mapping[str, Frame | None],
-                 interior_min_macs: int = 0) -> None:
-        self.frames = frames
-        self.min_macs = interior_min_macs
+    def __init__(self, mode: str, q: float, graph: Graph) -> None:
         self.shapes = {n.name: n.shape for n in graph}
         self.graph = fx.Graph()
         self.root = nn.Module()

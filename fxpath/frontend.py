@@ -76,7 +76,7 @@ def exported_shapes(ep: torch.export.ExportedProgram) -> list[tuple[int, ...]]:
 
 
 def _via_export(model: nn.Module | torch.export.ExportedProgram,
-                shapes: Sequence[tuple[int, ...]], fold_bn: bool, debug: bool) -> Graph:
+                shapes: Sequence[tuple[int, ...]], **passes: Any) -> Graph:
     try:
         from .export import lower_exported, trace_export
 
@@ -87,15 +87,17 @@ def _via_export(model: nn.Module | torch.export.ExportedProgram,
     except Exception as exc:  # torch.export's own failures: name the model, keep the cause
         raise TraceError(f"torch.export could not export {type(model).__name__}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
-    return normalize(graph, fold_bn=fold_bn, debug=debug)
+    return normalize(graph, **passes)
 
 
 def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool = True,
-             debug: bool = False, front_end: str = "fx") -> tuple[fx.Graph | None, Graph]:
+             frame_min_macs: int | None = None, debug: bool = False,
+             front_end: str = "fx") -> tuple[fx.Graph | None, Graph]:
     """Lower ``model`` as its eval-mode function and normalize it: ``(fx graph or None, IR)``.
 
     A module in train mode is traced in eval mode (BatchNorm with running statistics, Dropout
-    off); every module's own ``training`` flag is restored afterwards.
+    off); every module's own ``training`` flag is restored afterwards. ``fold_bn``,
+    ``frame_min_macs`` and ``debug`` go to `fxpath.passes.normalize`.
 
     Raises:
         ArgumentError: ``shapes`` cannot fit the model's first layer (the message says what to
@@ -104,11 +106,12 @@ def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool =
     """
     if front_end not in FRONT_ENDS:
         raise ArgumentError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
+    passes = {"fold_bn": fold_bn, "frame_min_macs": frame_min_macs, "debug": debug}
     if is_exported(model):
-        return None, _via_export(model, shapes, fold_bn, debug)
+        return None, _via_export(model, shapes, **passes)
     with eval_mode(model):
         if front_end == "export":
-            return None, _via_export(model, shapes, fold_bn, debug)
+            return None, _via_export(model, shapes, **passes)
         try:
             fx_graph = trace_graph(model, shapes, has_rule=has_rule)
         except TraceError as exc:
@@ -117,16 +120,16 @@ def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool =
                 shown = ", ".join(str(s) for s in shapes)
                 raise ArgumentError(f"input_shape {shown} does not fit the model: "
                                     f"{advice}") from exc
-            return None, _fallback(model, shapes, fold_bn, debug, exc)
-        graph = normalize(lower(fx_graph), fold_bn=fold_bn, debug=debug)
+            return None, _fallback(model, shapes, exc, passes)
+        graph = normalize(lower(fx_graph), **passes)
     return fx_graph, graph
 
 
-def _fallback(model: nn.Module, shapes: Sequence[tuple[int, ...]], fold_bn: bool, debug: bool,
-              fx_error: TraceError) -> Graph:
+def _fallback(model: nn.Module, shapes: Sequence[tuple[int, ...]], fx_error: TraceError,
+              passes: dict[str, Any]) -> Graph:
     """torch.fx failed: try torch.export, say so; if that fails too, the fx error stands."""
     try:
-        graph = _via_export(model, shapes, fold_bn, debug)
+        graph = _via_export(model, shapes, **passes)
     except FxPathError as exc:
         if isinstance(exc, TraceError):
             raise fx_error from exc

@@ -12,6 +12,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import Tensor
 
 from .errors import ArgumentError, FxPathError
+from .ops.linear import LINEAR_OPS
 from .program import PathProgram
 from .results import PathMetric
 from .validate import check_amount, check_model, check_steps
@@ -49,7 +50,7 @@ class PruneReport:
 
 def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
     weights = [s.param for s in prog.slots if s.role == "weight" and s.param is not None
-               and prog.graph[s.node].op == "linear"]
+               and prog.graph[s.node].op in LINEAR_OPS]
     if prunable is None:
         return weights
     if callable(prunable):

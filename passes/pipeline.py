@@ -12,6 +12,7 @@ from fxpath.verify import check_ops, verify
 from .check_supported import check_supported
 from .eliminate_dead_nodes import eliminate_dead_nodes
 from .fold_batchnorm import fold_batchnorm
+from .frame_convs import frame_convs
 from .lower_pooling import lower_pooling
 from .remove_identities import remove_identities
 from .rewrite_activations import rewrite_activations
@@ -30,8 +31,11 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("fold_batchnorm", fold_batchnorm),
     # exact ReLU rewrites; after folding so the rewrite never separates a conv from its BN
     ("rewrite_activations", rewrite_activations),
-    # last: pooling coefficients need the final input shapes only
+    # pooling coefficients need the final input shapes only
     ("lower_pooling", lower_pooling),
+    # last, and only when asked for (a code-generation choice, per device): the frame
+    # analysis needs the final graph
+    ("frame_convs", frame_convs),
 )
 
 
@@ -50,19 +54,26 @@ def _run_pass(name: str, p: Pass, graph: Graph) -> Graph:
                                 f"{exc})")]) from exc
 
 
-def normalize(graph: Graph, *, fold_bn: bool = True, debug: bool = False) -> Graph:
+def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None = None,
+              debug: bool = False) -> Graph:
     """Run the pipeline; the IR verifier checks the result, and every op of the lowering's
     output against its schema (`fxpath.ops`); with ``debug`` it runs after every pass.
 
     Args:
         graph: the IR produced by `fxpath.lower.lower`.
         fold_bn: fold frozen BatchNorm into its producing conv/linear where possible.
+        frame_min_macs: rewrite convs of at least this many multiply-adds whose path-network
+            input is nearly constant into ``frame_conv`` nodes (`frame_convs`); None: none.
         debug: verify the IR after each pass and name the pass that broke it.
     """
     ran: list[str] = []
     for name, p in PIPELINE:
         if name == "fold_batchnorm":
             p = partial(fold_batchnorm, fold=fold_bn)
+        elif name == "frame_convs":
+            if frame_min_macs is None:
+                continue
+            p = partial(frame_convs, min_macs=frame_min_macs)
         graph = _run_pass(name, p, graph)
         ran.append(name)
         if debug:

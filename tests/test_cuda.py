@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import timm
@@ -16,6 +17,7 @@ import torchvision
 from conftest import randomize_batchnorm
 
 import fxpath
+from fxpath.scores import from_magnitudes
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SHAPE = (3, 64, 64)
@@ -63,7 +65,7 @@ def test_scores_on_gpu_match_float64_cpu_and_graphs_match_eager(name: str) -> No
     graphed = fxpath.compile(model, SHAPE, cuda_graphs=True)
     assert graphed.use_graphs
     calls = [graphed.path_magnitude() for _ in range(3)]  # eager, capture, replay
-    assert graphed._graphed[("scores",)].graph is not None, "the scores were not captured"
+    assert graphed.runner._graphed[("scores",)].graph is not None, "the scores were not captured"
     assert set(eager) == set(want)
     for k, w in want.items():
         torch.testing.assert_close(eager[k].double().cpu(), w, rtol=1e-4, atol=1e-9)
@@ -154,13 +156,13 @@ def test_no_host_sync_on_gpu(graphs: bool, interior: bool) -> None:
     lo = [m * 0.5 for m in mags]
     args = [t for pair in zip(lo, mags) for t in pair]
     live = prog.network_inputs(1.0)
-    borrowed = prog._borrowed(live)
+    borrowed = prog.runner.borrowed(live)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:  # the public calls add one sync each: the finiteness check of the result
-        scores, _ = prog._call(("scores",), prog._scores, live, borrowed)
-        total, exp = prog._call(("norm", 1.0), prog.path_network(1.0), live, borrowed)
-        _, delta, dexp = prog._call(("diff",), prog.path_network(1.0, mode="diff"), args)
+        scores, _ = prog.runner.call(("scores",), partial(from_magnitudes, prog), live, borrowed)
+        total, exp = prog.runner.call(("norm", 1.0), prog.path_network(1.0), live, borrowed)
+        _, delta, dexp = prog.runner.call(("diff",), prog.path_network(1.0, mode="diff"), args)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(s.is_cuda for s in scores.values())

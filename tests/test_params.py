@@ -120,7 +120,7 @@ def test_repeated_calls_reuse_their_buffers_and_stay_correct() -> None:
             net[0].weight.data.add_(0.1 * step)
         want = fxpath.compile(net, SHAPE).path_norm().log2
         assert prog.path_norm().log2 == pytest.approx(want, rel=1e-14)
-    assert len(prog._buffers) == 1  # one set of magnitude buffers, rewritten in place
+    assert len(prog.runner._buffers) == 1  # one set of magnitude buffers, rewritten in place
 
 
 def test_replaced_module_of_another_shape_is_refused() -> None:

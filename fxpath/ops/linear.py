@@ -8,7 +8,6 @@ These are the ops with coordinates: each output channel is a neuron whose incomi
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from ..coordinates import Fetch, Slot, bn_affine, channel_view, ident, power
 from ..emit import Emitter, Value
-from ..frame_conv import compression, frame_conv
+from ..frame_conv import frame_conv
 from ..geometry import Frame, window_frame
 from ..ir import BatchNormRef, Node
 from .core import (
@@ -39,10 +38,13 @@ from .core import (
 )
 from .rescaling import per_channel, scale_rows, writable
 
-__all__ = ["MAX_KEPT", "bn_forward", "tapped", "zero_padded_conv"]
+__all__ = ["LINEAR_OPS", "MAX_KEPT", "bn_forward", "tapped", "zero_padded_conv"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+#: the ops of parameterized linear maps (``frame_conv`` is a ``linear`` conv, compressed)
+LINEAR_OPS = ("linear", "frame_conv")
 
 #: a conv runs on the compressed image when that shrinks its output at least this much
 #: (whole-model A/B: benchmarks/interior_ab.py)
@@ -52,8 +54,8 @@ MAX_KEPT = 0.5
 def zero_padded_conv(n: Node) -> bool:
     """A conv with explicit zero padding: the windowed op `window_frame` describes."""
     a = n.attrs
-    return (n.op == "linear" and a["kind"] == "conv" and "padding_mode" not in a
-            and not isinstance(a["padding"], str))
+    return (n.op in LINEAR_OPS and a["kind"] == "conv"
+            and "padding_mode" not in a and not isinstance(a["padding"], str))
 
 
 def tapped(n: Node) -> bool:
@@ -69,29 +71,14 @@ def bn_forward(x: Tensor, bn: BatchNormRef, fetch: Fetch) -> Tensor:
 
 
 # -- path rules -------------------------------------------------------------------------------
-def _frame_in(e: Emitter, n: Node) -> Frame | None:
-    """The input frame of a conv worth running on its compressed image, else None."""
-    a = n.attrs
-    f_in = e.frames.get(n.inputs[0])
-    if f_in is None or not zero_padded_conv(n):
-        return None
-    cuts = compression(e.shapes[n.inputs[0]][1:], a["kernel"], a["stride"], a["padding"],
-                       a["dilation"], f_in)
-    kept = math.prod((c.size - c.count) / c.size for c in cuts)
-    in_channels = e.shapes[n.inputs[0]][0] // a["groups"]
-    macs = math.prod(n.shape) * in_channels * math.prod(a["kernel"])
-    return f_in if kept <= MAX_KEPT and macs >= e.min_macs else None
-
-
 def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.Node:
     a = n.attrs
     kind = a["kind"]
     if kind == "dense":
         return e.call(F.linear, x, w, name=name)
-    frame = _frame_in(e, n)
-    if frame is not None:  # constant interior: convolve the compressed image, expand
+    if n.op == "frame_conv":  # constant interior: convolve the compressed image, expand
         return e.call(frame_conv, x, w, a["stride"], a["padding"], a["dilation"], a["groups"],
-                      frame, name=name)
+                      a["frame"], name=name)
     padding = a["padding"]
     if "padding_mode" in a:
         x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
@@ -137,8 +124,7 @@ def _probed(e: Emitter, out: Value) -> Value:
 
 
 def _linear_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
-    """``|W|^q`` applied by the same conv/dense op (on the compressed image where framed),
-    plus ``|b|^q``."""
+    """``|W|^q`` applied by the same conv/dense op, plus ``|b|^q``."""
     return _probed(e, _parameterized(e, n, ins[0], slots,
                                      lambda x, w, name: _apply_linear(e, n, x, w, name)))
 
@@ -320,6 +306,30 @@ LINEAR = register(Op(
                            scale=_scale_linear),
     slots_rule=Coordinates("`weight` (`W * s` with a folded BatchNorm), `bias` if any",
                            _linear_slots, _linear_lift),
+))
+
+def _is_frame(v: object) -> bool:
+    return isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and INTS(p)
+                                        for p in v)
+
+
+def _frame_conv_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
+    """The conv on its compressed image (`fxpath.frame_conv`): ``|W|^q`` convolves the
+    frame and a few interior rows per axis, the result is expanded; plus ``|b|^q``."""
+    return _linear_path(e, n, ins, slots)
+
+
+FRAME_CONV = register(Op(
+    name="frame_conv",
+    doc="a zero-padded conv whose path-network input is constant away from the border "
+        "`frame` (per spatial axis, the widths (lo, hi) that vary): it runs on the compressed "
+        "image (`passes.frame_convs`); in every other rule it is the `linear` conv it was",
+    attrs={**{k: v for k, v in LINEAR.attrs.items()
+              if k not in ("output_padding", "padding_mode", "pad")},
+           "kind": Attr(one_of("conv")), "padding": Attr(INTS),
+           "frame": Attr(Check("tuple[(int, int)]", _is_frame))},
+    path_rule=_frame_conv_path, interpret_rule=_linear_run, frame_rule=_linear_frame,
+    rescale_rule=LINEAR.rescale_rule, slots_rule=LINEAR.slots_rule,
 ))
 
 AFFINE = register(Op(

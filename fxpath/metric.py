@@ -1,0 +1,73 @@
+"""The l^1 path-metric between two parameter sets of one network (exact or certified)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from .envelope import Envelope, envelope
+from .params import Params, ParamSource
+from .results import PathMetric, PathNorm, log2_of
+
+if TYPE_CHECKING:
+    from .program import PathProgram
+
+__all__ = ["path_metric"]
+
+
+def path_metric(prog: PathProgram, other: Params, base: Params | None = None) -> PathMetric:
+    """``||Phi(base) - Phi(other)||_1`` (``base`` default: the live model); see
+    `PathProgram.path_metric`."""
+    prog.runner.check_runnable()
+    with torch.no_grad():
+        a_src, b_src = prog.source_for(base), prog.source_for(other)
+        a, b = prog.runner.lift(a_src), prog.runner.lift(b_src)
+        norm = prog.path_norm(1.0) if base is None else _norm_of(prog, a, a_src)
+        envs = [envelope(a[k], b[k]) for k in a]
+        if _all([e.same_sign for e in envs]):
+            log2 = _metric_of(prog, envs)
+            exact = _all([e.a_over for e in envs]) or _all([e.b_over for e in envs])
+        else:
+            mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
+            # mid is dominated by a (same signs, smaller magnitudes): both legs are exact
+            first = _metric_of(prog, [envelope(a[k], mid[k]) for k in a])
+            second = _metric_of(prog, [envelope(mid[k], b[k]) for k in a])
+            log2, exact = _log2_add(first, second), False
+        prog.require_finite([log2], a_src, b_src)
+        return PathMetric(log2, exact, norm)
+
+
+def _norm_of(prog: PathProgram, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:
+    # its own graph key: the ("norm", 1.0) graph reads the runner's buffers in place, and
+    # fresh magnitudes fed to it would force a capture on every alternation
+    runner = prog.runner
+    total, exp = runner.call(("norm_of", 1.0), runner.network(1.0, "norm"),
+                             [v.abs() for v in coords.values()])
+    log2 = log2_of(float(total), float(exp))
+    prog.require_finite([log2], source)
+    return PathNorm(1.0, log2)
+
+
+def _metric_of(prog: PathProgram, envs: Sequence[Envelope]) -> float:
+    """log2 of the path-metric network's total on same-sign envelopes."""
+    args = [t for e in envs for t in (e.lo, e.hi)]
+    runner = prog.runner
+    _, delta, exp = runner.call(("diff",), runner.network(1.0, "diff"), args)
+    return log2_of(float(delta), float(exp))
+
+
+def _all(flags: Sequence[Tensor]) -> bool:
+    """All of many 0-dim boolean tensors, with one host sync instead of one per tensor."""
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _log2_add(x: float, y: float) -> float:
+    """log2(2**x + 2**y) without overflow."""
+    top = max(x, y)
+    if top == -float("inf"):
+        return top
+    return top + torch.log2(torch.tensor(2.0 ** (x - top) + 2.0 ** (y - top),
+                                         dtype=torch.float64)).item()
