@@ -54,7 +54,7 @@ def commit() -> str:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, check=True)
         return out.stdout.strip() + ("+" if subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", "fxpath", "passes"],
+            ["git", "diff", "--quiet", "HEAD", "--", ":/fxpath", ":/passes"],
             cwd=Path(__file__).parent).returncode else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -8,6 +8,8 @@ torch.fx GraphModule whose single pass on an all-ones input gives ``||Phi(theta)
 from __future__ import annotations
 
 from .api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
+from .backend import backend
+from .equalize import equalize
 from .errors import (
                      ArchitectureMismatchError,
                      ArgumentError,
@@ -19,12 +21,14 @@ from .errors import (
 )
 from .program import PathProgram
 from .prune import PruneReport, prune
+from .quantize import LayerQuantization, QuantizeReport, quantize
 from .rescale import rescale
 from .results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "NonFiniteError",
-           "PathMetric", "PathNorm", "PathProgram", "PruneReport", "TraceError",
-           "UnsupportedModelError", "UnsupportedOp", "compile", "lipschitz_bound",
-           "path_magnitude", "path_metric", "path_norm", "prune", "rescale"]
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "LayerQuantization",
+           "NonFiniteError", "PathMetric", "PathNorm", "PathProgram", "PruneReport",
+           "QuantizeReport", "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend",
+           "compile", "equalize", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm",
+           "prune", "quantize", "rescale"]

@@ -15,13 +15,15 @@ from .validate import check_batch, check_q
 __all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
 
 Shape = Sequence[int] | Sequence[Sequence[int]]
+#: ``output=``: the name of one model output (a dict key, a tuple index as a string), or a list
+Output = str | Sequence[str] | None
 
 
 def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
             dtype: torch.dtype | None = None, device: torch.device | str | None = None,
             fold_bn: bool = True, torch_compile: bool = False, cuda_graphs: bool | None = None,
             interior: bool | None = None, debug: bool = False,
-            front_end: str = "fx") -> PathProgram:
+            front_end: str = "fx", output: Output = None) -> PathProgram:
     """Trace, normalize and code-generate ``model`` once; returns a reusable `PathProgram`.
 
     Args:
@@ -51,6 +53,11 @@ def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
         debug: verify the IR after every pass.
         front_end: ``"fx"`` (torch.fx tracing; torch.export is tried, with a warning, when
             tracing fails) or ``"export"`` (torch.export's ATen graph).
+        output: which outputs of a model returning several (a dict, tuple or list) the
+            program covers: ``None`` (default) all of them together, as one output layer; a
+            name (``"aux"`` for ``{"out": ..., "aux": ...}``, ``"1"`` for a tuple's second
+            item) or a list of names: only those, as if the model returned only them
+            (``PathProgram.output_names`` lists them).
 
     Example:
         >>> prog = fxpath.compile(model.eval(), (3, 224, 224))
@@ -58,23 +65,28 @@ def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
     """
     return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
                        compile=torch_compile, cuda_graphs=cuda_graphs, interior=interior,
-                       debug=debug, front_end=front_end)
+                       debug=debug, front_end=front_end, output=output)
 
 
 def path_norm(model: Model, input_shape: Shape | None, q: float = 1.0, *,
-              dtype: torch.dtype | None = None, fold_bn: bool = True) -> PathNorm:
-    """The l^q path-norm of ``model`` at ``input_shape`` (tracing included).
+              dtype: torch.dtype | None = None, fold_bn: bool = True,
+              output: Output = None) -> PathNorm:
+    """The l^q path-norm of ``model`` at ``input_shape`` (tracing included); ``output``: of
+    the named outputs only (see `compile`).
 
     Example:
         >>> fxpath.path_norm(torchvision.models.resnet18().eval(), (3, 224, 224)).log10
     """
     q = check_q(q)
-    return compile(model, input_shape, dtype=dtype, fold_bn=fold_bn).path_norm(q)
+    return compile(model, input_shape, dtype=dtype, fold_bn=fold_bn,
+                   output=output).path_norm(q)
 
 
 def path_metric(model_a: Model, model_b: Model | Mapping[str, Tensor],
-                input_shape: Shape | None, *, dtype: torch.dtype | None = None) -> PathMetric:
-    """The l^1 path-metric between two models of one architecture (exact or certified bound).
+                input_shape: Shape | None, *, dtype: torch.dtype | None = None,
+                output: Output = None) -> PathMetric:
+    """The l^1 path-metric between two models of one architecture (exact or certified bound);
+    ``output``: over the paths to the named outputs only (see `compile`).
 
     ``model_b`` is a model, an ``ExportedProgram`` or a state dict. Both must be the same
     network (same normalized layers, parameter names and shapes), else
@@ -83,35 +95,39 @@ def path_metric(model_a: Model, model_b: Model | Mapping[str, Tensor],
     Example:
         >>> d = fxpath.path_metric(dense, pruned, (3, 224, 224)); d.value, d.exact
     """
-    return compile(model_a, input_shape, dtype=dtype).path_metric(model_b)
+    return compile(model_a, input_shape, dtype=dtype, output=output).path_metric(model_b)
 
 
 def lipschitz_bound(model_a: Model, model_b: Model | Mapping[str, Tensor], x: Tensor, *,
-                    dtype: torch.dtype = torch.float64) -> Tensor:
+                    dtype: torch.dtype = torch.float64, output: Output = None) -> Tensor:
     """Per-sample certified bound on ``||R_a(x_n) - R_b(x_n)||_1``: ``max(1, ||x_n||_inf) * d``.
 
     ``d`` is the l^1 path-metric of the two parameter sets (``docs/mathematics.md``); ``x`` is
     a finite batch ``(N, *input_shape)``. Computed in float64 by default: a certificate keeps
     all its digits. Returns a float64 tensor of shape ``(N,)`` (``inf`` entries only when
-    ``d`` is beyond float64).
+    ``d`` is beyond float64). ``R`` is every output of the model together (a segmentation
+    model: every pixel of every map, the l^1 norm summing over all of them); ``output``: the
+    named outputs only (see `compile`).
 
     Example:
         >>> bound = fxpath.lipschitz_bound(dense, pruned, images)
     """
     x = check_batch(x)
-    d = compile(model_a, tuple(x.shape[1:]), dtype=dtype).path_metric(model_b).value
+    d = compile(model_a, tuple(x.shape[1:]), dtype=dtype,
+                output=output).path_metric(model_b).value
     scale = x.detach().flatten(1).abs().amax(1).to(torch.float64).clamp(min=1.0)
     return scale * d
 
 
 def path_magnitude(model: Model, input_shape: Shape | None, *,
-                   dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+                   dtype: torch.dtype | None = None, output: Output = None
+                   ) -> dict[str, Tensor]:
     """Path-magnitude scores: the fraction of l^1 path mass through each parameter entry.
 
     Keys are state_dict names, values have the parameters' shapes and lie in [0, 1]. See
-    `PathProgram.path_magnitude`.
+    `PathProgram.path_magnitude`; ``output``: of the paths to the named outputs only.
 
     Example:
         >>> scores = fxpath.path_magnitude(model.eval(), (3, 224, 224))
     """
-    return compile(model, input_shape, dtype=dtype).path_magnitude()
+    return compile(model, input_shape, dtype=dtype, output=output).path_magnitude()

@@ -92,12 +92,14 @@ def _via_export(model: nn.Module | torch.export.ExportedProgram,
 
 def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool = True,
              frame_min_macs: int | None = None, debug: bool = False,
-             front_end: str = "fx") -> tuple[fx.Graph | None, Graph]:
+             front_end: str = "fx", outputs: Sequence[str] | None = None
+             ) -> tuple[fx.Graph | None, Graph]:
     """Lower ``model`` as its eval-mode function and normalize it: ``(fx graph or None, IR)``.
 
     A module in train mode is traced in eval mode (BatchNorm with running statistics, Dropout
     off); every module's own ``training`` flag is restored afterwards. ``fold_bn``,
-    ``frame_min_macs`` and ``debug`` go to `fxpath.passes.normalize`.
+    ``frame_min_macs``, ``outputs`` (the names of the outputs to keep) and ``debug`` go to
+    `fxpath.passes.normalize`.
 
     Raises:
         ArgumentError: ``shapes`` cannot fit the model's first layer (the message says what to
@@ -106,7 +108,8 @@ def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool =
     """
     if front_end not in FRONT_ENDS:
         raise ArgumentError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
-    passes = {"fold_bn": fold_bn, "frame_min_macs": frame_min_macs, "debug": debug}
+    passes = {"fold_bn": fold_bn, "frame_min_macs": frame_min_macs, "debug": debug,
+              "outputs": outputs}
     if is_exported(model):
         return None, _via_export(model, shapes, **passes)
     with eval_mode(model):

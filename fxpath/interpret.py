@@ -24,7 +24,7 @@ __all__ = ["run"]
 def run(graph: Graph, model: torch.nn.Module, inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
     """Evaluate the IR as a network with the model's live parameters; returns the outputs."""
     xs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    source = ParamSource(model, graph.param_names())
+    source = ParamSource(model, graph.param_names(), derived=graph.derived())
     ref = xs[0]
 
     def fetch(name: str) -> Tensor:

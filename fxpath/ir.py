@@ -15,14 +15,17 @@ nodes; the lowering also emits ops that the passes rewrite away (``batchnorm``, 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import networkx as nx
 
-__all__ = ["BatchNormRef", "Graph", "Node", "node_users"]
+__all__ = ["DERIVED", "BatchNormRef", "Derived", "Graph", "Node", "node_users"]
+
+#: how the IR spells a coordinate computed from model tensors: ``conv.weight:derived``
+DERIVED = ":derived"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,28 @@ class BatchNormRef:
     def names(self) -> tuple[str, ...]:
         """All state_dict names this affine map reads."""
         return tuple(n for n in (self.weight, self.bias, self.running_mean, self.running_var) if n)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A coordinate tensor the model computes from its tensors at run time (weight
+    standardization, ``torch.nn.utils.parametrize``, a gain times a weight...).
+
+    Attributes:
+        name: the IR's name for it, ``<report><DERIVED>``; nodes read it under this name.
+        report: the name its scores are reported under (the parameter it stands for).
+        inputs: the state_dict names it is computed from, in ``fn``'s argument order.
+        shape: its shape.
+        code: ``fn``'s source (what two networks are compared on).
+        fn: computes it from the input tensors.
+    """
+
+    name: str
+    report: str
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    code: str
+    fn: Callable[..., Any] = field(compare=False, repr=False)
 
 
 def _freeze(attrs: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -132,12 +157,19 @@ class Graph:
         """Map each node name to the names of the nodes that read it."""
         return node_users(self.nodes)
 
+    def derived(self) -> dict[str, Derived]:
+        """The derived coordinates nodes read (``attrs["derived"]``), by IR name."""
+        return {d.name: d for n in self.nodes for d in n.attrs.get("derived", ())}
+
     def param_names(self) -> tuple[str, ...]:
-        """Every state_dict name read by some node, in first-use order."""
+        """Every state_dict name read by some node, in first-use order (a derived coordinate
+        contributes the names it is computed from)."""
         seen: dict[str, None] = {}
         for node in self.nodes:
+            derived = {d.name: d for d in node.attrs.get("derived", ())}
             for name in node.params.values():
-                seen.setdefault(name, None)
+                for read in derived[name].inputs if name in derived else (name,):
+                    seen.setdefault(read, None)
             bn = node.attrs.get("bn")
             if isinstance(bn, BatchNormRef):
                 for name in bn.names():

@@ -25,18 +25,29 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
     with torch.no_grad():
         a_src, b_src = prog.source_for(base), prog.source_for(other)
         a, b = prog.runner.lift(a_src), prog.runner.lift(b_src)
-        norm = prog.path_norm(1.0) if base is None else _norm_of(prog, a, a_src)
         envs = [envelope(a[k], b[k]) for k in a]
+        norm = None
         if _all([e.same_sign for e in envs]):
-            log2 = _metric_of(prog, envs)
-            exact = _all([e.a_over for e in envs]) or _all([e.b_over for e in envs])
+            lo, delta, exp = _totals(prog, envs)
+            log2 = log2_of(delta, exp)
+            a_over = _all([e.a_over for e in envs])
+            b_over = not a_over and _all([e.b_over for e in envs])
+            exact = a_over or b_over
+            # dominated: the first set's norm is one of the network's two sums already
+            if a_over:
+                norm = PathNorm(1.0, log2_of(lo + delta, exp))
+            elif b_over:
+                norm = PathNorm(1.0, log2_of(lo, exp))
         else:
             mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
             # mid is dominated by a (same signs, smaller magnitudes): both legs are exact
-            first = _metric_of(prog, [envelope(a[k], mid[k]) for k in a])
-            second = _metric_of(prog, [envelope(mid[k], b[k]) for k in a])
-            log2, exact = _log2_add(first, second), False
-        prog.require_finite([log2], a_src, b_src)
+            lo, delta, exp = _totals(prog, [envelope(a[k], mid[k]) for k in a])
+            norm = PathNorm(1.0, log2_of(lo + delta, exp))  # hi = |a| on the first leg
+            second = log2_of(*_totals(prog, [envelope(mid[k], b[k]) for k in a])[1:])
+            log2, exact = _log2_add(log2_of(delta, exp), second), False
+        if norm is None:
+            norm = prog.path_norm(1.0) if base is None else _norm_of(prog, a, a_src)
+        prog.require_finite([log2, norm.log2], a_src, b_src)
         return PathMetric(log2, exact, norm)
 
 
@@ -51,12 +62,14 @@ def _norm_of(prog: PathProgram, coords: Mapping[str, Tensor], source: ParamSourc
     return PathNorm(1.0, log2)
 
 
-def _metric_of(prog: PathProgram, envs: Sequence[Envelope]) -> float:
-    """log2 of the path-metric network's total on same-sign envelopes."""
+def _totals(prog: PathProgram, envs: Sequence[Envelope]) -> tuple[float, float, float]:
+    """``(lo total, delta total, exponent)`` of the path-metric network on same-sign
+    envelopes: ``||Phi(lo)||_1`` and ``||Phi(hi) - Phi(lo)||_1`` are the totals times
+    ``2**exponent``."""
     args = [t for e in envs for t in (e.lo, e.hi)]
     runner = prog.runner
-    _, delta, exp = runner.call(("diff",), runner.network(1.0, "diff"), args)
-    return log2_of(float(delta), float(exp))
+    lo, delta, exp = runner.call(("diff",), runner.network(1.0, "diff"), args)
+    return float(lo), float(delta), float(exp)
 
 
 def _all(flags: Sequence[Tensor]) -> bool:

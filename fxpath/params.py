@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .errors import ArchitectureMismatchError
+from .ir import Derived
 
 __all__ = ["ParamSource", "Params"]
 
@@ -32,12 +33,15 @@ class ParamSource:
         names: the state_dict names to read.
         shapes: the shape each name must have (the compiled network's); a tensor of another
             shape raises `ArchitectureMismatchError` instead of being read.
+        derived: the coordinates computed from ``names`` (`fxpath.ir.Derived`), by IR name.
     """
 
     def __init__(self, params: Params, names: Sequence[str],
-                 shapes: Mapping[str, torch.Size] | None = None) -> None:
+                 shapes: Mapping[str, torch.Size] | None = None,
+                 derived: Mapping[str, Derived] | None = None) -> None:
         self._params = params
         self.names = tuple(names)
+        self.derived = dict(derived or {})
         self._owners: dict[str, tuple[Any, str]] = {}
         self.shapes: dict[str, torch.Size] = dict(shapes or {})
         for name in names:
@@ -82,8 +86,18 @@ class ParamSource:
                     "or the parameter set belongs to another architecture")
         return ts
 
+    def shape_of(self, name: str) -> torch.Size:
+        """The shape of a name the IR reads (a state_dict name or a derived coordinate)."""
+        d = self.derived.get(name)
+        return torch.Size(d.shape) if d is not None else self.shapes[name]
+
     def fetch(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """The current value of ``name`` in ``dtype`` on ``device``."""
+        """The current value of ``name`` in ``dtype`` on ``device`` (a derived coordinate
+        computed from the current values of its inputs)."""
+        d = self.derived.get(name)
+        if d is not None:
+            value = d.fn(*(self.fetch(i, dtype, device) for i in d.inputs))
+            return value.to(device=device, dtype=dtype)
         ts = self.tensors(name)
         value = ts[0] if len(ts) == 1 else ts[0] * ts[1]
         return value.to(device=device, dtype=dtype)

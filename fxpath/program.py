@@ -41,6 +41,7 @@ from .frontend import (
 from .ir import BatchNormRef
 from .lift import Slot, slots
 from .params import Params, ParamSource
+from .passes.select_outputs import output_names
 from .results import PathMetric, PathNorm
 from .runner import Runner
 from .validate import as_input_shapes, check_model, check_q, compute_dtype
@@ -70,8 +71,9 @@ class PathProgram:
                  *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
                  interior: bool | None = None, debug: bool = False,
-                 front_end: str = "fx") -> None:
+                 front_end: str = "fx", output: str | Sequence[str] | None = None) -> None:
         self.model = check_model(model)
+        outputs = check_output(output)
         self.input_shapes = _input_shapes(model, input_shape)
         self.dtype = compute_dtype(tensors_of(model), dtype)
         self.device = _device(model, device)
@@ -88,19 +90,28 @@ class PathProgram:
                     else 0)
         #: the passes' settings: every IR compared with this one is normalized alike
         self._passes = {"fold_bn": self.fold_bn, "front_end": front_end,
-                        "frame_min_macs": min_macs if use_interior else None}
+                        "frame_min_macs": min_macs if use_interior else None,
+                        "outputs": outputs}
         self._fx_graph, self.graph = build_ir(model, self.input_shapes, debug=debug,
                                               **self._passes)
         self.slots: tuple[Slot, ...] = slots(self.graph)
         weight_slot = {s.node: i for i, s in reversed(list(enumerate(self.slots)))}
         self.taps = [(n, weight_slot[n.name]) for n in tapped_nodes(self.graph)]
-        self._source = ParamSource(param_store(model), self.graph.param_names())
+        self._source = ParamSource(param_store(model), self.graph.param_names(),
+                                   derived=self.graph.derived())
         self._tree = None if is_exported(model) else ModuleTree(model)
         self._bn_eps = {bn.running_var: bn.eps for n in self.graph
                         if isinstance(bn := n.attrs.get("bn"), BatchNormRef)}
         self.runner = Runner(self.graph, self.slots, dtype=self.dtype, device=self.device,
                              compile=compile, cuda_graphs=cuda_graphs)
         self._verified: dict[int, tuple[weakref.ref, ModuleTree | None]] = {}
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of the outputs the program covers, in the model's order: dict keys,
+        tuple indices (``"0"``, ``"1"``) or ``"output"`` for a single tensor (all of them
+        unless compiled with ``output=``)."""
+        return output_names(self.graph)
 
     # -- the live model -----------------------------------------------------------------------
     def _check_live(self) -> None:
@@ -115,7 +126,8 @@ class PathProgram:
             raise ArchitectureMismatchError(
                 f"the model changed since fxpath.compile (at {moved}) and is no longer the "
                 f"compiled network: {diff}. Compile it again")
-        self._source = ParamSource(self.model, self.graph.param_names(), self._source.shapes)
+        self._source = ParamSource(self.model, self.graph.param_names(), self._source.shapes,
+                                   self.graph.derived())
         self._tree = ModuleTree(self.model)
         self._fx_graph = fx_graph
         self.__dict__.pop("traced", None)
@@ -155,7 +167,7 @@ class PathProgram:
         if isinstance(params, nn.Module) or is_exported(params):
             self.check_same_network(params)
             return ParamSource(param_store(params), self.graph.param_names(),
-                               self._source.shapes)
+                               self._source.shapes, self.graph.derived())
         if isinstance(params, Mapping):
             diff = state_dict_difference(state_keys(self.model), params)
             if diff is not None:
@@ -163,7 +175,8 @@ class PathProgram:
         else:
             raise ArgumentError(f"expected a model or a state dict (name -> tensor), got "
                                 f"{type(params).__name__}")
-        return ParamSource(params, self.graph.param_names(), self._source.shapes)
+        return ParamSource(params, self.graph.param_names(), self._source.shapes,
+                           self.graph.derived())
 
     def require_finite(self, log2s: Sequence[float], *sources: ParamSource) -> None:
         """Raise unless every ``log2`` is finite or ``-inf`` (a zero quantity): NaN or inf
@@ -244,8 +257,9 @@ class PathProgram:
             self.require_finite([math.nan], self._source)
 
     def param_shape(self, name: str) -> torch.Size:
-        """The shape of parameter ``name`` (as the model stores it)."""
-        return self._source.shapes[name]
+        """The shape of parameter ``name`` (as the model stores it), or of a derived
+        coordinate."""
+        return self._source.shape_of(name)
 
     def parameter(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
         """The live value of a parameter or buffer the IR reads (pruned ones with masks applied).
@@ -305,6 +319,19 @@ class PathProgram:
         calls on big models (VGG-16's scores are 528 MB): no allocation, no page faults.
         """
         return scores.path_magnitude(self, neurons=neurons, out=out)
+
+
+def check_output(output: Any) -> tuple[str, ...] | None:
+    """``output=`` as a tuple of output names, or None (every output)."""
+    if output is None:
+        return None
+    names = (output,) if isinstance(output, str) else output
+    if isinstance(names, (bytes, Mapping)) or not isinstance(names, Sequence) or not names \
+            or not all(isinstance(n, str) for n in names):
+        raise ArgumentError(f"output must be the name of a model output or a list of names "
+                            f"(e.g. output='aux' for a dict output, output='1' for the second "
+                            f"item of a tuple), got {output!r}")
+    return tuple(names)
 
 
 def _input_shapes(model: Model, input_shape: Any) -> list[tuple[int, ...]]:

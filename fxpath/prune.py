@@ -49,8 +49,9 @@ class PruneReport:
 
 
 def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
+    derived = prog.graph.derived()  # computed at run time: zeroing a parameter entry
     weights = [s.param for s in prog.slots if s.role == "weight" and s.param is not None
-               and prog.graph[s.node].op in LINEAR_OPS]
+               and prog.graph[s.node].op in LINEAR_OPS and s.param not in derived]
     if prunable is None:
         return weights
     if callable(prunable):

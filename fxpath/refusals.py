@@ -17,11 +17,13 @@ import torch.nn.functional as F
 
 __all__ = ["ATEN_OPS", "BN_STATS", "DATA_NORM", "FUNCTIONS", "LAYER_SCALE", "METHODS",
            "MIXES_PARAMS", "MIXES_SAMPLES", "MODULES", "NOT_HOMOGENEOUS", "PRODUCT",
-           "RUNTIME_WEIGHT"]
+           "RUNTIME_WEIGHT", "UNPOOL"]
 
 NOT_HOMOGENEOUS = "not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)"
 DATA_NORM = "data-dependent normalization (its statistics depend on the input)"
 PRODUCT = "product of two activations (e.g. a squeeze-excitation gate or attention)"
+UNPOOL = ("routes values by the argmax of an earlier max-pool (its return_indices): where each "
+          "value lands depends on the input, so it is no fixed linear map of a ReLU-DAG")
 
 MODULES: dict[type, str] = {
     **{m: NOT_HOMOGENEOUS for m in (nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
@@ -31,6 +33,7 @@ MODULES: dict[type, str] = {
     **{m: DATA_NORM for m in (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
                               nn.InstanceNorm3d, nn.LocalResponseNorm)},
     nn.MultiheadAttention: PRODUCT,
+    **{m: UNPOOL for m in (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)},
 }
 FUNCTIONS: dict[Any, str] = {
     **{f: NOT_HOMOGENEOUS for f in (torch.sigmoid, F.sigmoid, F.silu, F.gelu, torch.tanh, F.tanh,
@@ -41,6 +44,7 @@ FUNCTIONS: dict[Any, str] = {
                               F.local_response_norm)},
     **{f: PRODUCT for f in (torch.matmul, torch.bmm, operator.matmul, torch.einsum,
                             F.scaled_dot_product_attention)},
+    **{f: UNPOOL for f in (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)},
 }
 METHODS: dict[str, str] = {
     **{m: NOT_HOMOGENEOUS for m in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "exp",
@@ -54,10 +58,11 @@ MIXES_SAMPLES = ("mixes samples: its output does not keep the batch dimension fi
                  "windows folded into the batch); fxpath needs per-sample layers")
 MIXES_PARAMS = ("mixes activations with a tensor computed from parameters or constants ({}, "
                 "e.g. a class token or positional embedding)")
-LAYER_SCALE = ("multiplication by a parameter or constant tensor (e.g. layer scale) is not "
-               "supported yet")
-RUNTIME_WEIGHT = ("its {} is computed at run time (e.g. weight standardization), not read from "
-                  "a parameter")
+LAYER_SCALE = ("multiplication by a tensor computed at run time, or by a constant that is not in "
+               "the model's state dict, is not supported yet (a parameter or buffer, viewed or "
+               "reshaped, is)")
+RUNTIME_WEIGHT = ("its {} is computed from the model's input, not from its parameters alone "
+                  "(weights computed from parameters, such as standardized ones, are supported)")
 
 #: ATen ops (by overload packet name) that no ReLU-DAG has, and why
 ATEN_OPS: dict[str, str] = {
@@ -76,6 +81,11 @@ ATEN_OPS: dict[str, str] = {
         "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention")},
     **{op: BN_STATS for op in ("_native_batch_norm_legit", "_native_batch_norm_legit_functional")},
-    "index": "indexing with index tensors (a gather; reflect or replicate padding after "
-             "run_decompositions() becomes one) is not supported: lower the program as exported",
+    "index": "indexing with index tensors (a gather; reflect or replicate padding, bicubic "
+             "and nearest-exact interpolation after run_decompositions() become one) is not "
+             "supported: lower the program as exported",
+    **{op: "writes into a fresh tensor piece by piece (circular padding after "
+           "run_decompositions() becomes such writes), which is not supported: lower the "
+           "program as exported" for op in ("slice_scatter", "copy", "copy_")},
+    **{op: UNPOOL for op in ("max_unpool2d", "max_unpool3d")},
 }

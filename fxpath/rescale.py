@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -27,7 +27,7 @@ from .ops.rescaling import channel_ids
 from .program import PathProgram
 from .validate import check_model
 
-__all__ = ["rescale", "rescalable_neurons"]
+__all__ = ["channel_count", "channel_maps", "rescalable_neurons", "rescale", "rescale_channels"]
 
 _STOP = ops.Rescaling("stops")
 
@@ -159,3 +159,67 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             for consumer, ids in consumers.items():
                 _divide_consumer(twin, graph[consumer], ids, lam)
     return twin
+
+
+def channel_count(node: Node) -> int:
+    """Number of output channels of a rescalable producer node."""
+    return node.shape[-1] if node.channel_dim() == len(node.shape) else node.shape[0]
+
+
+def rescale_channels(model: nn.Module, graph: Graph, producer: str,
+                     consumers: Mapping[str, Tensor], lam: Tensor) -> None:
+    """Rescale the output channels of ``producer`` in place by ``lam`` (one factor > 0 per
+    channel): its incoming weights and bias (and folded BatchNorm) times ``lam``, the weights
+    that read those channels in ``consumers`` divided by ``lam``. The function is unchanged.
+
+    ``producer`` and ``consumers`` are an entry of `rescalable_neurons` for ``graph``, the IR of
+    ``model`` (``fxpath.compile(model, shape).graph``); this is the step `rescale` applies with
+    random factors.
+    """
+    node = graph[producer]
+    lam = lam.to(torch.float64)
+    if lam.shape != (channel_count(node),) or not bool((lam > 0).all()) or not bool(
+            torch.isfinite(lam).all()):
+        raise ArgumentError(f"lam must hold {channel_count(node)} finite factors > 0 for "
+                            f"{node.describe()}, got shape {tuple(lam.shape)}")
+    with torch.no_grad():
+        _scale_producer(model, node, lam)
+        for consumer, ids in consumers.items():
+            _divide_consumer(model, graph[consumer], ids, lam)
+
+
+def channel_maps(model: nn.Module, graph: Graph,
+                 neurons: Mapping[str, Mapping[str, Tensor]] | None = None
+                 ) -> dict[str, dict[str, Tensor]]:
+    """Which tensor entries the rescaling of each producer touches, and for which channel.
+
+    For each producer of ``neurons`` (default: `rescalable_neurons` of ``graph``, the IR of
+    ``model``): ``{state_dict name: int32 tensor of that tensor's shape}`` for every tensor
+    `rescale_channels` writes to, holding the producer channel each entry is multiplied or
+    divided by (``-1`` for entries it leaves alone). Found by rescaling a float64 copy of all
+    ones by ``lam = channel + 2``: the model is not touched.
+    """
+    neurons = rescalable_neurons(graph) if neurons is None else neurons
+    probe = _copy(model).to(torch.float64)
+    tensors = {k: t for k, t in probe.state_dict(keep_vars=True).items()
+               if isinstance(t, Tensor) and t.is_floating_point()}
+    out: dict[str, dict[str, Tensor]] = {}
+    device = next(iter(tensors.values())).device
+    with torch.no_grad():
+        for t in tensors.values():
+            t.fill_(1.0)
+        for name, consumers in neurons.items():
+            before = {k: t._version for k, t in tensors.items()}
+            lam = torch.arange(channel_count(graph[name]), dtype=torch.float64,
+                               device=device) + 2
+            rescale_channels(probe, graph, name, consumers, lam)
+            maps = {}
+            for k, t in tensors.items():
+                if t._version == before[k]:
+                    continue
+                code = torch.where(t >= 1, t, torch.reciprocal(t))
+                maps[k] = torch.round(code).to(torch.int32) - 2
+                maps[k][t == 1] = -1
+                t.fill_(1.0)
+            out[name] = maps
+    return out

@@ -99,6 +99,21 @@ def add(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], coeffs: Sequ
     return rescale(top, *out)
 
 
+def pad_const(exp: Tensor, streams: Sequence[Tensor], pad: Sequence[int], value: float,
+              value_exp: float = 0.0) -> tuple[Tensor, ...]:
+    """Each stream zero-padded, the first one with ``value * 2**value_exp`` in its padding
+    instead (constants padded into the model start paths of their own), renormalized."""
+    top = exp.clamp(min=float(math.frexp(value)[1]) + value_exp) if value else exp
+    out = []
+    for i, x in enumerate(streams):
+        y = F.pad(x * torch.exp2(exp - top), list(pad))
+        if i == 0 and value:
+            border = F.pad(torch.zeros_like(x), list(pad), value=1.0)
+            y = torch.addcmul(y, border, value * torch.exp2(value_exp - top))
+        out.append(y)
+    return rescale(top, *out)
+
+
 def cat(exps: Sequence[Tensor], inputs: Sequence[Sequence[Tensor]], dim: int) -> tuple[Tensor, ...]:
     """Concatenate operands along ``dim`` per stream after aligning their exponents."""
     top = _top(exps)

@@ -70,10 +70,12 @@ def from_magnitudes(prog: PathProgram, *mags: Tensor, out: Mapping[str, Tensor] 
     grad_of = dict(zip(plain + list(tapped), grads))
     input_of = dict(zip(tapped, inputs))
     scores: dict[str, Tensor] = {}
+    derived = runner.graph.derived()  # reported under the parameter they stand for
     for i, (slot, a) in enumerate(zip(runner.slots, mags)):
         if slot.param is None:
             continue
-        dest = None if out is None else _destination(out, slot.param, a)
+        key = derived[slot.param].report if slot.param in derived else slot.param
+        dest = None if out is None else _destination(out, key, a)
         g = grad_of[i]
         if g is None:  # no path through this coordinate reaches an output
             frac = torch.zeros_like(a) if dest is None else dest.zero_()
@@ -84,8 +86,8 @@ def from_magnitudes(prog: PathProgram, *mags: Tensor, out: Mapping[str, Tensor] 
             frac = torch.mul(a, g.reshape(-1, 1), out=into).mul_(x)
         else:
             frac = g.mul_(a) if dest is None else torch.mul(g, a, out=dest)
-        scores[slot.param] = (frac.reshape(prog.param_shape(slot.param))
-                              if dest is None else out[slot.param])
+        scores[key] = (frac.reshape(prog.param_shape(slot.param)) if dest is None
+                       else out[key])
     return scores, total.detach()
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch.fx.node import map_arg
+from torch.nn.utils import parametrize
 
 from .errors import TraceError
 
@@ -124,6 +125,8 @@ class _Tracer(fx.Tracer):
             # shape-dependent control flow; with concrete shapes we can, so a timm leaf that
             # fxpath has no rule for is traced through instead of refused.
             return self._has_rule(m)
+        if parametrize.is_parametrized(m) or isinstance(m, parametrize.ParametrizationList):
+            return False  # its parametrized tensors are computed in the graph
         return super().is_leaf_module(m, module_qualified_name)
 
     def proxy(self, node: fx.Node) -> fx.Proxy:

@@ -11,6 +11,8 @@ from .lower_pooling import lower_pooling
 from .pipeline import PIPELINE, normalize
 from .remove_identities import remove_identities
 from .rewrite_activations import rewrite_activations
+from .select_outputs import select_outputs
 
 __all__ = ["PIPELINE", "check_supported", "eliminate_dead_nodes", "fold_batchnorm",
-           "frame_convs", "lower_pooling", "normalize", "remove_identities", "rewrite_activations"]
+           "frame_convs", "lower_pooling", "normalize", "remove_identities", "rewrite_activations",
+           "select_outputs"]

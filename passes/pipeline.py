@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
@@ -16,6 +16,7 @@ from .frame_convs import frame_convs
 from .lower_pooling import lower_pooling
 from .remove_identities import remove_identities
 from .rewrite_activations import rewrite_activations
+from .select_outputs import select_outputs
 
 Pass = Callable[[Graph], Graph]
 
@@ -23,6 +24,9 @@ Pass = Callable[[Graph], Graph]
 PIPELINE: tuple[tuple[str, Pass], ...] = (
     # first: refuse non-ReLU-DAG models before any work, listing every offending op
     ("check_supported", check_supported),
+    # only when asked for (output=): before dead-node elimination, which drops what feeds the
+    # other outputs only, and before folding, which then sees the selected model's users
+    ("select_outputs", select_outputs),
     # drop dropout/identity early so that BatchNorm sees its real producer
     ("remove_identities", remove_identities),
     # unused branches (aux heads not returned) carry no path to the output
@@ -55,7 +59,7 @@ def _run_pass(name: str, p: Pass, graph: Graph) -> Graph:
 
 
 def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None = None,
-              debug: bool = False) -> Graph:
+              outputs: Sequence[str] | None = None, debug: bool = False) -> Graph:
     """Run the pipeline; the IR verifier checks the result, and every op of the lowering's
     output against its schema (`fxpath.ops`); with ``debug`` it runs after every pass.
 
@@ -64,6 +68,7 @@ def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None 
         fold_bn: fold frozen BatchNorm into its producing conv/linear where possible.
         frame_min_macs: rewrite convs of at least this many multiply-adds whose path-network
             input is nearly constant into ``frame_conv`` nodes (`frame_convs`); None: none.
+        outputs: keep only the model outputs of these names (`select_outputs`); None: all.
         debug: verify the IR after each pass and name the pass that broke it.
     """
     ran: list[str] = []
@@ -74,6 +79,10 @@ def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None 
             if frame_min_macs is None:
                 continue
             p = partial(frame_convs, min_macs=frame_min_macs)
+        elif name == "select_outputs":
+            if outputs is None:
+                continue
+            p = partial(select_outputs, names=tuple(outputs))
         graph = _run_pass(name, p, graph)
         ran.append(name)
         if debug:

@@ -23,6 +23,7 @@ Math reference: ``docs/mathematics.md``, sections #relu-dag-networks,
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 __all__ = [
     "Edge",
@@ -41,6 +44,7 @@ __all__ = [
     "Lifting",
     "Spec",
     "SpecNet",
+    "Affine",
     "Case",
     "build_dag",
     "module_output",
@@ -70,6 +74,10 @@ __all__ = [
     "residual_add",
     "concat_net",
     "activations",
+    "learnable_affine_net",
+    "padded_net",
+    "derived_weights_net",
+    "StdConv2d",
     "ACTIVATION_KINDS",
     "ALL_FACTORIES",
 ]
@@ -214,6 +222,45 @@ def _piece(x: torch.Tensor, op: str) -> torch.Tensor:
     kind, n, i = _piece_op(op)  # type: ignore[misc]
     return (torch.chunk(x, n, dim=1) if kind == "chunk" else torch.split(x, n, dim=1))[i]
 _RESERVED = {"input_shape", "fold_bn", "spec_nodes", "spec_outputs"}
+
+
+class Affine(nn.Module):
+    """``x * weight + sign * bias`` with parameters broadcast against the batched input (a
+    learnable scalar or per-channel affine, a layer scale, a learnable bias); either may be
+    omitted (shape None)."""
+
+    def __init__(self, weight_shape: Sequence[int] | None, bias_shape: Sequence[int] | None,
+                 sign: float = 1.0) -> None:
+        super().__init__()
+        self.sign = sign
+        self.weight = nn.Parameter(torch.randn(*weight_shape)) if weight_shape else None
+        self.bias = nn.Parameter(torch.randn(*bias_shape)) if bias_shape else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None:
+            x = x * self.weight
+        if self.bias is not None:
+            x = x + self.bias if self.sign > 0 else x - self.bias
+        return x
+
+
+class StdConv2d(nn.Conv2d):
+    """A conv with weight standardization (timm's ScaledStdConv2d, simplified): the weight
+    it applies is computed from its parameters at run time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def standardized(self) -> torch.Tensor:
+        w = self.weight
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return self.gain * (w - mean) / torch.sqrt(var + 1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.standardized(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
 
 
 class SpecNet(nn.Module):
@@ -434,7 +481,10 @@ def _build_module(
     b: _Builder, name: str, m: nn.Module, inputs: tuple[str, ...], args: list[np.ndarray]
 ) -> tuple[np.ndarray, bool]:
     """Dispatch one module node on its exact type."""
-    fn = _MODULE_BUILDERS.get(type(m))
+    cls = type(m)
+    if parametrize.is_parametrized(m):  # torch's dynamic subclass; m.weight is the effective one
+        cls = cls.__bases__[0]
+    fn = _MODULE_BUILDERS.get(cls)
     if fn is None:
         raise NotImplementedError(f"node {name!r}: {type(m).__name__} is not supported")
     if len(args) != 1:
@@ -534,6 +584,8 @@ def _conv_edges(
             for bb in range(w.shape[3]):
                 col = j * sw - pw + bb * dw
                 if 0 <= col < wd:
+                    if x[cin0 + c, r, col] < 0:
+                        raise ValueError("a conv reads -inf padding")
                     edges.append(Edge(int(x[cin0 + c, r, col]), w[o, c, a, bb], wname,
                                       (o, c, a, bb)))
     return edges
@@ -545,8 +597,9 @@ def _build_conv2d(
     """nn.Conv2d (stride, zero padding, dilation, groups, optional bias) by explicit loops."""
     ph, pw = _conv_padding(name, m)
     (sh, sw), (dh, dw) = _pair(m.stride), _pair(m.dilation)
-    w = _np(m.weight)
-    wname = b.param(name, "weight", m.weight)
+    weight = m.standardized() if isinstance(m, StdConv2d) else m.weight  # the effective one
+    w = _np(weight)
+    wname = b.param(name, "weight", weight)
     bias = _np(m.bias) if m.bias is not None else None
     bname = b.param(name, "bias", m.bias) if m.bias is not None else None
     cout, cin_g, kh, kw = w.shape
@@ -584,7 +637,7 @@ def _build_batchnorm(
     wname = b.param(name, "weight", m.weight) if m.weight is not None else None
     bname = b.param(name, "bias", m.bias) if m.bias is not None else None
     src_module = getattr(b.net, src, None) if b.kinds.get(src) == "module" else None
-    foldable = type(src_module) in (nn.Conv2d, nn.Linear) and b.is_lone_private(src)
+    foldable = _foldable_producer(src_module) and b.is_lone_private(src)
     if b.net.fold_bn and foldable:
         for idx in np.ndindex(*x.shape):
             c = idx[0]
@@ -691,8 +744,27 @@ def _build_maxpool(
         rows = [i * sh - ph + a * dh for a in range(kh)]
         cols = [j * sw - pw + a * dw for a in range(kw)]
         edges = [Edge(int(x[ch, r, q]), 1.0) for r in rows if 0 <= r < h
-                 for q in cols if 0 <= q < w]
+                 for q in cols if 0 <= q < w and x[ch, r, q] >= 0]  # -1: -inf padding
+        if not edges:
+            raise ValueError(f"node {name!r}: a window holds only -inf padding")
         out[ch, i, j] = b.new("max", edges, (ch, i, j))
+    return out, False
+
+
+def _build_constpad(
+    b: _Builder, name: str, m: nn.ConstantPad2d, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """ConstantPad2d: the input's neurons, surrounded by constant neurons (no edges, the value
+    as their bias: paths start at them), or by -1 (no neuron) for -inf, which only a max-pool
+    may read."""
+    left, right, top, bottom = m.padding
+    c, h, w = x.shape
+    out = np.full((c, h + top + bottom, w + left + right), -1, dtype=np.int64)
+    out[:, top:top + h, left:left + w] = x
+    if m.value != -math.inf:
+        for idx in np.ndindex(*out.shape):
+            if not (top <= idx[1] < top + h and left <= idx[2] < left + w):
+                out[idx] = b.new("id", [], idx, bias=float(m.value), has_bias=True)
     return out, False
 
 
@@ -742,6 +814,40 @@ def _build_adaptive(
     return out, not is_max
 
 
+def _broadcast_index(t: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """For each entry of a per-sample tensor of ``shape``, the flat index of the entry of ``t``
+    that torch's broadcasting (against the batched shape) pairs with it."""
+    flat = np.arange(t.numel()).reshape(tuple(t.shape))
+    return np.broadcast_to(flat, (1, *shape))[0]
+
+
+def _build_affine(
+    b: _Builder, name: str, m: Affine, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Affine: one identity neuron per entry, its edge weighted by the paired weight entry
+    (fixed 1 without weight), its bias the paired bias entry times ``sign``."""
+    w = _np(m.weight).reshape(-1) if m.weight is not None else None
+    bias = _np(m.bias).reshape(-1) if m.bias is not None else None
+    wname = b.param(name, "weight", m.weight) if m.weight is not None else None
+    bname = b.param(name, "bias", m.bias) if m.bias is not None else None
+    wi = _broadcast_index(m.weight, x.shape) if m.weight is not None else None
+    bi = _broadcast_index(m.bias, x.shape) if m.bias is not None else None
+    out = np.empty(x.shape, dtype=np.int64)
+    for idx in np.ndindex(*x.shape):
+        if w is None:
+            edge = Edge(int(x[idx]), 1.0)
+        else:
+            k = int(wi[idx])
+            edge = Edge(int(x[idx]), w[k], wname, np.unravel_index(k, tuple(m.weight.shape)))
+        kw: dict[str, Any] = {}
+        if bias is not None:
+            k = int(bi[idx])
+            kw = {"bias": m.sign * bias[k], "has_bias": True, "bias_param": bname,
+                  "bias_index": np.unravel_index(k, tuple(m.bias.shape))}
+        out[idx] = b.new("id", [edge], idx, **kw)
+    return out, True
+
+
 def _build_flatten(
     b: _Builder, name: str, m: nn.Flatten, src: str, x: np.ndarray
 ) -> tuple[np.ndarray, bool]:
@@ -775,6 +881,10 @@ _MODULE_BUILDERS: dict[type, Callable[..., tuple[np.ndarray, bool]]] = {
     nn.Flatten: _build_flatten,
     nn.Identity: _build_alias,
     nn.Dropout: _build_alias,
+    Affine: _build_affine,
+    StdConv2d: _build_conv2d,
+    nn.ConstantPad2d: _build_constpad,
+    nn.ZeroPad2d: _build_constpad,
 }
 
 
@@ -1133,6 +1243,56 @@ def split_chunk_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
     return _make(spec, seed, dtype)
 
 
+def learnable_affine_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
+    """Multiplications by and additions of parameters: a scalar affine after a ReLU (timm's
+    learnable affine block), a per-channel layer scale before a residual add, a subtracted
+    per-channel bias, a per-position scale and a bias-only shift."""
+    def spec() -> Spec:
+        return (Spec((2, 4, 4))
+                .node("stem", nn.Conv2d(2, 3, 3, padding=1)).node("r0", nn.ReLU())
+                .node("lab", Affine((1,), (1,)))
+                .node("conv", nn.Conv2d(3, 3, 3, padding=1)).node("gamma", Affine((1, 3, 1, 1),
+                                                                                   None))
+                .node("res", "add", "gamma", "lab").node("r1", nn.ReLU())
+                .node("shift", Affine(None, (3, 1, 1), sign=-1.0))
+                .node("pos", Affine((4, 4), None)).node("r2", nn.ReLU())
+                .node("pool", nn.MaxPool2d(2)).node("flat", nn.Flatten())
+                .node("fc", nn.Linear(3 * 2 * 2, 2)))
+    return _make(spec, seed, dtype)
+
+
+def padded_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
+    """Constant padding: -inf in front of max-pools (asymmetric 'same' padding, as timm's
+    MaxPool2dSame does it), and a finite non-zero value in front of a conv, whose padded
+    entries start paths of their own."""
+    def spec() -> Spec:
+        return (Spec((2, 5, 5))
+                .node("stem", nn.Conv2d(2, 3, 3, padding=1)).node("r0", nn.ReLU())
+                .node("same", nn.ConstantPad2d((0, 1, 0, 1), -math.inf))
+                .node("pool", nn.MaxPool2d(2, stride=1))
+                .node("pad", nn.ConstantPad2d((1, 1, 2, 0), 0.75))
+                .node("conv", nn.Conv2d(3, 3, 3)).node("r1", nn.ReLU())
+                .node("pad2", nn.ConstantPad2d(1, -math.inf))
+                .node("pool2", nn.MaxPool2d(3, stride=2))
+                .node("flat", nn.Flatten()).node("fc", nn.Linear(3 * 3 * 3, 2)))
+    return _make(spec, seed, dtype)
+
+
+def derived_weights_net(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
+    """Weights computed from parameters at run time: a weight-standardized conv with a gain,
+    and torch's weight normalization (a parametrization) on a conv and the classifier."""
+    def spec() -> Spec:
+        conv = nn.Conv2d(3, 3, 3)
+        fc = nn.Linear(3 * 2 * 2, 2)
+        torch.nn.utils.parametrizations.weight_norm(conv)
+        torch.nn.utils.parametrizations.weight_norm(fc)
+        return (Spec((2, 4, 4))
+                .node("std", StdConv2d(2, 3, 3, padding=1)).node("r0", nn.ReLU())
+                .node("conv", conv).node("r1", nn.ReLU())
+                .node("flat", nn.Flatten()).node("fc", fc))
+    return _make(spec, seed, dtype)
+
+
 def _act(kind: str, channels: int) -> nn.Module:
     """The activation module for ``activations(kind)``."""
     table: dict[str, Callable[[], nn.Module]] = {
@@ -1174,5 +1334,451 @@ ALL_FACTORIES: dict[str, Callable[[], Case]] = {
     "residual_add_nofold": lambda: residual_add(fold=False),
     "concat_net": concat_net,
     "split_chunk_net": split_chunk_net,
+    "learnable_affine_net": learnable_affine_net,
+    "padded_net": padded_net,
+    "derived_weights_net": derived_weights_net,
     **{f"activations_{k}": (lambda k=k: activations(k)) for k in ACTIVATION_KINDS},
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Dense prediction: N-d convs and transposed convs, 1-d/3-d pools, padding modes, pixel
+# shuffles and interpolation, each by explicit index loops (torch's rules written out by hand)
+# --------------------------------------------------------------------------------------------
+
+
+class Interpolate(nn.Module):
+    """``F.interpolate(x, **kwargs)`` as a module (the functional form inside a model)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.kwargs = dict(kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, **self.kwargs)
+
+
+class ConvTransposeTo(nn.Module):
+    """A transposed conv called with ``output_size`` (``self.conv(x, output_size=size)``)."""
+
+    def __init__(self, conv: nn.Module, size: Sequence[int]) -> None:
+        super().__init__()
+        self.conv = conv
+        self.size = list(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, output_size=self.size)
+
+
+class FunctionalConvTranspose(nn.Module):
+    """``F.conv_transpose{1,2,3}d`` on parameters of its own (the functional form)."""
+
+    def __init__(self, cin: int, cout: int, kernel: Sequence[int], stride: int = 1,
+                 padding: int = 0, output_padding: int = 0, groups: int = 1,
+                 dilation: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cin, cout // groups, *kernel) * 0.3)
+        self.bias = nn.Parameter(torch.randn(cout)) if bias else None
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.dilation = groups, dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = {3: torch.nn.functional.conv_transpose1d, 4: torch.nn.functional.conv_transpose2d,
+              5: torch.nn.functional.conv_transpose3d}[x.dim()]
+        return fn(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                  self.groups, self.dilation)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _foldable_producer(m: nn.Module | None) -> bool:
+    """fxpath's folding rule: a BatchNorm folds into a conv or (N, C) linear layer, and into a
+    transposed conv without groups."""
+    if isinstance(m, ConvTransposeTo):
+        m = m.conv
+    if type(m) in (*_CONVS, nn.Linear):
+        return True
+    return type(m) in _CONV_TS and m.groups == 1
+
+
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, (tuple, list)):
+        return tuple(int(i) for i in v)
+    return (int(v),) * n
+
+
+def _build_convnd(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Conv1d / Conv3d (zero padding, stride, dilation, groups, bias) by explicit loops."""
+    nd = x.ndim - 1
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise NotImplementedError(f"node {name!r}: padding {m.padding!r} {m.padding_mode!r}")
+    st, pd, dl = _ntuple(m.stride, nd), _ntuple(m.padding, nd), _ntuple(m.dilation, nd)
+    w = _np(m.weight)
+    wname = b.param(name, "weight", m.weight)
+    bias = _np(m.bias) if m.bias is not None else None
+    bname = b.param(name, "bias", m.bias) if m.bias is not None else None
+    cout, cin_g, *k = w.shape
+    size = x.shape[1:]
+    osize = [(n + 2 * p - d * (kk - 1) - 1) // s + 1
+             for n, kk, s, p, d in zip(size, k, st, pd, dl)]
+    out_g = cout // m.groups
+    out = np.empty((cout, *osize), dtype=np.int64)
+    for o in range(cout):
+        cin0 = (o // out_g) * cin_g
+        for pos in np.ndindex(*osize):
+            edges = []
+            for c in range(cin_g):
+                for off in np.ndindex(*k):
+                    src_pos = [pos[j] * st[j] - pd[j] + off[j] * dl[j] for j in range(nd)]
+                    if all(0 <= q < n for q, n in zip(src_pos, size)):
+                        edges.append(Edge(int(x[(cin0 + c, *src_pos)]), w[(o, c, *off)], wname,
+                                          (o, c, *off)))
+            out[(o, *pos)] = b.new("id", edges, (o, *pos), **_bias_kw(bname, bias, o))
+    return out, True
+
+
+def _conv_transpose_edges(
+    b: _Builder, x: np.ndarray, w: np.ndarray, wname: str, geom: dict[str, Any],
+    osize: Sequence[int], bias: np.ndarray | None, bname: str | None, prefix: str = "",
+) -> np.ndarray:
+    """Output neurons of a transposed conv: input (c, i) reaches output (o, i*s - p + k*d)
+    through the kernel tap ``w[c, o - group start, k]``, one edge per tap."""
+    nd = x.ndim - 1
+    cin, cout_g, *k = w.shape
+    groups = geom["groups"]
+    cin_g = cin // groups
+    st, pd, dl = geom["stride"], geom["padding"], geom["dilation"]
+    incoming: dict[tuple[int, ...], list[Edge]] = {}
+    for c in range(cin):
+        g = c // cin_g
+        for ipos in np.ndindex(*x.shape[1:]):
+            for ol in range(cout_g):
+                for off in np.ndindex(*k):
+                    opos = tuple(ipos[j] * st[j] - pd[j] + off[j] * dl[j] for j in range(nd))
+                    if all(0 <= q < n for q, n in zip(opos, osize)):
+                        o = g * cout_g + ol
+                        incoming.setdefault((o, *opos), []).append(
+                            Edge(int(x[(c, *ipos)]), w[(c, ol, *off)], wname, (c, ol, *off)))
+    out = np.empty((cout_g * groups, *osize), dtype=np.int64)
+    for idx in np.ndindex(*out.shape):
+        out[idx] = b.new("id", incoming.get(idx, []), idx, **_bias_kw(bname, bias, idx[0]))
+    return out
+
+
+def _conv_transpose_geometry(m: Any, nd: int) -> dict[str, Any]:
+    return {"stride": _ntuple(m.stride, nd), "padding": _ntuple(m.padding, nd),
+            "dilation": _ntuple(m.dilation, nd), "groups": int(m.groups),
+            "output_padding": _ntuple(m.output_padding, nd)}
+
+
+def _transposed_size(size: Sequence[int], k: Sequence[int], geom: dict[str, Any]) -> list[int]:
+    return [(n - 1) * s - 2 * p + d * (kk - 1) + op + 1
+            for n, kk, s, p, d, op in zip(size, k, geom["stride"], geom["padding"],
+                                          geom["dilation"], geom["output_padding"])]
+
+
+def _build_conv_transpose(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """ConvTranspose1d/2d/3d, its ``output_size`` form and the functional form."""
+    nd = x.ndim - 1
+    conv, prefix = (m.conv, "conv.") if isinstance(m, ConvTransposeTo) else (m, "")
+    geom = _conv_transpose_geometry(conv, nd)
+    w = _np(conv.weight)
+    osize = _transposed_size(x.shape[1:], w.shape[2:], geom)
+    if isinstance(m, ConvTransposeTo):  # output_size: PyTorch's extra rows at the end
+        osize = [int(s) for s in m.size[-nd:]]
+    wname = b.param(name, f"{prefix}weight", conv.weight)
+    bias = _np(conv.bias) if conv.bias is not None else None
+    bname = b.param(name, f"{prefix}bias", conv.bias) if conv.bias is not None else None
+    return _conv_transpose_edges(b, x, w, wname, geom, osize, bias, bname), True
+
+
+def _pool_window(i: int, n: int, k: int, s: int, p: int, d: int) -> list[int]:
+    """The real input positions of pooling window ``i`` along one axis (dilated taps)."""
+    return [i * s - p + a * d for a in range(k) if 0 <= i * s - p + a * d < n]
+
+
+def _build_poolnd(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """MaxPool1d/3d and AvgPool1d/3d (ceil_mode, count_include_pad, divisor_override)."""
+    nd = x.ndim - 1
+    is_max = isinstance(m, (nn.MaxPool1d, nn.MaxPool3d))
+    k = _ntuple(m.kernel_size, nd)
+    st = _ntuple(m.stride if m.stride is not None else m.kernel_size, nd)
+    pd = _ntuple(m.padding, nd)
+    dl = _ntuple(m.dilation, nd) if is_max else (1,) * nd
+    size = x.shape[1:]
+    osize = [pool_output_size(n, kk, s, p, d, m.ceil_mode)
+             for n, kk, s, p, d in zip(size, k, st, pd, dl)]
+    out = np.empty((x.shape[0], *osize), dtype=np.int64)
+    for ch in range(x.shape[0]):
+        for pos in np.ndindex(*osize):
+            axes = [_pool_window(pos[j], size[j], k[j], st[j], pd[j], dl[j]) for j in range(nd)]
+            taps = list(itertools.product(*axes))
+            weight = 1.0
+            if not is_max:
+                wins = [avgpool_window(pos[j], size[j], k[j], st[j], pd[j]) for j in range(nd)]
+                if getattr(m, "divisor_override", None):
+                    div = int(m.divisor_override)
+                elif m.count_include_pad:
+                    div = math.prod(w[2] for w in wins)
+                else:
+                    div = math.prod(w[1] - w[0] for w in wins)
+                weight = 1.0 / div
+            edges = [Edge(int(x[(ch, *t)]), weight) for t in taps]
+            out[(ch, *pos)] = b.new("max" if is_max else "id", edges, (ch, *pos))
+    return out, not is_max
+
+
+def _pad_index(i: int, n: int, mode: str) -> int | None:
+    """The input position padded position ``i`` copies along an axis of ``n`` (None: a zero)."""
+    if 0 <= i < n:
+        return i
+    if mode == "reflect":
+        return -i if i < 0 else 2 * (n - 1) - i
+    if mode == "replicate":
+        return min(max(i, 0), n - 1)
+    if mode == "circular":
+        return i % n
+    return None
+
+
+_PAD_MODULES = {
+    **{t: "reflect" for t in (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d)},
+    **{t: "replicate" for t in (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d)},
+    **{t: "circular" for t in (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)},
+    **{t: "zeros" for t in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d)},
+}
+
+
+def _build_padnd(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Reflect / replicate / circular / zero padding: copies of input neurons (reflect,
+    replicate, circular) or fresh neurons without edges (zeros)."""
+    nd = x.ndim - 1
+    mode = _PAD_MODULES[type(m)]
+    widths = list(m.padding)  # (last lo, last hi, second-last lo, ...)
+    lo = [widths[2 * (nd - 1 - j)] for j in range(nd)]
+    hi = [widths[2 * (nd - 1 - j) + 1] for j in range(nd)]
+    size = x.shape[1:]
+    osize = [n + a + c for n, a, c in zip(size, lo, hi)]
+    out = np.empty((x.shape[0], *osize), dtype=np.int64)
+    for ch in range(x.shape[0]):
+        for pos in np.ndindex(*osize):
+            src_pos = [_pad_index(pos[j] - lo[j], size[j], mode) for j in range(nd)]
+            if any(q is None for q in src_pos):
+                out[(ch, *pos)] = b.new("id", [], (ch, *pos))
+            else:
+                out[(ch, *pos)] = x[(ch, *src_pos)]
+    return out, False
+
+
+def _build_pixel_shuffle(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """PixelShuffle: out[c, h r + i, w r + j] = in[c r^2 + i r + j, h, w]; PixelUnshuffle is
+    its inverse. Pure re-indexing."""
+    c, h, w = x.shape
+    if isinstance(m, nn.PixelShuffle):
+        r = m.upscale_factor
+        out = np.empty((c // (r * r), h * r, w * r), dtype=np.int64)
+        for oc, oh, ow in np.ndindex(*out.shape):
+            out[oc, oh, ow] = x[oc * r * r + (oh % r) * r + (ow % r), oh // r, ow // r]
+    else:
+        r = m.downscale_factor
+        out = np.empty((c * r * r, h // r, w // r), dtype=np.int64)
+        for ic, ih, iw in np.ndindex(*x.shape):
+            out[ic * r * r + (ih % r) * r + (iw % r), ih // r, iw // r] = x[ic, ih, iw]
+    return out, False
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to float32 (PyTorch computes nearest-neighbour indices in float)."""
+    return float(np.float32(v))
+
+
+def _nearest_axis(n_in: int, n_out: int, scale: float | None, exact: bool) -> np.ndarray:
+    """nearest: ``min(floor(o * s), n - 1)``; nearest-exact: ``min(floor((o + 0.5) s), n-1)``;
+    ``s = 1 / scale`` when the scale factor reaches the kernel, else ``n_in / n_out``, in
+    float32."""
+    s = _f32(1.0 / scale) if scale else _f32(n_in / n_out)
+    a = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        if not exact and n_out == n_in:
+            i = o
+        elif not exact and n_out == 2 * n_in:
+            i = o >> 1
+        else:
+            pos = np.float32(o + 0.5 if exact else o) * np.float32(s)
+            i = min(int(math.floor(pos)), n_in - 1)
+        a[o, i] += 1.0
+    return a
+
+
+def _source_scale(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> float:
+    if align_corners:
+        return (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    return 1.0 / scale if scale else n_in / n_out
+
+
+def _cubic_weights(t: float) -> list[float]:
+    """Keys' cubic convolution weights (A = -0.75) of the four taps around ``t``."""
+    a = -0.75
+
+    def near(x: float) -> float:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _linear_axis(n_in: int, n_out: int, align_corners: bool, scale: float | None,
+                 cubic: bool) -> np.ndarray:
+    """(bi/tri)linear and bicubic: the source position of output ``o`` is ``r o``
+    (align_corners) or ``r (o + 1/2) - 1/2`` (clamped at 0 for linear); its floor is clamped
+    to ``n - 1`` and the fraction to [0, 1]; taps beyond the border read the border."""
+    r = _source_scale(n_in, n_out, align_corners, scale)
+    a = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        src = r * o if align_corners else r * (o + 0.5) - 0.5
+        if not cubic and src < 0:
+            src = 0.0
+        i = min(int(math.floor(src)), n_in - 1)
+        t = min(max(src - i, 0.0), 1.0)
+        if cubic:
+            for k, wk in enumerate(_cubic_weights(t)):
+                a[o, min(max(i - 1 + k, 0), n_in - 1)] += wk
+        else:
+            a[o, i] += 1.0 - t
+            a[o, i + (1 if i < n_in - 1 else 0)] += t
+    return a
+
+
+def interpolation_axes(mode: str, size_in: Sequence[int], size_out: Sequence[int],
+                       align_corners: bool | None, scales: Sequence[float | None]
+                       ) -> list[np.ndarray]:
+    """One ``(out, in)`` coefficient matrix per spatial axis, from torch's index rules written
+    out by hand (nearest, nearest-exact, linear, bilinear, trilinear, bicubic)."""
+    out = []
+    for n_in, n_out, s in zip(size_in, size_out, scales):
+        if mode in ("nearest", "nearest-exact"):
+            out.append(_nearest_axis(n_in, n_out, s, mode == "nearest-exact"))
+        elif mode in ("linear", "bilinear", "trilinear", "bicubic"):
+            out.append(_linear_axis(n_in, n_out, bool(align_corners), s, mode == "bicubic"))
+        else:
+            raise NotImplementedError(f"interpolation mode {mode!r}")
+    return out
+
+
+def _interpolation_args(m: nn.Module, size_in: Sequence[int]
+                        ) -> tuple[str, list[int], bool | None, list[float | None]]:
+    """``(mode, output size, align_corners, scales reaching the kernel)`` of an Upsample or
+    Interpolate module, as F.interpolate documents them."""
+    nd = len(size_in)
+    if isinstance(m, Interpolate):
+        kw = m.kwargs
+        size, factor, mode = kw.get("size"), kw.get("scale_factor"), kw.get("mode", "nearest")
+        align, recompute = kw.get("align_corners"), kw.get("recompute_scale_factor")
+        if kw.get("antialias"):
+            raise NotImplementedError("antialias")
+    else:
+        size, factor, mode = m.size, m.scale_factor, m.mode
+        align, recompute = m.align_corners, m.recompute_scale_factor
+    if size is not None:
+        return mode, list(_ntuple(size, nd)), align, [None] * nd
+    factors = [float(f) for f in (factor if isinstance(factor, (tuple, list))
+                                  else [factor] * nd)]
+    out = [int(math.floor(n * f)) for n, f in zip(size_in, factors)]
+    scales = [None] * nd if recompute or mode == "area" else factors
+    return mode, out, align, scales
+
+
+def _build_interpolate(
+    b: _Builder, name: str, m: nn.Module, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Upsample / F.interpolate: identity neurons whose edges are products of one coefficient
+    per axis (taps on the same input summed into one edge); ``area`` is an adaptive mean."""
+    size_in = x.shape[1:]
+    mode, size_out, align, scales = _interpolation_args(m, size_in)
+    if mode == "area":
+        axes = []
+        for n_in, n_out in zip(size_in, size_out):
+            a = np.zeros((n_out, n_in))
+            for o in range(n_out):
+                lo, hi = adaptive_window(o, n_in, n_out)
+                a[o, lo:hi] = 1.0 / (hi - lo)
+            axes.append(a)
+    else:
+        axes = interpolation_axes(mode, size_in, size_out, align, scales)
+    out = np.empty((x.shape[0], *size_out), dtype=np.int64)
+    for ch in range(x.shape[0]):
+        for pos in np.ndindex(*size_out):
+            rows = [np.nonzero(a[p])[0] for a, p in zip(axes, pos)]
+            edges = [Edge(int(x[(ch, *t)]), math.prod(a[p, i] for a, p, i in zip(axes, pos, t)))
+                     for t in itertools.product(*rows)]
+            out[(ch, *pos)] = b.new("id", edges, (ch, *pos))
+    return out, True
+
+
+for _type, _fn in {
+    nn.Conv1d: _build_convnd, nn.Conv3d: _build_convnd,
+    nn.ConvTranspose1d: _build_conv_transpose, nn.ConvTranspose2d: _build_conv_transpose,
+    nn.ConvTranspose3d: _build_conv_transpose, ConvTransposeTo: _build_conv_transpose,
+    nn.MaxPool1d: _build_poolnd, nn.MaxPool3d: _build_poolnd,
+    nn.AvgPool1d: _build_poolnd, nn.AvgPool3d: _build_poolnd,
+    nn.BatchNorm3d: _build_batchnorm,
+    nn.PixelShuffle: _build_pixel_shuffle, nn.PixelUnshuffle: _build_pixel_shuffle,
+    nn.Upsample: _build_interpolate, nn.UpsamplingNearest2d: _build_interpolate,
+    nn.UpsamplingBilinear2d: _build_interpolate, Interpolate: _build_interpolate,
+    **dict.fromkeys(_PAD_MODULES, _build_padnd),
+}.items():
+    _MODULE_BUILDERS.setdefault(_type, _fn)
+
+
+def _build_functional_conv_transpose(
+    b: _Builder, name: str, m: FunctionalConvTranspose, src: str, x: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    nd = x.ndim - 1
+    geom = _conv_transpose_geometry(m, nd)
+    w = _np(m.weight)
+    osize = _transposed_size(x.shape[1:], w.shape[2:], geom)
+    wname = b.param(name, "weight", m.weight)
+    bias = _np(m.bias) if m.bias is not None else None
+    bname = b.param(name, "bias", m.bias) if m.bias is not None else None
+    return _conv_transpose_edges(b, x, w, wname, geom, osize, bias, bname), True
+
+
+_MODULE_BUILDERS.setdefault(FunctionalConvTranspose, _build_functional_conv_transpose)
+
+
+def tiny_unet(seed: int = 0, dtype: torch.dtype = torch.float64) -> Case:
+    """A tiny U-Net: down by max-pool, up by a transposed conv (with a folded BatchNorm) and by
+    bilinear upsampling, skip concatenations, and two outputs (the segmentation map and a
+    coarse auxiliary one). Small enough to enumerate its paths."""
+    def spec() -> Spec:
+        return (Spec((1, 4, 4))
+                .node("enc1", nn.Conv2d(1, 1, 3, padding=1)).node("bn1", nn.BatchNorm2d(1))
+                .node("r1", nn.ReLU())
+                .node("down", nn.MaxPool2d(2))
+                .node("enc2", nn.Conv2d(1, 2, 3, padding=1)).node("r2", nn.ReLU())
+                .node("up_t", nn.ConvTranspose2d(2, 1, 2, stride=2), "r2")
+                .node("bn_t", nn.BatchNorm2d(1)).node("r_t", nn.ReLU())
+                .node("up_b", nn.Upsample(scale_factor=2, mode="bilinear",
+                                          align_corners=False), "r2")
+                .node("skip", "cat", "r_t", "up_b", "r1")
+                .node("head", nn.Conv2d(4, 1, 1))
+                .node("aux", nn.Conv2d(2, 1, 1), "r2")
+                .output("head", "aux"))
+    return _make(spec, seed, dtype)
+
+
+ALL_FACTORIES["tiny_unet"] = tiny_unet

@@ -67,9 +67,15 @@ def test_module_is_fx_traceable_with_state_dict_names(name: str) -> None:
         torch.testing.assert_close(a, b)
     assert set(gm.state_dict()) == set(module.state_dict())
     sd = module.state_dict()
+    # a parametrized tensor is reported under its attribute's name (``conv.weight``)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    for path, m in module.named_modules():
+        if torch.nn.utils.parametrize.is_parametrized(m):
+            for attr in m.parametrizations:
+                shapes[f"{path}.{attr}"] = tuple(getattr(m, attr).shape)
     dag = build(module)
     for pname, pshape in dag.param_shapes.items():
-        assert pname in sd and tuple(sd[pname].shape) == pshape
+        assert shapes.get(pname) == pshape, pname
 
 
 def test_rewrites_hit_both_regimes() -> None:

@@ -267,11 +267,13 @@ def test_prune_forwards_flags_and_prints_metric(capsys: pytest.CaptureFixture[st
     assert code == 0
     assert calls == [{"amount": 0.5, "shape": TINY_SHAPE, "criterion": "magnitude",
                       "scope": "layer", "steps": 3, "dtype": torch.float64}]
-    first, second = out.splitlines()
+    first, second, third = out.splitlines()
     assert re.fullmatch(r"tiny at \(3, 8, 8\): pruned \d+\.\d% of the conv/linear weights by "
                         r"magnitude \(layer, 3 steps\)", first)
     assert re.fullmatch(r"certified l\^1 path-metric to the dense model: \S+ \(log10 \S+, "
                         r"relative \S+, (exact|upper bound)\)", second)
+    assert re.fullmatch(r"certified bound: \|\|R\(x\) - R_pruned\(x\)\|\|_1 <= max\(1, "
+                        r"\|\|x\|\|_inf\) \* \S+ for every input x", third)
 
 
 def test_prune_defaults(capsys: pytest.CaptureFixture[str], tiny_model: list[str]) -> None:
@@ -280,6 +282,203 @@ def test_prune_defaults(capsys: pytest.CaptureFixture[str], tiny_model: list[str
     assert "by path_magnitude (global)" in out
     sparsity = float(re.search(r"pruned (\d+\.\d)%", out).group(1))  # type: ignore[union-attr]
     assert abs(sparsity - 60.0) < 1.0
+
+
+# -- files: --save, --out, --export, --checkpoint, .pt2 and module:factory MODELs ---------------
+
+@pytest.fixture
+def tiny_or_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tiny`` builds the tiny net; .pt2 files and module:factory go to the real builder."""
+    real = cli.build_model
+
+    def build(spec: str) -> tuple[object, tuple[int, ...] | None]:
+        return (tiny(), TINY_SHAPE) if spec == "tiny" else real(spec)
+
+    monkeypatch.setattr(cli, "build_model", build)
+
+
+def seeded_tiny(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return tiny()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_scores_save(capsys: pytest.CaptureFixture[str], tiny_model: list[str], tmp_path,
+                     suffix: str) -> None:
+    path = str(tmp_path / f"scores{suffix}")
+    code, out, _ = run(capsys, "scores", "tiny", "--save", path)
+    assert code == 0 and f"saved 4 score tensors to {path}" in out
+    saved = cli.commands.load_state(path)
+    want = fxpath.compile(seeded_tiny(), TINY_SHAPE, dtype=torch.float32).path_magnitude()
+    assert sorted(saved) == sorted(want)
+    for key in want:
+        torch.testing.assert_close(saved[key], want[key])
+
+
+def test_prune_out_export_then_metric_and_norm(capsys: pytest.CaptureFixture[str],
+                                               tiny_or_real: None, tmp_path) -> None:
+    """prune writes a checkpoint and an ExportedProgram; metric between the rebuilt dense model
+    and the checkpoint is the metric prune printed; the .pt2 has the checkpoint's path-norm."""
+    ckpt, pt2 = str(tmp_path / "pruned.safetensors"), str(tmp_path / "pruned.pt2")
+    code, out, _ = run(capsys, "prune", "tiny", "--amount", "0.5", "--out", ckpt,
+                       "--export", pt2, "--float64")
+    assert code == 0 and f"saved the pruned weights to {ckpt}" in out and pt2 in out
+    printed = re.search(r"dense model: (\S+) ", out).group(1)  # type: ignore[union-attr]
+    state = cli.commands.load_state(ckpt)
+    assert "0.weight_orig" not in state and "0.weight" in state  # pruning made permanent
+    zeros = sum(int((state[k] == 0).sum()) for k in ("0.weight", "4.weight"))
+    assert zeros == round(0.5 * (4 * 3 * 9 + 2 * 4))
+    code, out, _ = run(capsys, "metric", "tiny", ckpt, "--float64")
+    assert code == 0
+    assert re.search(rf"between tiny and {re.escape(ckpt)} at \(3, 8, 8\): {printed} ", out)
+    assert "exact" in out and "R_other(x)" in out
+    want = fxpath.path_metric(seeded_tiny().double(), {k: v.double() for k, v in state.items()},
+                              TINY_SHAPE)
+    assert f"{want.value:.10g}" == printed
+    code, from_ckpt, _ = run(capsys, "norm", "tiny", "--checkpoint", ckpt, "--q", "1")
+    assert code == 0
+    code, from_pt2, _ = run(capsys, "norm", pt2, "--q", "1")
+    assert code == 0
+    value = re.compile(r": (\S+ \(log10 \S+\))")
+    assert value.search(from_pt2).group(1) == value.search(from_ckpt).group(1)  # type: ignore
+
+
+def test_json_results(capsys: pytest.CaptureFixture[str], tiny_or_real: None, tmp_path) -> None:
+    import json
+
+    prog = fxpath.compile(seeded_tiny(), TINY_SHAPE, dtype=torch.float32)
+    code, out, _ = run(capsys, "norm", "tiny", "--json", "--q", "1", "2")
+    result = json.loads(out)
+    assert code == 0 and result["model"] == "tiny" and result["input_shape"] == [3, 8, 8]
+    assert [n["q"] for n in result["path_norms"]] == [1.0, 2.0]
+    assert result["path_norms"][1]["log2"] == pytest.approx(prog.path_norm(2).log2, rel=1e-12)
+    code, out, _ = run(capsys, "scores", "tiny", "--json", "--top", "2")
+    result = json.loads(out)
+    masses = {k: float(v.sum()) for k, v in prog.path_magnitude().items()}
+    assert result["tensors_total"] == 4 and len(result["tensors"]) == 2
+    for row in result["tensors"]:
+        assert row["mass"] == pytest.approx(masses[row["name"]], rel=1e-6)
+    ckpt = str(tmp_path / "p.pt")
+    code, out, _ = run(capsys, "prune", "tiny", "--json", "--out", ckpt)
+    result = json.loads(out)
+    assert code == 0 and result["checkpoint"] == ckpt and result["metric"]["exact"] is True
+    assert result["overall_sparsity"] == pytest.approx(0.6, abs=0.02)
+    code, out, _ = run(capsys, "metric", "tiny", ckpt, "--json")
+    again = json.loads(out)
+    assert again["metric"]["log2"] == pytest.approx(result["metric"]["log2"], rel=1e-5)
+    code, out, _ = run(capsys, "check", "tiny", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["supported"] is True
+    assert {row["op"] for row in result["ops"]} >= {"Conv2d", "ReLU", "Linear"}
+
+
+def test_checkpoint_errors(capsys: pytest.CaptureFixture[str], tiny_model: list[str],
+                           tmp_path) -> None:
+    wrong = str(tmp_path / "wrong.pt")
+    torch.save({"0.weight": torch.zeros(1)}, wrong)
+    code, _, err = run(capsys, "norm", "tiny", "--checkpoint", wrong)
+    assert_usage_error(code, err, f"the checkpoint {wrong!r} does not fit the model")
+    code, _, err = run(capsys, "norm", "tiny", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert_usage_error(code, err, "no such checkpoint")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    code, _, err = run(capsys, "metric", "tiny", str(junk))
+    assert_usage_error(code, err, "cannot read the checkpoint")
+
+
+FACTORY_MODULE = """
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 2))
+
+def sized():
+    net = build()
+    net.pretrained_cfg = {"input_size": (3, 9, 9)}
+    return net
+
+NOT_CALLABLE = 3
+
+def broken():
+    raise RuntimeError("no cheese")
+"""
+
+
+def test_module_factory_models(capsys: pytest.CaptureFixture[str], tmp_path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "fxpath_cli_user_nets.py").write_text(FACTORY_MODULE)
+    monkeypatch.chdir(tmp_path)
+    spec = "fxpath_cli_user_nets:build"
+    assert cli.parse_model(spec) == ("factory", spec)
+    code, out, _ = run(capsys, "norm", spec, "--size", "3", "8", "8", "--q", "1")
+    assert code == 0
+    want = fxpath.compile(seeded_tiny(), TINY_SHAPE, dtype=torch.float32).path_norm()
+    assert f"{want.value:.10g}" in out  # the same net, the same seed
+    code, out, _ = run(capsys, "norm", "fxpath_cli_user_nets:sized", "--q", "1")
+    assert code == 0 and "at (3, 9, 9)" in out  # its own input size
+    code, _, err = run(capsys, "norm", spec)
+    assert_usage_error(code, err, "records no input size", "--size")
+    for name, message in [("NOT_CALLABLE", "is not callable"), ("nothing", "has no attribute"),
+                          ("broken", "RuntimeError: no cheese")]:
+        code, _, err = run(capsys, "norm", f"fxpath_cli_user_nets:{name}", "--size", "3", "8",
+                           "8")
+        assert_usage_error(code, err, message)
+
+
+def test_missing_pt2(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    code, _, err = run(capsys, "norm", str(tmp_path / "nothing.pt2"))
+    assert_usage_error(code, err, "no such file", "ExportedProgram")
+
+
+# -- check, plot and zoo -----------------------------------------------------------------------
+
+def test_check_supported_and_refused(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "build_model", lambda spec: (tiny(), TINY_SHAPE))
+    code, out, _ = run(capsys, "check", "tiny")
+    assert code == 0 and "supported: a ReLU-DAG" in out
+    assert re.search(r"Conv2d\s+1\s+supported \(linear\)", out)
+    gated = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(144, 2),
+                          nn.SiLU()).eval()
+    monkeypatch.setattr(cli, "build_model", lambda spec: (gated, TINY_SHAPE))
+    code, out, _ = run(capsys, "check", "gated")
+    assert code == cli.EXIT_UNSUPPORTED == 3
+    assert "NOT supported: 2 unsupported op(s)" in out
+    assert re.search(r"Sigmoid\s+1\s+UNSUPPORTED: not positively homogeneous", out)
+    assert "at 1" in out and "at 4" in out  # where they sit
+    assert re.search(r"Linear\s+1\s+supported", out)
+
+
+@pytest.mark.parametrize("kind", ["mass", "scores", "sparsity"])
+def test_plot_model_pictures(capsys: pytest.CaptureFixture[str], tiny_model: list[str], tmp_path,
+                             kind: str) -> None:
+    out_file = tmp_path / f"{kind}.png"
+    code, out, _ = run(capsys, "plot", kind, "tiny", "--out", str(out_file))
+    assert code == 0 and out.strip() == f"wrote {out_file}"
+    assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_refuses_other_suffixes(capsys: pytest.CaptureFixture[str], tiny_model: list[str],
+                                     tmp_path) -> None:
+    code, _, err = run(capsys, "plot", "mass", "tiny", "--out", str(tmp_path / "mass.jpg"))
+    assert_usage_error(code, err, "ending in .png")
+
+
+def test_zoo_list_and_status(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    code, out, _ = run(capsys, "zoo", "--source", "torchvision", "--filter", "resnet*", "vgg1*",
+                       "--list")
+    assert code == 0
+    assert out.split() == ["torchvision:resnet18", "torchvision:vgg11", "torchvision:vgg11_bn"]
+    code, out, _ = run(capsys, "zoo", "--source", "torchvision", "--filter", "resnet18",
+                       "--all", "--mode", "status", "--jobs", "0", "--no-progress",
+                       "--out", str(tmp_path / "z"))
+    assert code == 0 and "1 supported" in out
+    rows = (tmp_path / "z.csv").read_text()
+    assert "\nresnet18,torchvision,resnet,resnet#,11689512,3x224x224,supported," in rows
+    assert "commit=" in rows and str(tmp_path) not in rows.replace(str(tmp_path / "z"), "")
+    code, _, err = run(capsys, "zoo", "--shard", "4/4")
+    assert_usage_error(code, err, "the index must be in [0, 4)")
 
 
 # -- help --------------------------------------------------------------------------------------
@@ -292,7 +491,8 @@ def test_top_level_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert text in out
 
 
-@pytest.mark.parametrize("command", ["norm", "scores", "prune"])
+@pytest.mark.parametrize("command", ["norm", "scores", "prune", "metric", "check", "zoo",
+                                     "plot"])
 def test_subcommand_help_has_examples_and_defaults(capsys: pytest.CaptureFixture[str],
                                                    command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
@@ -366,3 +566,61 @@ def test_real_torchvision_resnet18(capsys: pytest.CaptureFixture[str]) -> None:
     # float32 printed 6.282850349e+30 (log10 30.7981567154) on the reference machine
     value32 = float(re.search(r": (\S+) \(log10", out32).group(1))  # type: ignore[union-attr]
     assert abs(value32 / 6.282851162e30 - 1) < 1e-6
+
+
+# -- quantize ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["quantize", "resnet18", "--scheme", "int9"], "argument --scheme: invalid choice: 'int9'"),
+    (["quantize", "resnet18", "--rounding", "up"], "argument --rounding: invalid choice: 'up'"),
+    (["quantize", "resnet18", "--budget", "0"], "budget must be a finite number > 0, got '0'"),
+    (["quantize", "resnet18", "--budget", "inf"], "budget must be a finite number > 0"),
+    (["quantize", "resnet18", "--budget", "x"], "budget must be a number, got 'x'"),
+    (["quantize", "resnet18", "--top", "-1"], "the value must be an integer >= 0, got '-1'"),
+])
+def test_quantize_rejected_at_parse_time(capsys: pytest.CaptureFixture[str],
+                                         tiny_model: list[str], argv: list[str],
+                                         message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert_usage_error(code, err, message, "usage: fxpath quantize")
+    assert out == "" and tiny_model == []
+
+
+def test_quantize_prints_the_certificate(capsys: pytest.CaptureFixture[str],
+                                         tiny_model: list[str], tmp_path) -> None:
+    out_file = tmp_path / "q.pt"
+    code, out, err = run(capsys, "quantize", "tiny", "--scheme", "int4", "--rounding",
+                         "toward_zero", "--per-channel", "--float64", "--out", str(out_file))
+    assert code == 0 and "torch.float64" in err
+    lines = out.splitlines()
+    assert lines[0] == ("tiny at (3, 8, 8): quantized 2 conv/linear layers (int4, per channel, "
+                        "toward_zero), 4.000 bits per weight")
+    torch.manual_seed(0)
+    model = tiny()
+    q, report = fxpath.quantize(model, TINY_SHAPE, "int4", per_channel=True,
+                                rounding="toward_zero")
+    metric = report.metric
+    assert metric.exact
+    assert lines[1] == (f"certified l^1 path-metric to the model: {metric.value:.10g} "
+                        f"(log10 {metric.log10:.10f}, relative {metric.relative:.6g}, exact)")
+    assert lines[2].startswith("layers with the largest share of the metric (top 2 of 2;")
+    shares = [float(r.split()[0]) for r in lines[3:5]]
+    assert shares == sorted(shares, reverse=True)
+    assert {r.split()[-1] for r in lines[3:5]} == {"0", "4"}
+    assert lines[5] == f"saved the quantized state_dict to {out_file}"
+    saved = torch.load(out_file)
+    for name, value in q.state_dict().items():
+        assert torch.equal(saved[name], value)
+
+
+def test_quantize_budget_and_library_errors(capsys: pytest.CaptureFixture[str],
+                                            tiny_model: list[str]) -> None:
+    code, out, _ = run(capsys, "quantize", "tiny", "--budget", "0.5", "--top", "0")
+    assert code == 0
+    assert "(budget 0.5, integer bits, per tensor, nearest)" in out.splitlines()[0]
+    margin = float(re.search(r"met with margin (\S+) after", out).group(1))  # type: ignore
+    assert margin >= 0 and "layers with the largest share" not in out
+    code, _, err = run(capsys, "quantize", "tiny", "--scheme", "float16", "--budget", "0.5")
+    assert_usage_error(code, err, "fxpath: a budget chooses integer bit widths")
+    code, _, err = run(capsys, "quantize", "tiny", "--budget", "1e-12")
+    assert_usage_error(code, err, "fxpath: budget 1e-12 cannot be met")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import bruteforce as bf
 import pytest
 import torch
 import torch.nn as nn
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from conftest import randomize_batchnorm
 from fxpath.passes import normalize
+from fxpath.passes.frame_convs import frame_convs
 
 import fxpath
 from fxpath import UnsupportedModelError
@@ -28,7 +30,6 @@ from fxpath.export import lower_exported, trace_export
 from fxpath.ir import Graph
 from fxpath.lift import lift, slots, split_power
 from fxpath.params import ParamSource
-from fxpath.passes.frame_convs import frame_convs
 from fxpath.refusals import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
 from fxpath.results import log2_of
 
@@ -37,7 +38,7 @@ from fxpath.results import log2_of
 def ir_quantities(graph: Graph, model: nn.Module) -> tuple[float, float, dict[str, torch.Tensor]]:
     """``(log2 ||Phi||_1, log2 ||Phi||_2, path-magnitude scores by state_dict name)`` of a
     normalized IR with the live parameters of ``model``, in float64."""
-    source = ParamSource(model, graph.param_names())
+    source = ParamSource(model, graph.param_names(), derived=graph.derived())
 
     def fetch(name: str) -> torch.Tensor:
         return source.fetch(name, torch.float64, torch.device("cpu"))
@@ -57,10 +58,12 @@ def ir_quantities(graph: Graph, model: nn.Module) -> tuple[float, float, dict[st
     total, _ = net1(*leaves)
     grads = torch.autograd.grad(total, leaves, allow_unused=True)
     scores = {}
+    derived = graph.derived()  # reported under the parameter they stand for
     for slot, a, g in zip(order, leaves, grads):
         if slot.param is not None:  # s_i / ||Phi||_1 = a * d total / d a / total
             frac = torch.zeros_like(a) if g is None else (g * a / total).detach()
-            scores[slot.param] = frac.reshape(source.shapes[slot.param])
+            key = derived[slot.param].report if slot.param in derived else slot.param
+            scores[key] = frac.reshape(source.shape_of(slot.param))
     return l1, l2, scores
 
 
@@ -215,6 +218,9 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], object, tuple[bool, bool]]] = {
     "sequence_1d": (Sequence1d, (3, 12), (True, False)),
     "two_inputs": (TwoInputs, [(5, 6), (2, 5, 5)], (True, False)),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 32, 32), (True, False)),
+    "learnable_affine": (lambda: bf.learnable_affine_net().module, (2, 4, 4), (True, True)),
+    "constant_padding": (lambda: bf.padded_net().module, (2, 5, 5), (True, True)),
+    "derived_weights": (lambda: bf.derived_weights_net().module, (2, 4, 4), (False, False)),
 }
 
 

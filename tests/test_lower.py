@@ -39,15 +39,18 @@ def test_efficientnet_names_the_squeeze_excitation_product() -> None:
     assert "mul at blocks.0.0.se: product of two activations" in text
 
 
-def test_weight_standardization_and_training_bn_are_refused() -> None:
+def test_weight_standardization_is_derived_and_training_bn_is_refused() -> None:
     class WS(torch.nn.Conv2d):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             w = (self.weight - self.weight.mean()) / self.weight.std()
             return torch.nn.functional.conv2d(x, w, self.bias)
 
-    net = torch.nn.Sequential(WS(3, 4, 3), torch.nn.ReLU()).eval()
-    with pytest.raises(UnsupportedModelError, match="computed at run time"):
-        fxpath.compile(net, (3, 8, 8))
+    net = torch.nn.Sequential(WS(3, 4, 3), torch.nn.ReLU()).double().eval()
+    prog = fxpath.compile(net, (3, 8, 8), dtype=torch.float64)
+    (conv,) = [n for n in prog.graph if n.op in ("linear", "frame_conv")]
+    assert conv.params["weight"] == "0.weight:derived"
+    assert [d.inputs for d in conv.attrs["derived"]] == [("0.weight",)]
+    assert_same_function(prog.graph, net, (3, 8, 8))
     # fxpath.compile analyses a train-mode model as its eval-mode function; the lowering
     # itself still refuses a BatchNorm that uses batch statistics
     bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import fxpath
 
 FACTORIES = ["mlp_with_bias", "conv_bn_fold", "conv_bn_nofold", "residual_add_fold", "pools",
-             "bn_after_concat", "activations_relu6", "activations_leaky", "activations_prelu"]
+             "bn_after_concat", "activations_relu6", "activations_leaky", "activations_prelu",
+             "learnable_affine_net", "padded_net", "derived_weights_net"]
 EXAMPLES = int(os.environ.get("FXPATH_HYPOTHESIS_EXAMPLES", "150"))
 _PROGRAMS: dict[str, tuple] = {}
 
@@ -60,7 +61,12 @@ def test_factory_names_exist() -> None:
     assert set(FACTORIES) <= set(bf.ALL_FACTORIES)
 
 
-@pytest.mark.parametrize("name", FACTORIES)
+# zeroing or shrinking the parameters of a standardized or weight-normalized layer does not
+# zero or shrink its effective weights: such pairs are not dominated (and are bounded, below)
+DOMINATED = [name for name in FACTORIES if name != "derived_weights_net"]
+
+
+@pytest.mark.parametrize("name", DOMINATED)
 @pytest.mark.parametrize("kind", ["prune", "shrink"])
 def test_dominated_pairs_are_exact(name: str, kind: str) -> None:
     case, prog = _case(name)
@@ -70,6 +76,23 @@ def test_dominated_pairs_are_exact(name: str, kind: str) -> None:
         assert metric.exact
         expected = bf.path_metric(case.build(case.module), case.build(twin))
         assert metric.value == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["prune", "shrink"])
+def test_pairs_of_derived_weights_get_the_exactness_of_their_effective_weights(
+        kind: str) -> None:
+    case, prog = _case("derived_weights_net")
+    for seed in range(3):
+        twin = _perturb(case.module, kind, seed)
+        metric = prog.path_metric(twin)
+        a, b = prog.coordinates(), prog.coordinates(twin)
+        dominated = all(bool(((b[k].abs() <= a[k].abs()) & (a[k] * b[k] >= 0)).all())
+                        for k in a)
+        assert metric.exact == dominated
+        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        assert metric.value >= expected * (1 - 1e-12)
+        if metric.exact:
+            assert metric.value == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", FACTORIES)

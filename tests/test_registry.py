@@ -129,14 +129,15 @@ class _EveryOp(nn.Module):
         self.drop = nn.Dropout()
         self.convt = nn.ConvTranspose2d(4, 4, 2, stride=2)
         self.fc = nn.Linear(2 * 2 * 9, 3)
+        self.gamma = nn.Parameter(torch.rand(3) + 0.5)  # a learnable scale: scale
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.bn(self.conv(self.conv0(x)))
+        y = self.bn(self.conv(self.conv0(x) * self.gamma.view(1, -1, 1, 1)))
         y = F.relu6(y) + F.leaky_relu(y, 0.1) + self.bn2(F.relu(y))
         y = F.hardtanh(y, -1.0, 2.0) * 0.5 - y.clamp(min=0.5)
         y = self.prelu(self.drop(y))
         a, _ = torch.cat([F.max_pool2d(y, 2), F.avg_pool2d(y, 2)], 1).chunk(2, 1)
-        y = self.convt(a)
+        y = F.interpolate(self.convt(a), scale_factor=1.5, mode="bilinear")
         z = torch.cat([F.adaptive_avg_pool2d(y, 2), F.adaptive_max_pool2d(y, 2)], 1)
         z = F.pad(z[:, :8].permute(0, 2, 3, 1), (0, 1))
         return self.fc(z.flatten(1)), y.mean((2, 3))
@@ -152,7 +153,8 @@ def test_every_op_the_lowering_emits_is_registered() -> None:
     refused = lowered(nn.Sequential(nn.Conv2d(3, 3, 1), nn.Sigmoid()), (3, 4, 4))
     emitted = {n.op for n in graph} | {n.op for n in refused}
     assert emitted == {op.name for op in PRE_NORM} | {"input", "linear", "relu", "add",
-                                                      "concat", "reshape", "output"}
+                                                      "concat", "reshape", "resample", "scale",
+                                                      "output"}
     final: set[str] = set()
     for fold_bn in (True, False):
         normal = normalize(graph, fold_bn=fold_bn, frame_min_macs=0)

@@ -1,7 +1,9 @@
 """Zoo sweep (marker ``zoo``): every timm model either compiles and matches its own function,
 or is refused with `UnsupportedModelError`; never another exception. Compiled models also get
 the same path-norm (and, below 3e7 parameters, the same scores) with and without the
-compressed-image convs of ``interior``.
+compressed-image convs of ``interior``. Models from the ReLU-DAG families that no issue names
+pass the zoo sweep's three self-checks (`fxpath.zoo.check_model`). Whether each model's status
+is the expected one is tests/test_zoo_expected.py's job.
 
 ``FXPATH_ZOO_SAMPLE=N`` sweeps a fixed random sample of N models (CI; ``FXPATH_ZOO_SEED`` picks
 another sample), 0 sweeps them all.
@@ -60,3 +62,26 @@ def test_compiles_or_refuses_cleanly(name: str) -> None:
         want = dense.path_magnitude()
         for key, got in prog.path_magnitude().items():
             torch.testing.assert_close(got, want[key], rtol=1e-9, atol=1e-300)
+
+
+#: ReLU-DAG models that no issue names, from the families the zoo issue lists (and timm's), with
+#: a small input size: the three self-checks of the zoo sweep must pass
+SELF_CHECKED = [("torchvision", "squeezenet1_1", 64), ("timm", "regnetx_004", 64),
+                ("timm", "dla46x_c", 64), ("torchvision", "regnet_x_800mf", 64),
+                ("torchvision", "alexnet", 96), ("torchvision", "inception_v3", 96),
+                ("timm", "darknet17", 64), ("timm", "resnet26t", 64),
+                ("torchvision", "mnasnet0_75", 64), ("torchvision", "googlenet", 64),
+                ("timm", "cspresnext50", 64), ("timm", "densenetblur121d", 64),
+                ("timm", "vgg13_bn", 32)]
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize(("source", "name", "side"),
+                         SELF_CHECKED if SAMPLE <= 0 else SELF_CHECKED[:max(3, SAMPLE)])
+def test_self_checks_pass(source: str, name: str, side: int) -> None:
+    from fxpath import zoo
+
+    m = zoo.ZooModel(name, source, "", zoo.architecture(name))
+    r = zoo.check_model(m, (3, side, side), repeats=1)
+    assert r.status == "supported", r.reason
+    assert r.checks == "pass", (r.checks, r.function_err, r.rescale_err, r.lipschitz_ratio)

@@ -45,10 +45,11 @@ import torch
 import torch.fx as fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_flatten_with_path, tree_leaves, tree_unflatten
 
 from ..errors import ArgumentError, TraceError
 from ..ir import BatchNormRef, Graph
+from ..ops.resample import ATEN_KERNELS
 from ..refusals import ATEN_OPS as _UNSUPPORTED_OPS
 from ..refusals import (
     MIXES_PARAMS,
@@ -59,7 +60,7 @@ from ..refusals import (
 )
 from ..tracer import TRACE_BATCH
 from . import core
-from .core import Refuse, ntuple, scalar, spatial_rank
+from .core import ParamRef, Refuse, ntuple, scalar, spatial_rank
 
 __all__ = ["lower_exported"]
 
@@ -80,6 +81,10 @@ _SHAPE_MODULE = re.compile(r"(Flatten|Unflatten|Identity|Dropout|Pad)\w*$")
 _WEIGHT_CHAIN = frozenset({"expand", "view", "_unsafe_view", "reshape", "clone", "contiguous",
                            "alias", "detach", "unsqueeze", "lift_fresh_copy"})
 _TRANSPOSES = frozenset({"t", "permute", "transpose", "numpy_T"})
+#: ops that view a model tensor without changing or repeating its entries
+_PARAM_VIEWS = frozenset({"view", "_unsafe_view", "reshape", "clone", "contiguous", "alias",
+                          "detach", "unsqueeze", "squeeze", "flatten", "unflatten",
+                          "lift_fresh_copy"})
 #: view ops: an in-place op on their result would write into their input
 _VIEW_OPS = frozenset({"view", "permute", "transpose", "t", "slice", "select", "narrow", "expand",
                        "squeeze", "unsqueeze", "alias", "as_strided", "flatten", "unflatten",
@@ -190,6 +195,7 @@ class _Lowering(core.Lowering):
     def __init__(self, ep: ExportedProgram) -> None:
         super().__init__()
         self.graph = ep.graph
+        self.root = ep.graph_module
         # fx node with several results -> emits the IR node of result k for a getitem
         self.multi: dict[fx.Node, Callable[[fx.Node, int], None]] = {}
         # fx node of shape (B * prod(lead), *rest) -> (IR node of shape (*lead, *rest), lead)
@@ -217,6 +223,7 @@ class _Lowering(core.Lowering):
                 self.user_inputs.append(node)
         self.user_output = [spec.kind == OutputKind.USER_OUTPUT
                             for spec in ep.graph_signature.output_specs]
+        self.output_names = _output_names(ep, sum(self.user_output))
 
     def _batch(self) -> int:
         sizes = [v.shape[0] for n in self.user_inputs
@@ -261,6 +268,8 @@ class _Lowering(core.Lowering):
             return None
         if isinstance(a, fx.Node) and a in self.params:
             return self.params[a]
+        if isinstance(a, fx.Node) and not self.is_activation(a):
+            return core.derive(self, a, self.params.get, self.root, self.order)
         raise Refuse(RUNTIME_WEIGHT.format(role))
 
     def base_name(self, n: fx.Node, op: str) -> str:
@@ -378,13 +387,16 @@ class _Lowering(core.Lowering):
 
     def lower_output(self, n: fx.Node) -> None:
         outs: list[str] = []
-        for keep, arg in zip(self.user_output, n.args[0]):
-            for a in tree_leaves(arg) if keep else ():
+        names: list[str] = []
+        user = [arg for keep, arg in zip(self.user_output, n.args[0]) if keep]
+        for name, arg in zip(self.output_names, user):
+            for a in tree_leaves(arg):
                 if isinstance(a, fx.Node) and a in self.value:
                     outs.append(self.value[a])
+                    names.append(name)
                 elif isinstance(a, fx.Node) and a in self.folded:
                     raise Refuse(MIXES_SAMPLES, "model output")
-        self.output(outs)
+        self.output(outs, names)
 
     # -- ATen patterns ------------------------------------------------------------------------
     def find_prelu(self) -> None:
@@ -424,6 +436,15 @@ class _Lowering(core.Lowering):
             a = a.args[0]
         return a if isinstance(a, fx.Node) else None
 
+    def param_ref(self, a: Any) -> ParamRef | None:
+        """``a`` as a floating-point model tensor read through views, else None."""
+        ph = self.param_through(a, _PARAM_VIEWS)
+        val, pval = _val(a), _val(ph)
+        if ph is None or not isinstance(val, torch.Tensor) or not isinstance(pval, torch.Tensor) \
+                or not pval.is_floating_point() or val.numel() != pval.numel():
+            return None
+        return ParamRef(self.params[ph], _dims(val.shape))
+
     def dense_weight(self, w: Any) -> str:
         """State_dict name of the (out, in) weight ``W`` that a product reads as ``W.T``
         (``t``/``permute``/``transpose`` of the parameter, maybe expanded over a batch)."""
@@ -433,6 +454,10 @@ class _Lowering(core.Lowering):
             name = _packet_name(a.target) if a.op == "call_function" else ""
             if name in _TRANSPOSES and _val(a).dim() == 2:
                 transposes += 1
+            elif transposes == 1 and not self.is_activation(a) and _val(a).dim() == 2 \
+                    and want is not None and tuple(_val(a).shape[::-1]) == want:
+                # W.T of a weight computed from parameters (a parametrization)
+                return core.derive(self, a, self.params.get, self.root, self.order)
             elif name not in _WEIGHT_CHAIN or tuple(_val(a).shape[-2:]) != want:
                 raise Refuse(PRODUCT if self.is_activation(a) else
                               "a matrix product with a tensor that is not a linear layer's "
@@ -627,6 +652,10 @@ def _add(sign: float) -> Rule:
             core.add(lw, n, lw.src(x), lw.src(y), sign, alpha)
         elif sign > 0 and alpha == 1 and lw.is_activation(x) and lw.fuse_bias(n, x, y):
             return
+        elif lw.is_activation(x) and lw.param_ref(y) is not None:
+            core.add(lw, n, lw.src(x), lw.param_ref(y), sign, alpha)
+        elif lw.is_activation(y) and lw.param_ref(x) is not None:
+            core.add(lw, n, lw.param_ref(x), lw.src(y), sign, alpha)
         else:
             lw.src(y if lw.is_activation(x) else x)
             raise Refuse("adds a tensor that is not an activation (e.g. a parameter)")
@@ -641,7 +670,21 @@ def _rsub(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
 
 
 def _operand(lw: _Lowering, v: Any) -> Any:
-    return lw.src(v) if lw.is_activation(v) else v
+    """The IR name of an activation, a `ParamRef` for a model tensor read through views or
+    computed from model tensors, else the value itself."""
+    if lw.is_activation(v):
+        return lw.src(v)
+    return lw.param_ref(v) or _derived_ref(lw, v) or v
+
+
+def _derived_ref(lw: _Lowering, v: Any) -> ParamRef | None:
+    val = _val(v)
+    if not isinstance(val, torch.Tensor) or not val.is_floating_point():
+        return None
+    try:
+        return ParamRef(core.derive(lw, v, lw.params.get, lw.root, lw.order), _dims(val.shape))
+    except Refuse:
+        return None
 
 
 def _mul(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
@@ -786,6 +829,39 @@ def _split(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
     lw.multi[n] = handler
 
 
+def _output_names(ep: ExportedProgram, count: int) -> list[str]:
+    """The name of each user output (`core.output_name`), from the program's output tree."""
+    spec = getattr(getattr(ep, "call_spec", None), "out_spec", None)
+    if spec is None or spec.num_leaves != count:
+        return ["output"] if count == 1 else [str(i) for i in range(count)]
+    tree = tree_unflatten(list(range(count)), spec)
+    return [core.output_name(path) for path, _ in tree_flatten_with_path(tree)[0]]
+
+
+def _resample(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
+    """``upsample_*`` kernels (``.vec``: the scale factors as a list; the default overload:
+    one scale per axis), as `core.resample` takes them."""
+    mode, antialias = ATEN_KERNELS[_packet_name(n.target)]
+    x = _x(a)
+    in_shape = lw.per_sample(_val(x))
+    nd = len(in_shape) - 1
+    if "scale_factors" in a:
+        factors = a["scale_factors"]
+        scales = (None,) * nd if factors is None else tuple(factors)
+    else:
+        scales = tuple(v for k, v in a.items() if k.startswith("scales"))
+    core.resample(lw, n, lw.src(x), mode, in_shape, a.get("align_corners", False), scales,
+                  antialias)
+
+
+def _pixel_shuffle(inverse: bool) -> Rule:
+    def rule(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
+        x = _x(a)
+        factor = a["downscale_factor" if inverse else "upscale_factor"]
+        core.pixel_shuffle(lw, n, lw.src(x), lw.per_sample(_val(x)), factor, inverse)
+    return rule
+
+
 def _cat(lw: _Lowering, n: fx.Node, a: dict[str, Any]) -> None:
     core.cat(lw, n, [lw.src(t) for t in a["tensors"]], a["dim"], _val(n).dim())
 
@@ -843,6 +919,10 @@ _RULE_NAMES: dict[Rule, tuple[str, ...]] = {
     _pad(None): ("pad", "constant_pad_nd"),
     _pad("reflect"): ("reflection_pad1d", "reflection_pad2d", "reflection_pad3d"),
     _pad("replicate"): ("replication_pad1d", "replication_pad2d", "replication_pad3d"),
+    _pad("circular"): ("_pad_circular",),
+    _resample: tuple(ATEN_KERNELS),
+    _pixel_shuffle(False): ("pixel_shuffle",),
+    _pixel_shuffle(True): ("pixel_unshuffle",),
 }
 
 #: the lowering rule of each ATen op overload packet

@@ -15,19 +15,29 @@ reports together with every other one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx as fx
+import torch.nn as nn
 
+from ..coordinates import ident
 from ..errors import FxPathError
-from ..ir import BatchNormRef, Graph, Node
+from ..ir import DERIVED, BatchNormRef, Derived, Graph, Node
+from ..ops.resample import NEAREST, check_separable, kernel
 from ..refusals import BN_STATS, LAYER_SCALE, PRODUCT
 
-__all__ = ["Lowering", "Refuse", "add", "adaptive_pool", "batchnorm", "batchnorm_ref", "cat",
-           "clamp", "conv", "dense", "divide", "hardtanh", "identity", "leaky_relu", "mean",
-           "multiply", "ntuple", "permute", "piece_index", "pool", "pool_rank", "pad",
-           "prelu", "relu", "relu6", "scale", "scalar", "spatial_rank"]
+__all__ = ["Lowering", "ParamRef", "Refuse", "adaptive_pool", "add", "batchnorm",
+           "batchnorm_ref", "cat", "clamp", "conv", "dense", "derive", "divide", "getitem",
+           "hardtanh",
+           "identity", "leaky_relu", "mean", "multiply", "ntuple", "output_name", "pad",
+           "param_scale", "permute", "piece_index", "pixel_shuffle", "pool", "pool_rank",
+           "prelu", "relu", "relu6", "resample", "scale", "scalar", "spatial_rank",
+           "transposed_output_padding"]
 
 
 class Refuse(Exception):
@@ -36,6 +46,15 @@ class Refuse(Exception):
     def __init__(self, reason: str, what: str = "") -> None:
         super().__init__(reason)
         self.reason, self.what = reason, what
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A model tensor (a parameter or buffer, by state_dict name) read as an operand, viewed
+    as ``view`` (the shape the model's arithmetic sees)."""
+
+    name: str
+    view: tuple[int, ...]
 
 
 # -- small shared helpers ---------------------------------------------------------------------
@@ -84,6 +103,8 @@ class Lowering:
         self.nodes: list[Node] = []
         self.value: dict[Any, str] = {}  # graph node -> IR node holding its tensor
         self.names: set[str] = {"output"}
+        #: derived coordinates the rule being lowered reads; `emit` attaches them to its node
+        self.pending: list[Derived] = []
 
     # -- provided by each front end -------------------------------------------------------------
     def node_name(self, n: Any, op: str) -> str:
@@ -122,7 +143,13 @@ class Lowering:
              shape: tuple[int, ...] | None = None) -> str:
         """Append the IR node of graph node ``n`` and map ``n`` to it; returns its name."""
         shape = self.shape(n) if shape is None else shape
-        name = self.append(Node(self.node_name(n, op), op, tuple(inputs), shape, attrs or {},
+        attrs = dict(attrs or {})
+        read = set((params or {}).values())
+        derived = tuple(d for d in self.pending if d.name in read)
+        if derived:
+            attrs["derived"] = derived
+        self.pending = [d for d in self.pending if d.name not in read]
+        name = self.append(Node(self.node_name(n, op), op, tuple(inputs), shape, attrs,
                                 params or {}, f"{what or self.what(n)} at {self.where(n)}"))
         self.value[n] = name
         return name
@@ -148,6 +175,7 @@ class Lowering:
         self.names -= {m.name for m in self.nodes[mark:]}
         del self.nodes[mark:]
         self.value.pop(n, None)
+        self.pending = []
 
     def run(self, graph_nodes: Iterable[Any]) -> Graph:
         """Lower every node; a refusal or a rule's own failure becomes an ``unsupported`` node."""
@@ -166,12 +194,79 @@ class Lowering:
                                               f"({type(exc).__name__}: {exc})", error=exc)
         return Graph(tuple(self.nodes))
 
-    def output(self, outs: Sequence[str]) -> None:
-        """The model's output node; refused when no output depends on the input."""
+    def output(self, outs: Sequence[str], names: Sequence[str] | None = None) -> None:
+        """The model's output node, each output under its name (`output_name`); refused when
+        no output depends on the input."""
         if not outs:
             raise Refuse("no output of the model is computed from its input: it has no paths "
                          "to analyse", "model output")
-        self.append(Node("output", "output", tuple(outs), (), {}, {}, "model output"))
+        attrs = {} if names is None else {"names": tuple(names)}
+        self.append(Node("output", "output", tuple(outs), (), attrs, {}, "model output"))
+
+
+def output_name(path: Sequence[Any], piece: int | None = None) -> str:
+    """The name of a returned tensor from its pytree key path: dict keys, sequence indices and
+    attribute names joined by dots (``"aux"``, ``"0"``, ``"out.1"``); ``"output"`` for a model
+    returning one tensor. ``piece``: the index of one tensor of a returned ``split(...)``."""
+    parts = []
+    for key in path:
+        field = next((f for f in ("key", "idx", "name") if hasattr(key, f)), None)
+        parts.append(str(getattr(key, field)) if field else str(key))
+    if piece is not None:
+        parts.append(str(piece))
+    return ".".join(parts) or "output"
+
+
+#: a parametrized tensor's original: ``conv.parametrizations.weight.original0``
+_PARAMETRIZED = re.compile(r"(.+)\.parametrizations\.([^.]+)\.original\d*")
+
+
+# -- coordinates computed at run time --------------------------------------------------------
+def derive(lw: Lowering, value: fx.Node, leaf: Callable[[fx.Node], str | None],
+           root: nn.Module, order: Mapping[fx.Node, int], report: str | None = None) -> str:
+    """The IR name of a tensor the model computes from its own tensors only (weight
+    standardization, a parametrization): the subgraph computing it, from the state_dict
+    tensors ``leaf`` names, becomes a `Derived` coordinate that `Lowering.emit` attaches to the
+    node reading it. Refused when the tensor depends on the model's input.
+
+    ``report``: the name its scores go under; default the input of its shape (the parameter
+    it stands for), else its first input.
+    """
+    inputs: dict[fx.Node, str] = {}
+    body: list[fx.Node] = []
+    stack, seen = [value], set()
+    while stack:
+        m = stack.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        name = leaf(m)
+        if name is not None:
+            inputs[m] = name
+        elif m.op in ("placeholder", "output") or m in lw.value:
+            raise Refuse(f"reads a weight computed from the model's input ({value.name})")
+        else:
+            body.append(m)
+            stack.extend(m.all_input_nodes)
+    if not inputs:
+        raise Refuse(f"reads a tensor computed from constants only ({value.name}), not from "
+                     "the model's parameters")
+    leaves = sorted(inputs, key=order.__getitem__)
+    g = fx.Graph()
+    env = {m: g.placeholder(f"p_{ident(inputs[m])}") for m in leaves}
+    for m in sorted(body, key=order.__getitem__):
+        env[m] = g.node_copy(m, env.__getitem__)
+    g.output(env[value])
+    fn = fx.GraphModule(root, g, "Derived")
+    shape = tuple(int(s) for s in value.meta["val"].shape)
+    same = [name for m, name in inputs.items() if tuple(m.meta["val"].shape) == shape]
+    owner = [f"{m.group(1)}.{m.group(2)}" for name in inputs.values()
+             if (m := _PARAMETRIZED.fullmatch(name))]  # torch.nn.utils.parametrize
+    report = report or (owner or same or list(inputs.values()))[0]
+    d = Derived(f"{report}{DERIVED}", report, tuple(inputs[m] for m in leaves), shape,
+                fn.code, fn)
+    lw.pending.append(d)
+    return d.name
 
 
 # -- op builders: one per IR op form, shared by the front ends ---------------------------------
@@ -264,26 +359,47 @@ def scale(lw: Lowering, n: Any, x: str, coeff: float, what: str = "") -> None:
     lw.emit(n, "add", (x,), {"coeffs": (float(coeff),), "const": 0.0}, what=what)
 
 
-def add(lw: Lowering, n: Any, a: str | float, b: str | float, sign: float, alpha: float = 1.0,
-        what: str = "") -> None:
-    """``a + sign * alpha * b``, each an activation (its IR name) or a number."""
+def param_scale(lw: Lowering, n: Any, x: str, weight: ParamRef | None = None,
+                bias: ParamRef | None = None, bias_coeff: float = 1.0, what: str = "") -> None:
+    """``x * weight + bias_coeff * bias`` with model tensors, broadcast (a ``scale`` node)."""
+    attrs: dict[str, Any] = {}
+    params: dict[str, str] = {}
+    if weight is not None:
+        attrs["weight_view"], params["weight"] = weight.view, weight.name
+    if bias is not None:
+        attrs["bias_view"], params["bias"] = bias.view, bias.name
+        if bias_coeff != 1.0:
+            attrs["bias_coeff"] = float(bias_coeff)
+    lw.emit(n, "scale", (x,), attrs, params, what)
+
+
+def add(lw: Lowering, n: Any, a: str | float | ParamRef, b: str | float | ParamRef, sign: float,
+        alpha: float = 1.0, what: str = "") -> None:
+    """``a + sign * alpha * b``, each an activation (its IR name), a number or a model tensor
+    (`ParamRef`: a learnable bias)."""
     if isinstance(a, str) and isinstance(b, str):
         lw.emit(n, "add", (a, b), {"coeffs": (1.0, sign * alpha), "const": 0.0}, what=what)
     elif isinstance(a, str) and scalar(b):
         lw.emit(n, "add", (a,), {"coeffs": (1.0,), "const": sign * alpha * b}, what=what)
     elif isinstance(b, str) and scalar(a):
         lw.emit(n, "add", (b,), {"coeffs": (sign * alpha,), "const": float(a)}, what=what)
+    elif isinstance(a, str) and isinstance(b, ParamRef):
+        param_scale(lw, n, a, bias=b, bias_coeff=sign * alpha, what=what)
+    elif isinstance(b, str) and isinstance(a, ParamRef) and sign * alpha == 1.0:
+        param_scale(lw, n, b, bias=a, what=what)
     else:
         raise Refuse("adds a tensor that is not an activation (e.g. a parameter)")
 
 
 def multiply(lw: Lowering, n: Any, a: str | Any, b: str | Any, what: str = "") -> None:
-    """``a * b``: an activation times a number scales; two activations or an activation and
-    a parameter tensor are refused."""
+    """``a * b``: an activation times a number scales, times a model tensor (`ParamRef`) is
+    a ``scale`` node; two activations, or an activation and a computed tensor, are refused."""
+    if isinstance(b, str) and not isinstance(a, str):
+        a, b = b, a
     if isinstance(a, str) and scalar(b):
         scale(lw, n, a, b, what)
-    elif isinstance(b, str) and scalar(a):
-        scale(lw, n, b, a, what)
+    elif isinstance(a, str) and isinstance(b, ParamRef):
+        param_scale(lw, n, a, weight=b, what=what)
     elif isinstance(a, str) and isinstance(b, str):
         raise Refuse(PRODUCT)
     else:
@@ -296,6 +412,9 @@ def divide(lw: Lowering, n: Any, a: str | Any, b: Any, what: str = "") -> None:
         scale(lw, n, a, 1.0 / b, what)
     elif isinstance(a, str) and scalar(b):
         raise Refuse("division by zero")
+    elif isinstance(a, str) and isinstance(b, ParamRef):
+        raise Refuse(f"division by the model tensor {b.name}: its reciprocal would be the "
+                     "coordinate (a weight computed at run time), which is not supported yet")
     else:
         raise Refuse("division by an activation or a tensor is not positively homogeneous")
 
@@ -368,8 +487,96 @@ def cat(lw: Lowering, n: Any, xs: Sequence[str], dim: int, ndim: int, what: str 
 
 def pad(lw: Lowering, n: Any, x: str, widths: Sequence[int], mode: str, value: Any = None,
         what: str = "") -> None:
-    """``F.pad`` in a mode that re-indexes (zero, reflect, replicate, circular)."""
+    """``F.pad``: a re-indexing (zero, reflect, replicate, circular), or constant padding with
+    a value: a finite one starts paths at the padded entries, ``-inf`` is allowed in front of
+    max-pools that never select it (checked by ``check_supported``)."""
+    attrs: dict[str, Any] = {"fn": "pad", "pad": tuple(int(p) for p in widths), "mode": mode}
     if mode == "constant" and value not in (None, 0, 0.0):
-        raise Refuse("constant padding with a non-zero value is not supported")
-    lw.emit(n, "reshape", (x,), {"fn": "pad", "pad": tuple(int(p) for p in widths),
-                                 "mode": mode}, what=what)
+        if not scalar(value) or value == math.inf or math.isnan(value):
+            raise Refuse(f"constant padding with the value {value!r}: fxpath needs a finite "
+                         "number, or -inf in front of a max-pool")
+        attrs["value"] = float(value)
+    lw.emit(n, "reshape", (x,), attrs, what=what)
+
+
+# -- dense prediction: interpolation, pixel shuffles, transposed-conv output sizes -------------
+def resample(lw: Lowering, n: Any, x: str, mode: str, in_shape: Sequence[int],
+             align_corners: Any, scales: Sequence[Any], antialias: Any,
+             what: str = "interpolate") -> None:
+    """Interpolation as PyTorch's kernel receives it: ``mode``, ``align_corners``,
+    ``antialias`` and the per-axis ``scales`` (``None`` where the kernel derives the scale from
+    the sizes); the output size is the node's shape.
+
+    ``area`` is an adaptive average pool (PyTorch computes it as one); every other
+    fixed-weight mode is a ``resample`` node, once `check_separable` has proven its per-axis
+    matrices reproduce the kernel. Refusals name the mode.
+    """
+    label = f"{what} (mode {mode!r})"
+    nd = len(in_shape) - 1
+    if mode == "area":
+        if antialias:
+            raise Refuse("interpolation mode 'area' with antialias is not an op of PyTorch",
+                         label)
+        adaptive_pool(lw, n, x, "adaptive_avgpool", nd, what=label)
+        return
+    if not isinstance(mode, str) or kernel(mode, nd, bool(antialias)) is None:
+        raise Refuse(f"no path-lifting rule for interpolation mode {mode!r}"
+                     f"{' with antialias' if antialias else ''} in {nd} spatial "
+                     "dimension(s)", label)
+    if len(scales) != nd or not all(s is None or (scalar(s) and s > 0) for s in scales):
+        raise Refuse(f"interpolation scales {tuple(scales)!r}: fxpath needs one positive "
+                     "number (or None) per spatial axis, known when tracing", label)
+    attrs = {"mode": mode, "ndim": nd,
+             "align_corners": bool(align_corners) if mode not in NEAREST else False,
+             "antialias": bool(antialias),
+             "scales": tuple(None if s is None else float(s) for s in scales)}
+    try:
+        check_separable(mode, tuple(in_shape[1:]), tuple(lw.shape(n)[1:]),
+                        attrs["align_corners"], attrs["scales"], attrs["antialias"])
+    except (ValueError, RuntimeError) as exc:
+        raise Refuse(f"interpolation mode {mode!r}: {exc}", label) from exc
+    lw.emit(n, "resample", (x,), attrs, what=label)
+
+
+def pixel_shuffle(lw: Lowering, n: Any, x: str, in_shape: Sequence[int], factor: Any,
+                  inverse: bool, what: str = "") -> None:
+    """``pixel_shuffle`` (``inverse``: ``pixel_unshuffle``) by ``factor`` on the last three
+    dimensions ``(C, H, W)``: an exact re-indexing, emitted as the view, permute and view
+    that compute it (``(C r^2, H, W) -> (C, r, r, H, W) -> (C, H, r, W, r) -> (C, Hr, Wr)``)."""
+    name = "pixel_unshuffle" if inverse else "pixel_shuffle"
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise Refuse(f"{name} by {factor!r}: fxpath needs a positive integer factor")
+    if len(in_shape) < 3:
+        raise Refuse(f"{name} needs (C, H, W) per sample, got {tuple(in_shape)}")
+    *lead, c, h, w = (int(s) for s in in_shape)
+    r, k = factor, 1 + len(lead)  # k: the batched index of the channels
+    if inverse:
+        mid = (*lead, c, h // r, r, w // r, r)
+        perm = (*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    else:
+        mid = (*lead, c // (r * r), r, r, h, w)
+        perm = (*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    permuted = tuple(mid[p - 1] for p in perm[1:])
+    source = f"{what or lw.what(n)} at {lw.where(n)}"
+    base = lw.node_name(n, "reshape")
+    split = lw.append(Node(lw.fresh(f"{base}_split"), "reshape", (x,), mid, {"fn": "view"}, {},
+                           source))
+    moved = lw.append(Node(lw.fresh(f"{base}_permute"), "reshape", (split,), permuted,
+                           {"fn": "permute", "dims": perm}, {}, source))
+    lw.emit(n, "reshape", (moved,), {"fn": "view"}, what=what)
+
+
+def transposed_output_padding(in_size: Sequence[int], out_size: Sequence[int],
+                              kernel_size: Sequence[int], stride: Sequence[int],
+                              padding: Sequence[int], dilation: Sequence[int]
+                              ) -> tuple[int, ...]:
+    """The ``output_padding`` by which a transposed conv reaches ``out_size`` (what
+    ``ConvTranspose(x, output_size=...)`` computes and passes to its function)."""
+    out = []
+    for i, o, k, s, p, d in zip(in_size, out_size, kernel_size, stride, padding, dilation):
+        extra = int(o) - ((int(i) - 1) * s - 2 * p + d * (k - 1) + 1)
+        if not 0 <= extra < max(s, d):
+            raise Refuse(f"a transposed conv cannot reach the output size {tuple(out_size)} "
+                         f"from {tuple(in_size)}")
+        out.append(extra)
+    return tuple(out)

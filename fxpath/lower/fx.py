@@ -21,6 +21,7 @@ unpacking, a whole result passed to ``torch.cat`` or returned) becomes the IR's 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._pytree import tree_leaves
+from torch.nn.utils import parametrize
+from torch.utils._pytree import tree_flatten_with_path, tree_leaves
 
 from ..errors import TraceError
 from ..ir import Graph, Node
@@ -39,7 +41,7 @@ from ..refusals import MIXES_PARAMS, MIXES_SAMPLES, RUNTIME_WEIGHT
 from ..refusals import MODULES as _UNSUPPORTED_MODULES
 from ..tracer import TRACE_BATCH, where
 from . import core
-from .core import Refuse, ntuple, spatial_rank
+from .core import ParamRef, Refuse, ntuple, spatial_rank
 
 __all__ = ["has_rule", "lower"]
 
@@ -51,6 +53,9 @@ _RESHAPE_METHODS = frozenset({"view", "reshape", "flatten", "squeeze", "unsqueez
                               "view_as", "reshape_as"})
 _RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
                       torch.unflatten)
+#: calls that view a tensor without changing its entries (how a parameter reaches arithmetic)
+_VIEWS = frozenset({"view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten",
+                    "contiguous", "clone", "detach", "view_as", "reshape_as"})
 #: Ops returning several tensors that are exact re-indexings of their input (see `_pieces`).
 _MULTI_RESULT_OPS = ("split", "chunk", "tensor_split", "unbind")
 
@@ -128,6 +133,8 @@ class _Lowering(core.Lowering):
         # tensors (split, chunk, tensor_split, unbind); no IR node holds the sequence itself
         self.pieces: dict[fx.Node, list[tuple[str, tuple[Any, ...]]]] = {}
         self.names |= {n.name for n in gm.graph.nodes}
+        self.root: nn.Module = gm if isinstance(gm, nn.Module) else gm.root
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
 
     # -- what core.Lowering needs -------------------------------------------------------------
     def node_name(self, n: fx.Node, op: str) -> str:
@@ -173,8 +180,37 @@ class _Lowering(core.Lowering):
         raise Refuse(f"expected an activation tensor, got {a!r}")
 
     def operand(self, a: Any) -> Any:
-        """An arithmetic operand: the IR name of an activation, else the value itself."""
-        return self.src(a) if isinstance(a, fx.Node) and self.is_activation(a) else a
+        """An arithmetic operand: the IR name of an activation, a `ParamRef` for a model
+        tensor (maybe viewed), else the value itself."""
+        if isinstance(a, fx.Node) and self.is_activation(a):
+            return self.src(a)
+        return self.param_ref(a) or self.derived_ref(a) or a
+
+    def param_ref(self, a: Any) -> ParamRef | None:
+        """``a`` as a parameter or persistent buffer of the model, read through views
+        (``gamma.view(1, -1, 1, 1)``), else None."""
+        if not isinstance(a, fx.Node) or not isinstance(a.meta.get("val"), torch.Tensor):
+            return None
+        view, node = tuple(a.meta["val"].shape), a
+        while node.op in ("call_method", "call_function") and node.args \
+                and _fn_name(node.target) in _VIEWS and isinstance(node.args[0], fx.Node):
+            node = node.args[0]
+        if node.op != "get_attr" or not self._in_state_dict(str(node.target)):
+            return None
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or not val.is_floating_point() \
+                or val.numel() != math.prod(view):
+            return None
+        return ParamRef(str(node.target), view)
+
+    def _in_state_dict(self, target: str) -> bool:
+        path, _, attr = target.rpartition(".")
+        try:
+            owner = self.gm.get_submodule(path)
+        except AttributeError:
+            return False
+        return attr in owner._parameters or (attr in owner._buffers
+                                             and attr not in owner._non_persistent_buffers_set)
 
     def piece(self, seq: fx.Node, k: int) -> str:
         """An IR node holding the ``k``-th piece of ``seq`` (a whole sequence passed to
@@ -191,7 +227,27 @@ class _Lowering(core.Lowering):
             return None
         if isinstance(a, fx.Node) and a.op == "get_attr":
             return str(a.target)
+        if isinstance(a, fx.Node) and not self.is_activation(a):
+            return self.derive(a)  # weight standardization, a parametrization...
         raise Refuse(RUNTIME_WEIGHT.format(role))
+
+    def _state_leaf(self, m: fx.Node) -> str | None:
+        target = str(m.target)
+        return target if m.op == "get_attr" and self._in_state_dict(target) else None
+
+    def derive(self, a: fx.Node) -> str:
+        """The IR name of a tensor computed from the model's tensors (`core.derive`)."""
+        return core.derive(self, a, self._state_leaf, self.root, self.order)
+
+    def derived_ref(self, a: Any) -> ParamRef | None:
+        """A tensor computed from model tensors, as an operand, else None."""
+        if not isinstance(a, fx.Node) or not isinstance(a.meta.get("val"), torch.Tensor) \
+                or not a.meta["val"].is_floating_point() or self.is_activation(a):
+            return None
+        try:
+            return ParamRef(self.derive(a), tuple(a.meta["val"].shape))
+        except Refuse:
+            return None
 
     # -- the walk -----------------------------------------------------------------------------
     def lower_node(self, n: fx.Node) -> None:
@@ -212,12 +268,16 @@ class _Lowering(core.Lowering):
 
     def lower_output(self, n: fx.Node) -> None:
         outs: list[str] = []
-        for a in tree_leaves(n.args[0]):
+        names: list[str] = []  # each output's name: its key path in the returned structure
+        for path, a in tree_flatten_with_path(n.args[0])[0]:
             if isinstance(a, fx.Node) and a in self.pieces:  # a returned split(...): each piece
-                outs += [self.piece(a, k) for k in range(len(self.pieces[a]))]
+                count = len(self.pieces[a])
+                outs += [self.piece(a, k) for k in range(count)]
+                names += [core.output_name(path, k) for k in range(count)]
             elif isinstance(a, fx.Node) and a in self.value:
                 outs.append(self.value[a])
-        self.output(outs)
+                names.append(core.output_name(path))
+        self.output(outs, names)
 
     def returns_pieces(self, n: fx.Node) -> bool:
         """A call returning several tensors that the lowering keeps as pieces: a multi-result
@@ -262,14 +322,28 @@ def _weights(n: fx.Node, m: nn.Module) -> dict[str, str]:
     return params
 
 
+def _output_size_padding(n: fx.Node, m: nn.Module) -> tuple[int, ...]:
+    """``ConvTranspose(x, output_size)``: the output padding that reaches the output size."""
+    kwargs = dict(n.kwargs)
+    kwargs.pop("input", None)
+    if len(n.args) > 2 or set(kwargs) - {"output_size"}:
+        raise Refuse("ConvTranspose called with other arguments than an input and output_size")
+    x = n.args[0] if n.args else n.kwargs["input"]
+    return core.transposed_output_padding(
+        tuple(x.meta["val"].shape[2:]), tuple(n.meta["val"].shape[2:]), m.kernel_size,
+        m.stride, m.padding, m.dilation)
+
+
 def _conv(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
-    if transposed and (len(n.args) > 1 or n.kwargs):
-        raise Refuse("ConvTranspose called with output_size is not supported yet")
-    core.conv(lw, n, lw.src(_module_input(n)), _weights(n, m), transposed=transposed,
-              nd=len(m.kernel_size), kernel=m.kernel_size, stride=m.stride,
-              padding=m.padding, dilation=m.dilation, groups=m.groups,
-              output_padding=getattr(m, "output_padding", 0),
+    output_padding = getattr(m, "output_padding", 0)
+    with_size = transposed and bool(len(n.args) > 1 or set(n.kwargs) - {"input"})
+    if with_size:
+        output_padding = _output_size_padding(n, m)
+    core.conv(lw, n, lw.src(_module_input(n, extra_ok=with_size)), _weights(n, m),
+              transposed=transposed, nd=len(m.kernel_size), kernel=m.kernel_size,
+              stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups,
+              output_padding=output_padding,
               padding_mode=getattr(m, "padding_mode", "zeros"),
               pad=getattr(m, "_reversed_padding_repeated_twice", ()), what=type(m).__name__)
 
@@ -331,13 +405,43 @@ def _reshape_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
 
 
 _PAD_MODES = {nn.ReflectionPad1d: "reflect", nn.ReflectionPad2d: "reflect",
+              nn.ReflectionPad3d: "reflect",
               nn.ReplicationPad1d: "replicate", nn.ReplicationPad2d: "replicate",
-              nn.ReplicationPad3d: "replicate"}
+              nn.ReplicationPad3d: "replicate",
+              nn.CircularPad1d: "circular", nn.CircularPad2d: "circular",
+              nn.CircularPad3d: "circular"}
 
 
 def _pad_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
     core.pad(lw, n, lw.src(_module_input(n)), m.padding, _PAD_MODES.get(type(m), "constant"),
              getattr(m, "value", None), type(m).__name__)
+
+
+def _interpolate(lw: _Lowering, n: fx.Node, x: Any, size: Any, scale_factor: Any, mode: Any,
+                 align_corners: Any, recompute_scale_factor: Any, antialias: Any,
+                 what: str) -> None:
+    """``F.interpolate``'s arguments as its kernel receives them (`core.resample`): the scale
+    factors reach the kernel unless ``recompute_scale_factor`` (or ``size``) is given."""
+    if not _is_tensor(x):
+        raise Refuse("interpolates a value that is not a tensor")
+    in_shape = _per_sample(x.meta["val"])
+    nd = len(in_shape) - 1
+    given = scale_factor is not None and not recompute_scale_factor and size is None
+    scales = ntuple(scale_factor, nd) if given else (None,) * nd
+    core.resample(lw, n, lw.src(x), mode, in_shape, align_corners, scales, antialias, what)
+
+
+def _upsample(lw: _Lowering, n: fx.Node, m: nn.Upsample) -> None:
+    _interpolate(lw, n, _module_input(n), m.size, m.scale_factor, m.mode, m.align_corners,
+                 m.recompute_scale_factor, False, type(m).__name__)
+
+
+def _pixel_shuffle_module(lw: _Lowering, n: fx.Node, m: nn.Module) -> None:
+    inverse = isinstance(m, nn.PixelUnshuffle)
+    x = _module_input(n)
+    core.pixel_shuffle(lw, n, lw.src(x), _per_sample(x.meta["val"]),
+                       m.downscale_factor if inverse else m.upscale_factor, inverse,
+                       type(m).__name__)
 
 
 _MODULE_RULES: list[tuple[type | tuple[type, ...], Callable]] = [
@@ -361,6 +465,9 @@ _MODULE_RULES: list[tuple[type | tuple[type, ...], Callable]] = [
     ((nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
       nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d,
       nn.ReplicationPad2d, nn.ReplicationPad3d), _pad_module),
+    ((nn.ReflectionPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d), _pad_module),
+    (nn.Upsample, _upsample),
+    ((nn.PixelShuffle, nn.PixelUnshuffle), _pixel_shuffle_module),
 ]
 
 
@@ -371,6 +478,8 @@ def _same_forward(cls: type, types: type | tuple[type, ...]) -> bool:
 
 
 def _module_rule(m: nn.Module) -> Callable | None:
+    if parametrize.is_parametrized(m):
+        return None  # traced through: its weight is computed at run time (a derived one)
     for types, rule in _MODULE_RULES:
         if isinstance(m, types) and _same_forward(type(m), types):
             return rule
@@ -396,7 +505,7 @@ def _arith(build: Callable, **fixed: Any) -> Callable:
             return
         for v in (x, y):
             if isinstance(v, fx.Node):
-                lw.src(v)  # a tensor from parameters or constants: says which
+                lw.src(v)  # a tensor computed from parameters or constants: says which
         core.add(lw, n, x, y, what=_fn_name(n.target), alpha=alpha, **fixed)
     return rule
 
@@ -585,6 +694,7 @@ def _adaptive_fn(op: str) -> Callable:
 
 
 _CONV_ARGS = ("stride", "padding", "dilation", "groups")
+_CONV_T_ARGS = ("stride", "padding", "output_padding", "groups", "dilation")
 
 
 def _conv_fn(kind: str) -> Callable:
@@ -596,12 +706,13 @@ def _conv_fn(kind: str) -> Callable:
         if kind == "dense":
             core.dense(lw, n, lw.src(x), params, _fn_name(n.target))
             return
-        a = dict(zip(_CONV_ARGS, args)) | kwargs
+        transposed = kind == "conv_transpose"
+        a = dict(zip(_CONV_T_ARGS if transposed else _CONV_ARGS, args)) | kwargs
         kernel = tuple(weight.meta["val"].shape[2:])
-        core.conv(lw, n, lw.src(x), params, transposed=False, nd=len(kernel), kernel=kernel,
-                  stride=a.get("stride", 1), padding=a.get("padding", 0),
+        core.conv(lw, n, lw.src(x), params, transposed=transposed, nd=len(kernel),
+                  kernel=kernel, stride=a.get("stride", 1), padding=a.get("padding", 0),
                   dilation=a.get("dilation", 1), groups=a.get("groups", 1),
-                  what=_fn_name(n.target))
+                  output_padding=a.get("output_padding", 0), what=_fn_name(n.target))
     return rule
 
 
@@ -618,6 +729,29 @@ def _batch_norm_fn(lw: _Lowering, n: fx.Node, x: Any, running_mean: Any, running
 def _pad_fn(lw: _Lowering, n: fx.Node, x: Any, pad: Any, mode: str = "constant",
             value: Any = None) -> None:
     core.pad(lw, n, lw.src(x), pad, mode, value, "pad")
+
+
+_INTERPOLATE_ARGS = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                     "antialias")
+
+
+def _interpolate_fn(lw: _Lowering, n: fx.Node, x: Any, *args: Any, **kwargs: Any) -> None:
+    a = dict(zip(_INTERPOLATE_ARGS, args)) | kwargs
+    _interpolate(lw, n, x, a.get("size"), a.get("scale_factor"), a.get("mode", "nearest"),
+                 a.get("align_corners"), a.get("recompute_scale_factor"),
+                 a.get("antialias", False), "interpolate")
+
+
+def _pixel_shuffle_fn(inverse: bool) -> Callable:
+    key = "downscale_factor" if inverse else "upscale_factor"
+
+    def rule(lw: _Lowering, n: fx.Node, x: Any, factor: Any = None, **kwargs: Any) -> None:
+        factor = kwargs.get(key, factor)
+        if not _is_tensor(x):
+            raise Refuse("shuffles a value that is not a tensor")
+        core.pixel_shuffle(lw, n, lw.src(x), _per_sample(x.meta["val"]), factor, inverse,
+                           _fn_name(n.target))
+    return rule
 
 
 _ADD, _SUB = _arith(core.add, sign=1.0), _arith(core.add, sign=-1.0)
@@ -653,6 +787,9 @@ _FUNCTION_RULES: dict[Any, Callable] = {
     F.adaptive_max_pool3d: _adaptive_fn("adaptive_maxpool"),
     F.conv1d: _conv_fn("conv"), F.conv2d: _conv_fn("conv"), F.conv3d: _conv_fn("conv"),
     F.linear: _conv_fn("dense"), F.batch_norm: _batch_norm_fn, F.pad: _pad_fn,
+    F.conv_transpose1d: _conv_fn("conv_transpose"), F.conv_transpose2d: _conv_fn("conv_transpose"),
+    F.conv_transpose3d: _conv_fn("conv_transpose"), F.interpolate: _interpolate_fn,
+    F.pixel_shuffle: _pixel_shuffle_fn(False), F.pixel_unshuffle: _pixel_shuffle_fn(True),
     **{f: _reshape for f in _RESHAPE_FUNCTIONS},
 }
 _MULTI_RESULT_FUNCTIONS: dict[Any, Callable] = {
@@ -693,4 +830,4 @@ class _GraphView:
     GraphModule, without building one)."""
 
     def __init__(self, graph: fx.Graph, root: nn.Module) -> None:
-        self.graph, self.get_submodule = graph, root.get_submodule
+        self.graph, self.get_submodule, self.root = graph, root.get_submodule, root

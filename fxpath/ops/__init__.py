@@ -7,16 +7,18 @@ An `Op` holds the op's attribute schema and its rules: how the code generator em
 (`lowered_by`). Interpreters look rules up by ``node.op``; none holds a per-op branch.
 
 Families: `fxpath.ops.io` (input, output), `fxpath.ops.linear` (linear, affine),
-`fxpath.ops.elementwise` (relu, add), `fxpath.ops.pool` (pool), `fxpath.ops.reindex` (reshape,
-concat), `fxpath.ops.pre_norm` (the ops normalization rewrites away). The table in
-``docs/ops.md`` is generated from the registry: ``python -m fxpath.ops``.
+`fxpath.ops.elementwise` (relu, add), `fxpath.ops.pool` (pool), `fxpath.ops.resample`
+(resample: interpolation), `fxpath.ops.reindex` (reshape, concat), `fxpath.ops.scale` (scale:
+multiplication by, and addition of, model tensors), `fxpath.ops.pre_norm` (the ops
+normalization rewrites away). The table in ``docs/ops.md`` is generated from the registry:
+``python -m fxpath.ops``.
 
 Example:
     >>> fxpath.ops.get("relu").rescale_rule.summary
     'passes: channel ids unchanged'
 """
 
-from . import elementwise, io, linear, pool, pre_norm, reindex
+from . import elementwise, io, linear, pool, pre_norm, reindex, resample, scale
 from .core import (
     REGISTRY,
     RULES,
@@ -36,4 +38,5 @@ from .docs import markdown_table
 
 __all__ = ["REGISTRY", "RULES", "Attr", "Coordinates", "NotApplicable", "Op", "Rescaling",
            "RunContext", "does_not_apply", "elementwise", "get", "io", "linear",
-           "markdown_table", "pool", "pre_norm", "register", "reindex", "rule_of", "summary"]
+           "markdown_table", "pool", "pre_norm", "register", "reindex", "resample", "rule_of",
+           "scale", "summary"]

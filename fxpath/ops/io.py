@@ -1,4 +1,11 @@
-"""The ends of the graph: ``input`` (a model input) and ``output`` (the model's outputs)."""
+"""The ends of the graph: ``input`` (a model input) and ``output`` (the model's outputs).
+
+The output node lists every returned tensor the input reaches, in the order of the model's
+returned structure, and (attribute ``names``) the name of each: its key path in that structure
+(``"out"``, ``"aux"`` for torchvision's dict; ``"0"``, ``"1"`` for a tuple; ``"output"`` for a
+single tensor; see `fxpath.lower.core.output_name`). The path network sums all of them; the
+``output=`` option of `fxpath.compile` keeps only the named ones (`passes.select_outputs`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from ..coordinates import Slot
 from ..emit import Emitter, Value
 from ..geometry import Frame
 from ..ir import Node
-from .core import Op, Rescaling, RunContext, does_not_apply, register
+from .core import Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
 
 
 def _input_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
@@ -62,10 +69,14 @@ INPUT = register(Op(
     slots_rule=does_not_apply("no parameters"),
 ))
 
+_NAMES = Check("tuple[str]", lambda v: isinstance(v, tuple) and all(isinstance(s, str)
+                                                                    for s in v))
+
 OUTPUT = register(Op(
     name="output",
-    doc="the output layer: every input of this node is an output tensor",
-    attrs={},
+    doc="the output layer: every input of this node is an output tensor, `names` the name of "
+        "each in the model's returned structure (dict keys, tuple indices)",
+    attrs={"names": Attr(_NAMES, required=False)},
     path_rule=_output_path, interpret_rule=_output_run,
     frame_rule=does_not_apply("not an activation: it only collects the outputs"),
     rescale_rule=Rescaling("stops: output neurons are never rescaled"),

@@ -187,8 +187,10 @@ def _free_bn(n: Node) -> bool:
     return n.attrs["kind"] == "batchnorm" and n.attrs["bn"].weight is not None
 
 
-def _always(n: Node) -> bool:
-    return True
+def _plain(n: Node) -> bool:
+    """Weights read as stored: a derived weight (standardized, parametrized) would not
+    scale with its parameters."""
+    return "derived" not in n.attrs
 
 
 def _scale_linear(model: nn.Module, node: Node, lam: Tensor) -> None:
@@ -298,11 +300,13 @@ LINEAR = register(Op(
            "output_padding": Attr(INTS, When("kind", ("conv_transpose",))),
            "padding_mode": Attr(is_a(str), required=False),
            "pad": Attr(INTS, When("padding_mode", ("reflect", "replicate", "circular"))),
-           "bn": Attr(is_a(BatchNormRef), required=False)},
+           "bn": Attr(is_a(BatchNormRef), required=False),
+           "derived": Attr(is_a(tuple), required=False)},
     path_rule=_linear_path, interpret_rule=_linear_run, frame_rule=_linear_frame,
     rescale_rule=Rescaling("consumer (divides its input weights by lam) and producer (its "
-                           "weights, bias and folded BatchNorm scale by lam)",
-                           absorbs=_always, divide=_divide_linear, produces=_always,
+                           "weights, bias and folded BatchNorm scale by lam), unless its "
+                           "weights are `derived` (computed from parameters at run time)",
+                           absorbs=_plain, divide=_divide_linear, produces=_plain,
                            scale=_scale_linear),
     slots_rule=Coordinates("`weight` (`W * s` with a folded BatchNorm), `bias` if any",
                            _linear_slots, _linear_lift),
@@ -337,7 +341,8 @@ AFFINE = register(Op(
     doc="a standalone per-channel affine map: a frozen BatchNorm that cannot be folded "
         "(`kind` batchnorm) or a PReLU's negative slope (`kind` prelu, parameter `weight`)",
     attrs={"kind": Attr(one_of("batchnorm", "prelu")),
-           "bn": Attr(is_a(BatchNormRef), When("kind", ("batchnorm",)))},
+           "bn": Attr(is_a(BatchNormRef), When("kind", ("batchnorm",))),
+           "derived": Attr(is_a(tuple), required=False)},
     path_rule=_affine_path, interpret_rule=_affine_run, frame_rule=_affine_frame,
     rescale_rule=Rescaling("consumer and producer when a BatchNorm with a weight (it absorbs "
                            "1/lam in weight and mean); a PReLU slope stops it",

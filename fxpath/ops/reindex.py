@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -17,6 +18,7 @@ from ..ir import Graph, Node
 from .core import (
     INT,
     INTS,
+    REAL,
     Attr,
     Op,
     Rescaling,
@@ -40,6 +42,13 @@ def _reshape_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> V
         return e.map(ins[0], lambda x: e.method("permute", x, a["dims"], name=n.name))
     if fn == "getitem":
         return e.map(ins[0], lambda x: e.call(operator.getitem, x, a["index"], name=n.name))
+    value = a.get("value", 0.0)
+    if value != 0.0 and value != -math.inf:  # constant entries: paths start at them
+        mantissa, shift = e.power_split(value)
+        packed = e.call(runtime.pad_const, ins[0].exp, list(ins[0].streams), list(a["pad"]),
+                        mantissa, *((shift,) if shift else ()), name=f"{n.name}_pad")
+        return e.packed(packed, n.name)
+    # zero padding, or -inf in front of a max-pool that never selects it (check_supported)
     return e.map(ins[0], lambda x: e.call(F.pad, x, list(a["pad"]), a["mode"], name=n.name))
 
 
@@ -53,6 +62,8 @@ def _reshape_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
         return x.permute(a["dims"])
     if fn == "getitem":
         return operator.getitem(x, a["index"])
+    if a["mode"] == "constant":
+        return F.pad(x, list(a["pad"]), "constant", a.get("value", 0.0))
     return F.pad(x, list(a["pad"]), a["mode"])
 
 
@@ -94,10 +105,13 @@ _PAD = When("fn", ("pad",))
 RESHAPE = register(Op(
     name="reshape",
     doc="re-indexing without new weights: `fn` view, permute, pad or getitem (an `index` of "
-        "slices and ints: slicing, and each used result of split/chunk/tensor_split/unbind)",
+        "slices and ints: slicing, and each used result of split/chunk/tensor_split/unbind); "
+        "constant padding with `value` c != 0 starts paths of weight |c| at the padded "
+        "entries, c = -inf only in front of max-pools that never select it",
     attrs={"fn": Attr(one_of("view", "permute", "pad", "getitem")),
            "dims": Attr(INTS, When("fn", ("permute",))),
            "pad": Attr(INTS, _PAD), "mode": Attr(is_a(str), _PAD),
+           "value": Attr(REAL, required=False),
            "index": Attr(is_a(tuple), When("fn", ("getitem",)))},
     path_rule=_reshape_path, interpret_rule=_reshape_run,
     frame_rule=does_not_apply("a re-indexing moves positions: no frame is tracked through it"),

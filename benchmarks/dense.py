@@ -1,0 +1,151 @@
+"""Dense-prediction models: which fxpath supports, their l^1 path-norm, and what it costs.
+
+For every model (random weights, eval, float32, batch 1, 3x256x256 by default): supported or
+the first refusal reason (with the number of refused ops), the l^1 path-norm (log10, float32),
+the model's forward time, and the warm path-norm and path-magnitude scores as ratios to that
+forward. Each ratio is the median over ``--repeats`` calls, each timed between two forwards
+(`bench_path.paired_ratio`: on shared cores, pairs close in time keep the ratio honest); the
+CPU-time ratios, which do not count time the machine spent on other work, are recorded too.
+
+    python benchmarks/dense.py                              # the default table
+    python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11
+    python benchmarks/dense.py --size 128
+
+Writes benchmarks/results/dense_<device>.{md,json} (machine and commit described). Model
+names: ``smp:ARCH:ENCODER`` (segmentation_models_pytorch), ``torchvision:NAME``
+(torchvision.models.segmentation), ``timm:NAME``, ``monai:BasicUNet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from bench_path import RESULTS, machine, paired_ratio
+
+import fxpath
+
+DEFAULT_MODELS = [
+    "smp:Unet:resnet34", "smp:Unet:resnet18", "smp:UnetPlusPlus:resnet34",
+    "smp:Linknet:resnet34", "smp:DeepLabV3Plus:resnet34", "smp:PSPNet:resnet34",
+    "smp:Segformer:resnet34", "smp:Unet:vgg11_bn", "smp:Unet:densenet121",
+    "smp:Unet:mobilenet_v2", "smp:Unet:tu-resnet26d",
+    "smp:FPN:resnet34", "smp:MAnet:resnet34", "smp:PAN:resnet34", "smp:UPerNet:resnet34",
+    "smp:Unet:efficientnet-b0", "smp:Segformer:mit_b0",
+    "torchvision:fcn_resnet50", "torchvision:deeplabv3_resnet50",
+    "torchvision:lraspp_mobilenet_v3_large", "timm:hrnet_w18_small", "monai:BasicUNet",
+]
+
+
+def build(name: str) -> nn.Module:
+    """A model by benchmark name, random weights, eval mode."""
+    torch.manual_seed(0)
+    kind, _, rest = name.partition(":")
+    if kind == "smp":
+        import segmentation_models_pytorch as smp
+
+        arch, _, encoder = rest.partition(":")
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=2)
+    elif kind == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(rest, weights=None, weights_backbone=None,
+                                             num_classes=21)
+    elif kind == "timm":
+        import timm
+
+        model = timm.create_model(rest, pretrained=False)
+    elif kind == "monai":
+        from monai.networks import nets
+
+        model = getattr(nets, rest)(spatial_dims=2, in_channels=3, out_channels=2, act="relu",
+                                    norm="batch")
+    else:
+        raise ValueError(f"unknown model {name!r}")
+    return model.eval()
+
+
+def _refusal(exc: fxpath.UnsupportedModelError) -> str:
+    first = exc.ops[0]
+    reason = first.reason.split(" (")[0]
+    more = f" (+{len(exc.ops) - 1} more)" if len(exc.ops) > 1 else ""
+    return f"refused: {first.op} at {first.where}: {reason}{more}"
+
+
+def row(name: str, size: int, repeats: int) -> dict[str, object]:
+    """The table row of one model."""
+    model = build(name)
+    shape = (3, size, size)
+    params = sum(p.numel() for p in model.parameters())
+    out: dict[str, object] = {"model": name, "params_M": round(params / 1e6, 2)}
+    try:
+        prog = fxpath.compile(model, shape)
+    except fxpath.UnsupportedModelError as exc:
+        return {**out, "status": _refusal(exc)}
+    x = torch.randn(1, *shape)
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(x)
+
+    calls: dict[str, Callable[[], object]] = {"path_norm": prog.path_norm,
+                                              "scores": prog.path_magnitude}
+    out |= {"status": "supported", "log10_l1": prog.path_norm().log10,
+            "outputs": list(prog.output_names),
+            "forward_ms": paired_ratio(forward, forward, 3, "cpu")[0]}
+    for key, fn in calls.items():
+        ms, ratio, cpu_ratio = paired_ratio(fn, forward, repeats, "cpu")
+        out |= {f"{key}_ms": ms, key: ratio, f"{key}_cpu": cpu_ratio}
+    return out
+
+
+def markdown(rows: list[dict[str, object]], info: dict[str, str], size: int) -> str:
+    """The results table."""
+    lines = [f"# Dense-prediction models at 3x{size}x{size}", "", f"Machine: {info}", "",
+             "Random weights, float32, batch 1, CPU. Ratios to the model's own forward "
+             "(paired medians; CPU-time ratios in parentheses).", "",
+             "| model | params (M) | fxpath | l^1 path-norm (log10) | forward ms | "
+             "warm path-norm | warm scores |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "supported":
+            lines.append(f"| {r['model']} | {r['params_M']} | {r['status']} | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {r['model']} | {r['params_M']} | supported | {r['log10_l1']:.4f} | "
+            f"{r['forward_ms']:.0f} | {r['path_norm']:.2f}x ({r['path_norm_cpu']:.2f}x) | "
+            f"{r['scores']:.2f}x ({r['scores_cpu']:.2f}x) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    args = p.parse_args()
+    info = machine("cpu")
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in args.models:
+            r = row(name, args.size, args.repeats)
+            rows.append(r)
+            shown = {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v)
+                     for k, v in r.items()}
+            print(shown, flush=True)
+    stem = RESULTS / f"dense_cpu{args.tag}"
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"machine": info, "size": args.size, "repeats": args.repeats, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(markdown(rows, info, args.size))
+    print(markdown(rows, info, args.size))
+
+
+if __name__ == "__main__":
+    main()

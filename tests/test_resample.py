@@ -1,0 +1,267 @@
+"""The dense-prediction ops against brute-force path enumeration (float64, 1e-10).
+
+Interpolation in every fixed-weight mode (nearest, nearest-exact, linear, bilinear, trilinear,
+bicubic, area; align_corners both ways; by size or scale factor, integer or not, with and
+without recompute_scale_factor), PixelShuffle / PixelUnshuffle, transposed convs (1-, 2-, 3-d,
+with output_size, as functions), reflect / replicate / circular padding in 1-, 2- and 3-d, and
+1-d / 3-d pools. The brute-force DAG (`tests/bruteforce.py`) writes PyTorch's index rules out by
+hand; each case first checks that DAG against the module itself, then fxpath's path-norms
+(q = 1 and a scaled q), path-magnitude scores and reference interpreter against it, and the
+torch.export front end against the torch.fx one.
+"""
+
+from __future__ import annotations
+
+import bruteforce as bf
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from conftest import assert_same_function
+
+import fxpath
+from fxpath.export import trace_export
+from fxpath.lower import core
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+SHAPE = {1: (1, 5), 2: (1, 3, 4), 3: (1, 2, 2, 3)}
+
+
+def _net(op: nn.Module, nd: int, seed: int = 0, head: bool = True) -> bf.Case:
+    """conv (2 channels, bias) -> ReLU -> ``op`` -> 1x1 conv (unless not ``head``)."""
+    def spec() -> bf.Spec:
+        s = (bf.Spec(SHAPE[nd]).node("conv", CONV[nd](1, 2, 3, padding=1))
+             .node("relu", nn.ReLU()).node("op", op))
+        return s.node("head", CONV[nd](2 if head else 1, 1, 1)) if head else s
+    return bf._make(spec, seed, torch.float64)
+
+
+def check(case: bf.Case, qs: tuple[float, ...] = (1.0, 2.5), export: bool = False) -> None:
+    """The brute-force DAG computes the module; fxpath's norms, scores and function are the
+    DAG's (and, with ``export``, the exported program's norms are the module's)."""
+    module, shape, build = case
+    dag = build(module)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64)
+        np.testing.assert_allclose(dag.forward(x), bf.module_output(module, x), rtol=1e-10,
+                                   atol=1e-12)
+    prog = fxpath.compile(module, shape, dtype=torch.float64)
+    for q in qs:
+        assert prog.path_norm(q).value == pytest.approx(bf.path_norm_dp(dag, q), rel=1e-10)
+    scores, total = prog.path_magnitude(), bf.path_norm_dp(dag, 1.0)
+    for name, mass in bf.mass_by_parameter_dp(dag).items():
+        np.testing.assert_allclose(scores[name].numpy(), mass / total, rtol=1e-9, atol=1e-15)
+    assert_same_function(prog.graph, module, shape, batch=2)
+    if export:
+        ep = trace_export(module, [shape])
+        for q in qs:
+            assert fxpath.path_norm(ep, None, q).value == pytest.approx(
+                prog.path_norm(q).value, rel=1e-10)
+
+
+# -- interpolation ------------------------------------------------------------------------------
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+#: how the output size is asked for: (size or scale_factor, recompute_scale_factor)
+_SIZES = {
+    "x2": ({"scale_factor": 2}, None),
+    "x1.5": ({"scale_factor": 1.5}, None),
+    "size": ({"size": (7, 5, 4)}, None),
+    "down": ({"scale_factor": 0.6}, None),
+    "recompute": ({"scale_factor": 1.7}, True),
+}
+
+
+def _interp_cases() -> list[tuple[str, int, bool | None, str]]:
+    cases = []
+    for nd in (1, 2, 3):
+        sizes = list(_SIZES) if nd == 2 else (["x1.5", "size"] if nd == 1 else ["x2", "down"])
+        for mode in ("nearest", "nearest-exact"):
+            cases += [(mode, nd, None, s) for s in sizes]
+        for align in (False, True):
+            cases += [(_LINEAR[nd], nd, align, s) for s in sizes]
+            if nd == 2:
+                cases += [("bicubic", 2, align, s) for s in sizes]
+        cases += [("area", nd, None, s) for s in sizes[:1]]
+    return cases
+
+
+def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> bf.Interpolate:
+    how, recompute = _SIZES[sizes]
+    kwargs = {k: (v[:nd] if k == "size" else v) for k, v in how.items()}
+    kwargs = {**kwargs, "mode": mode}
+    if align is not None:
+        kwargs["align_corners"] = align
+    if recompute is not None:
+        kwargs["recompute_scale_factor"] = recompute
+    return bf.Interpolate(**kwargs)
+
+
+@pytest.mark.parametrize("mode, nd, align, sizes", _interp_cases(),
+                         ids=lambda v: str(v).replace(" ", ""))
+def test_interpolation_matches_bruteforce(mode: str, nd: int, align: bool | None,
+                                          sizes: str) -> None:
+    check(_net(_interpolate(mode, nd, align, sizes), nd),
+          export=sizes in ("x1.5", "recompute") and mode in ("nearest", "bilinear"))
+
+
+@pytest.mark.parametrize("op", [
+    nn.Upsample(scale_factor=2, mode="nearest"),
+    nn.Upsample(size=(5, 9), mode="bicubic", align_corners=True),
+    nn.UpsamplingNearest2d(scale_factor=3),
+    nn.UpsamplingBilinear2d(size=(6, 6)),
+], ids=["Upsample", "Upsample_bicubic", "UpsamplingNearest2d", "UpsamplingBilinear2d"])
+def test_upsample_modules_match_bruteforce(op: nn.Module) -> None:
+    check(_net(op, 2), export=True)
+
+
+def _full_map(fn, shape: tuple[int, ...]) -> torch.Tensor:
+    """The whole linear map of ``fn`` on one channel (its Jacobian), not per axis."""
+    eye = torch.eye(int(np.prod(shape)), dtype=torch.float64).reshape(-1, 1, *shape)
+    out = fn(eye)
+    return out.reshape(out.shape[0], -1).t()
+
+
+@pytest.mark.parametrize("mode, align, size", [
+    ("bilinear", False, (3, 2)), ("bilinear", True, (9, 11)), ("bicubic", False, (2, 3)),
+    ("bicubic", True, (10, 4)), ("lanczos", False, (3, 5))])
+def test_antialiased_modes_match_their_full_map(mode: str, align: bool,
+                                                size: tuple[int, int]) -> None:
+    """Antialiased kernels (no hand-written reference): the path-norm of a 1x1 conv followed
+    by the interpolation is ``|w|^q`` times the sum of ``|A|^q`` over PyTorch's whole 2-d map."""
+    op = bf.Interpolate(size=size, mode=mode, align_corners=align, antialias=True)
+    net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), op).double().eval()
+    a = _full_map(op, (7, 8))
+    w = float(net[0].weight)
+    prog = fxpath.compile(net, (1, 7, 8), dtype=torch.float64)
+    for q in (1.0, 2.0):
+        want = (abs(w) ** q * a.abs().pow(q).sum()) ** (1 / q)
+        assert prog.path_norm(q).value == pytest.approx(float(want), rel=1e-10)
+    assert_same_function(prog.graph, net, (1, 7, 8))
+
+
+def test_bicubic_taps_on_one_input_are_one_edge() -> None:
+    """At a border bicubic reads the first input for two taps: the edge weight is their sum
+    (the matrix entry), so the path-norm is the sum of |entries|, not of |taps|."""
+    op = bf.Interpolate(size=(1, 8), mode="bicubic", align_corners=True)
+    net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), op).double().eval()
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    a = _full_map(op, (1, 4))
+    assert bool((a < 0).any())
+    got = fxpath.compile(net, (1, 1, 4), dtype=torch.float64).path_norm().value
+    assert got == pytest.approx(float(a.abs().sum()), rel=1e-12)
+    assert got > float(a.sum()) + 0.1  # the negative coefficients count with their magnitude
+
+
+def test_a_mode_fxpath_cannot_describe_is_refused_by_name(monkeypatch) -> None:
+    def fail(*args, **kwargs) -> None:
+        raise ValueError("not separable")
+
+    monkeypatch.setattr(core, "check_separable", fail)
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), bf.Interpolate(scale_factor=2, mode="bicubic"))
+    with pytest.raises(fxpath.UnsupportedModelError,
+                       match=r"interpolate \(mode 'bicubic'\) at 1: interpolation mode "
+                             r"'bicubic': not separable"):
+        fxpath.compile(net.eval(), (1, 4, 4))
+
+
+# -- pixel shuffles, transposed convs, padding, pools -------------------------------------------
+@pytest.mark.parametrize("op, shape", [
+    (nn.PixelShuffle(2), (8, 2, 3)), (nn.PixelUnshuffle(2), (2, 4, 6))],
+    ids=["PixelShuffle", "PixelUnshuffle"])
+def test_pixel_shuffles_match_bruteforce(op: nn.Module, shape: tuple[int, ...]) -> None:
+    channels = op(torch.zeros(1, *shape)).shape[1]
+
+    def spec() -> bf.Spec:
+        return (bf.Spec(shape).node("conv", nn.Conv2d(shape[0], shape[0], 1)).node("op", op)
+                .node("relu", nn.ReLU()).node("head", nn.Conv2d(channels, 2, 3, padding=1)))
+    check(bf._make(spec, 0, torch.float64), export=True)
+
+
+def test_pixel_shuffle_functions() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.pixel_unshuffle(F.pixel_shuffle(self.conv(x), 2), downscale_factor=2)
+
+    net = Net().double().eval()
+    prog = fxpath.compile(net, (4, 3, 3), dtype=torch.float64)
+    assert_same_function(prog.graph, net, (4, 3, 3))
+    # a re-indexing there and back: the norm of the conv alone
+    alone = fxpath.compile(net.conv, (4, 3, 3), dtype=torch.float64)
+    assert prog.path_norm().value == pytest.approx(alone.path_norm().value, rel=1e-12)
+
+
+@pytest.mark.parametrize("nd, kw", [
+    (1, {"stride": 2, "padding": 1, "output_padding": 1}),
+    (2, {"stride": (2, 1), "padding": 1, "dilation": 2, "groups": 2}),
+    (3, {"stride": 2}),
+])
+def test_transposed_convs_match_bruteforce(nd: int, kw: dict) -> None:
+    op = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[nd](2, 2, 2, **kw)
+    check(_net(op, nd))
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_transposed_conv_with_output_size(nd: int) -> None:
+    conv = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[nd](
+        2, 2, 3, stride=2, padding=1)
+    size = [2 * s for s in SHAPE[nd][1:]]  # one more than the default output
+    check(_net(bf.ConvTransposeTo(conv, size), nd), export=nd == 2)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_transposed_conv_functions(nd: int) -> None:
+    op = bf.FunctionalConvTranspose(2, 2, (2,) * nd, stride=2, padding=1, output_padding=1)
+    check(_net(op, nd), export=nd == 3)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_modes_match_bruteforce(nd: int, mode: str) -> None:
+    cls = {"reflect": (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d),
+           "replicate": (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d),
+           "circular": (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)}[mode][nd - 1]
+    widths = (1, 2, 0, 1, 1, 0)[:2 * nd]
+    check(_net(cls(widths), nd), export=mode != "circular" or nd == 2)
+
+
+@pytest.mark.parametrize("op", [
+    nn.MaxPool3d(2, stride=1, padding=1, dilation=(1, 1, 2)),
+    nn.MaxPool3d((1, 2, 2), ceil_mode=True),
+    nn.AvgPool3d(2, stride=1, padding=1, count_include_pad=False),
+    nn.AvgPool3d((2, 2, 3), stride=2, padding=1, ceil_mode=True, divisor_override=5),
+    nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True),
+    nn.AvgPool1d(2, stride=1, padding=1),
+], ids=["max3d", "max3d_ceil", "avg3d", "avg3d_override", "max1d", "avg1d"])
+def test_pools_in_1d_and_3d_match_bruteforce(op: nn.Module) -> None:
+    nd = 3 if "3d" in type(op).__name__ else 1
+    if isinstance(op, nn.MaxPool3d) and op.dilation != 1:
+        with pytest.raises(fxpath.UnsupportedModelError, match="dilat"):
+            fxpath.compile(_net(op, nd).module, SHAPE[nd])
+        return
+    check(_net(op, nd))
+
+
+def test_max_unpool_is_refused_with_the_reason() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.pool = nn.MaxPool2d(2, return_indices=True)
+            self.unpool = nn.MaxUnpool2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, idx = self.pool(self.conv(x))
+            return self.unpool(y, idx)
+
+    with pytest.raises(fxpath.UnsupportedModelError) as info:
+        fxpath.compile(Net().eval(), (1, 4, 4))
+    text = str(info.value)
+    assert "MaxUnpool2d at unpool: routes values by the argmax of an earlier max-pool" in text
+    assert "at pool" in text
