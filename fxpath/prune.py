@@ -49,6 +49,15 @@ class PruneReport:
 
 
 def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
+    names = _selected(prog, prunable)
+    if not names:
+        raise ArgumentError("no weight to prune: prunable selects none of the model's "
+                            "conv/linear weights (weights computed at run time are never "
+                            "pruned)")
+    return names
+
+
+def _selected(prog: PathProgram, prunable: Prunable) -> list[str]:
     derived = prog.graph.derived()  # computed at run time: zeroing a parameter entry
     weights = [s.param for s in prog.slots if s.role == "weight" and s.param is not None
                and prog.graph[s.node].op in LINEAR_OPS and s.param not in derived]
