@@ -3,7 +3,7 @@
 Every flag of ``fxpath zoo`` applies (``python benchmarks/zoo.py --help``); the default output is
 ``benchmarks/results/zoo_cpu.{csv,md}``. The committed tables come from:
 
-    python benchmarks/zoo.py --jobs 1 --size 3 64 64 --out benchmarks/results/zoo_cpu
+    python benchmarks/zoo.py --jobs 1 --size 3 128 128 --out benchmarks/results/zoo_cpu
     python benchmarks/zoo.py --mode status --all --out benchmarks/results/zoo_status \
         --expected tests/zoo_expected.csv
 

@@ -174,6 +174,10 @@ def plot_zoo(csv_path: str | Path, path: str | Path, families: int = 12) -> Path
                    edgecolors="none")
     ax.set_xlabel("log10 parameter count")
     ax.set_ylabel("log10 l^1 path-norm (random init)")
-    ax.set_title(f"fxpath zoo: {len(rows)} supported models", fontsize=10)
+    from .zoo import read_info
+
+    size = read_info(csv_path).get("size")
+    where = f" at {size}" if size else " at their own input sizes"
+    ax.set_title(f"fxpath zoo: {len(rows)} supported models{where}", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     return _save(fig, path)

@@ -796,6 +796,9 @@ def write_expected(results: Iterable[ZooResult], path: str | Path, info: dict[st
         "each model's default input size. Regenerate after a change of coverage with:",
         f"  {EXPECTED_COMMAND}",
     ]
+    results = list(results)
+    gaps = [f"{r.source}:{r.model}" for r in results if r.status == "gap"]
+    header.append(f"known gaps: {len(gaps)}" + (f" ({', '.join(gaps)})" if gaps else ""))
     write_csv(results, path, {k: v for k, v in info.items()
                               if k in ("commit", "torch", "torchvision", "timm")},
               header, EXPECTED_FIELDS)
