@@ -11,9 +11,10 @@ Two flavours share one rule table:
   Returns ``(total, exponent)`` (and optionally the scaled output of every linear/affine node,
   for neuron path mass).
 * ``mode="diff"``: the path-metric network (docs/mathematics.md#the-path-metric). Arguments are
-  magnitudes ``lo <= hi``; it carries ``(lo, delta)`` with ``delta = hi-network - lo-network``
-  computed as a sum of non-negative terms (``W_hi * delta + (W_hi - W_lo) * lo``), so the
-  difference of two nearly equal huge path-norms keeps full relative precision. Returns
+  the magnitudes ``lo`` and ``gap = hi - lo`` of two coordinate envelopes (`fxpath.envelope`);
+  it carries ``(lo, delta)`` with ``delta = hi-network - lo-network`` computed as a sum of
+  non-negative terms (``W_lo * delta + W_gap * (lo + delta)``, see `Emitter.metric_step`), so
+  the difference of two nearly equal huge path-norms keeps full relative precision. Returns
   ``(total_lo, total_delta, exponent)``.
 
 Every value is carried with a power-of-two exponent (see `fxpath.runtime`). With
@@ -51,11 +52,11 @@ def tapped_nodes(graph: Graph) -> list[Node]:
 
 def _arguments(e: Emitter, graph: Graph, slots: Sequence[Slot], scaled: bool,
                taps: bool) -> dict[str, list[Slot]]:
-    """The network's placeholders, in call order: coordinates (``_lo``/``_hi`` pairs in diff
+    """The network's placeholders, in call order: coordinates (``_lo``/``_gap`` pairs in diff
     mode), then their exponents (scaled), then the taps; returns the slots of each node."""
     by_node: dict[str, list[Slot]] = {}
     for s in slots:
-        suffixes = ("",) if e.mode == "norm" else ("_lo", "_hi")
+        suffixes = ("",) if e.mode == "norm" else ("_lo", "_gap")
         e.args[s.name] = tuple(e.graph.placeholder(f"{s.name}{x}") for x in suffixes)
         by_node.setdefault(s.node, []).append(s)
     if scaled:

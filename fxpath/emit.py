@@ -57,6 +57,8 @@ class Emitter:
         self.tapped_inputs: list[fx.Node] | None = None
         self.probes: list[fx.Node] | None = None
         self.zero: fx.Node | None = None
+        #: streams known to be all zeros (the input's delta in ``diff`` mode)
+        self.zeros: set[fx.Node] = set()
 
     def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
         """Emit ``fn(*args)``."""
@@ -97,6 +99,33 @@ class Emitter:
         """A value from a node returning ``(*streams, exponent)``."""
         out = self.unpack(packed, [*self.stream_names(name), f"{name}_exp"])
         return Value(tuple(out[:-1]), out[-1])
+
+    def metric_step(self, v: Value, w_lo: fx.Node, w_gap: fx.Node,
+                    apply: Callable[[fx.Node, fx.Node, str], fx.Node], name: str,
+                    batch: bool) -> tuple[fx.Node, fx.Node]:
+        """One parameterized layer of the path-metric network, before bias and rescaling.
+
+        With ``hi = lo + gap`` entrywise and ``h = lo + delta`` the hi-network's input,
+        ``W_hi h - W_lo lo = W_lo delta + W_gap h``: a sum of non-negative terms (no
+        cancellation). ``W_lo`` reads ``lo`` and ``delta``; with ``batch`` they go through
+        ``apply`` as one batch of two, so the weight is read once (a conv or dense layer).
+        """
+        lo, delta = v.streams
+        if delta in self.zeros:  # h = lo
+            return (apply(lo, w_lo, f"{name}_lo_linear"),
+                    apply(lo, w_gap, f"{name}_gap_linear"))
+        h = self.call(operator.add, lo, delta, name=f"{name}_hi_in")
+        if batch:
+            pair = self.call(torch.cat, [lo, delta], name=f"{name}_pair")
+            both = apply(pair, w_lo, f"{name}_pair_linear")
+            y_lo = self.method("narrow", both, 0, 0, 1, name=f"{name}_lo_linear")
+            y_dl = self.method("narrow", both, 0, 1, 1, name=f"{name}_delta_linear")
+        else:
+            y_lo = apply(lo, w_lo, f"{name}_lo_linear")
+            y_dl = apply(delta, w_lo, f"{name}_delta_linear")
+        y_delta = self.call(operator.add, y_dl, apply(h, w_gap, f"{name}_gap_linear"),
+                            name=f"{name}_delta_sum")
+        return y_lo, y_delta
 
     def stream_names(self, name: str) -> list[str]:
         """The fx names of a value's streams."""

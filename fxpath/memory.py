@@ -6,8 +6,9 @@ write; on a small VM that costs more than computing the scores (411 MB of VGG-16
 layer: about 165 ms of page faults out of 265 ms). Asking the kernel for 2 MiB pages on the
 tensor's range (``madvise(MADV_HUGEPAGE)``) before the first write removes most of it. This is
 what PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` does for every allocation of the process; here it is
-done only for the scores fxpath returns. The memory stays a plain PyTorch allocation (freed,
-profiled and accounted as usual); where ``madvise`` is missing or refused nothing changes.
+done only for the scores fxpath returns and the path-metric's envelopes
+(`fxpath.envelope`). The memory stays a plain PyTorch allocation (freed, profiled and accounted
+as usual); where ``madvise`` is missing or refused nothing changes.
 """
 
 from __future__ import annotations

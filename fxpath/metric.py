@@ -25,7 +25,12 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
     with torch.no_grad():
         a_src, b_src = prog.source_for(base), prog.source_for(other)
         a, b = prog.runner.lift(a_src), prog.runner.lift(b_src)
-        envs = [envelope(a[k], b[k]) for k in a]
+        memo = prog.runner.norm_memo() if base is None else None
+        ref = memo[1] if memo is not None and list(memo[1]) == list(a) else {}
+        envs = []
+        for k in a:  # compare with the memo until the first difference
+            envs.append(envelope(a[k], b[k], ref.get(k)))
+            ref = ref if envs[-1].matches_ref else {}
         norm = None
         if _all([e.same_sign for e in envs]):
             lo, delta, exp = _totals(prog, envs)
@@ -39,14 +44,20 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
             elif b_over:
                 norm = PathNorm(1.0, log2_of(lo, exp))
         else:
-            mid = {k: torch.where(a[k] * b[k] >= 0, a[k], torch.zeros_like(a[k])) for k in a}
+            # a * sign(b), not a * b: the product of tiny weights underflows to -0.0
+            mid = {k: torch.where(a[k] * b[k].sign() >= 0, a[k], torch.zeros_like(a[k]))
+                   for k in a}
             # mid is dominated by a (same signs, smaller magnitudes): both legs are exact
             lo, delta, exp = _totals(prog, [envelope(a[k], mid[k]) for k in a])
             norm = PathNorm(1.0, log2_of(lo + delta, exp))  # hi = |a| on the first leg
             second = log2_of(*_totals(prog, [envelope(mid[k], b[k]) for k in a])[1:])
             log2, exact = _log2_add(log2_of(delta, exp), second), False
-        if norm is None:
-            norm = prog.path_norm(1.0) if base is None else _norm_of(prog, a, a_src)
+        if norm is None and base is None:
+            # the live model's norm: reused when computed on exactly these magnitudes
+            unchanged = memo is not None and bool(ref)
+            norm = PathNorm(1.0, memo[0]) if unchanged else prog.path_norm(1.0)
+        elif norm is None:
+            norm = _norm_of(prog, a, a_src)
         prog.require_finite([log2, norm.log2], a_src, b_src)
         return PathMetric(log2, exact, norm)
 
@@ -66,7 +77,7 @@ def _totals(prog: PathProgram, envs: Sequence[Envelope]) -> tuple[float, float, 
     """``(lo total, delta total, exponent)`` of the path-metric network on same-sign
     envelopes: ``||Phi(lo)||_1`` and ``||Phi(hi) - Phi(lo)||_1`` are the totals times
     ``2**exponent``."""
-    args = [t for e in envs for t in (e.lo, e.hi)]
+    args = [t for e in envs for t in (e.lo, e.gap)]
     runner = prog.runner
     lo, delta, exp = runner.call(("diff",), runner.network(1.0, "diff"), args)
     return float(lo), float(delta), float(exp)

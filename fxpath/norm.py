@@ -46,6 +46,8 @@ def path_norm(prog: PathProgram, q: float = 1.0, *, differentiable: bool = False
             total, exp = runner.call(("norm", q), network, args, runner.borrowed(args, q))
     log2 = log2_of(float(total.detach()), float(exp)) / q
     prog.require_finite([log2], prog.live_source(check=False))
+    if not differentiable and q == 1.0:  # the path-metric reuses it on the same magnitudes
+        runner.remember_norm(q, log2, args)
     log_tensor = None
     if differentiable:
         log_tensor = (torch.log(total) + exp * torch.log(torch.tensor(

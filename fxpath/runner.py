@@ -55,6 +55,8 @@ class Runner:
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
         self._buffers: dict[float, dict[str, Tensor]] = {}
+        #: q -> (log2 of a path-norm, the magnitude tensors it was computed from)
+        self._norm_memo: dict[float, tuple[float, dict[str, Tensor]]] = {}
 
     def check_runnable(self) -> None:
         """Refuse to compute on the meta device (its networks can still be printed)."""
@@ -98,11 +100,23 @@ class Runner:
         buffers the runner keeps (no fresh memory; the same tensors every call, so a CUDA
         graph reads them in place). Never hand them out: the next call overwrites them."""
         bufs = self._buffers.get(q)
+        self._norm_memo.pop(q, None)  # the buffers' content changes now
         with torch.no_grad():
             values = self.lift(source, q, out=bufs)
         if bufs is None:
             self._buffers[q] = values
         return list(values.values())
+
+    def remember_norm(self, q: float, log2: float, magnitudes: Sequence[Tensor]) -> None:
+        """Record the path-norm just computed from ``live_magnitudes(..., q)``."""
+        self._norm_memo[q] = (log2, dict(zip((s.name for s in self.slots), magnitudes)))
+
+    def norm_memo(self) -> tuple[float, dict[str, Tensor]] | None:
+        """The last l^1 path-norm of the live model (log2) and the magnitudes, by slot name,
+        it was computed from; ``None`` after anything rewrote them. A caller reuses the norm
+        only for coordinates whose magnitudes equal these bit for bit: a check of content,
+        not a cache key, so nothing can go stale."""
+        return self._norm_memo.get(1.0)
 
     def borrowed(self, args: Sequence[Tensor], q: float = 1.0) -> frozenset[int]:
         """Positions of the runner's own magnitude buffers in ``args``: a CUDA graph reads

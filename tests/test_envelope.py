@@ -27,7 +27,7 @@ def test_envelope_matches_whole_tensor_formulas(case: str,
         b = b.abs() * a.sign()
     e = envelope(a, b)
     x, y = a.abs(), b.abs()
-    assert torch.equal(e.lo, torch.minimum(x, y)) and torch.equal(e.hi, torch.maximum(x, y))
+    assert torch.equal(e.lo, torch.minimum(x, y)) and torch.equal(e.gap, (x - y).abs())
     assert bool(e.same_sign) == bool((a * b >= 0).all())
     assert bool(e.a_over) == bool((y <= x).all())
     assert bool(e.b_over) == bool((x <= y).all())
@@ -39,3 +39,24 @@ def test_envelope_matches_whole_tensor_formulas(case: str,
 def test_empty_tensors() -> None:
     e = envelope(torch.empty(0, 3), torch.empty(0, 3))
     assert e.lo.shape == (0, 3) and bool(e.same_sign) and bool(e.a_over)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opposite_signs_of_tiny_weights_are_seen(dtype: torch.dtype) -> None:
+    """``a * b`` underflows to -0.0 for tiny weights; the sign test must not use it."""
+    tiny = torch.finfo(dtype).tiny ** 0.75  # its square underflows
+    a = torch.tensor([1.0, tiny], dtype=dtype)
+    b = torch.tensor([1.0, -tiny], dtype=dtype)
+    assert (a * b)[1].item() == 0.0  # the premise: the product underflows
+    assert not bool(envelope(a, b).same_sign)
+
+
+def test_reference_comparison_is_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(env_module, "BLOCK", 5)
+    a = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    b = a * 0.5
+    assert envelope(a, b, ref=a.abs()).matches_ref
+    changed = a.abs().clone()
+    changed[3, 5] = torch.nextafter(changed[3, 5], torch.tensor(10.0))
+    assert not envelope(a, b, ref=changed).matches_ref
+    assert not envelope(a, b).matches_ref

@@ -153,3 +153,22 @@ def test_lipschitz_bound_api_and_relative_precision() -> None:
     with torch.no_grad():
         measured = (model(x) - twin(x)).abs().sum(1).double()
     assert bool((measured <= bound).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_weights_of_opposite_signs_are_not_called_the_same_sign(
+        dtype: torch.dtype) -> None:
+    """``1e-30 * -1e-30`` underflows to -0.0 in float32: a sign test on the product would
+    certify 0, exactly, for two different networks."""
+    case = bf.ALL_FACTORIES["mlp_with_bias"]()
+    module = case.module.to(dtype)
+    twin = copy.deepcopy(module)
+    tiny = torch.finfo(dtype).tiny ** 0.75  # its square underflows
+    name, p = next((n, p) for n, p in module.named_parameters() if p.dim() == 2)
+    with torch.no_grad():
+        p.view(-1)[0] = tiny
+        dict(twin.named_parameters())[name].view(-1)[0] = -tiny
+    metric = fxpath.compile(module, case.input_shape, dtype=dtype).path_metric(twin)
+    expected = bf.path_metric(case.build(module.double()), case.build(twin.double()))
+    assert expected > 0 and not metric.exact
+    assert metric.value >= expected * (1 - 1e-5)

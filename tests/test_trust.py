@@ -76,6 +76,33 @@ def test_data_edit_is_seen_by_a_compiled_program() -> None:
     assert not torch.equal(prog.path_magnitude()["0.weight"], scores_before)
 
 
+@pytest.mark.parametrize("edit", ["one_weight", "bias_only", "none"])
+def test_metric_reuses_the_norm_only_of_the_same_magnitudes(edit: str) -> None:
+    """The path-metric reuses the last path-norm when the live model's magnitudes are
+    unchanged bit for bit; any edit, however small, is seen."""
+    model = _mlp(3)
+    prog = fxpath.compile(model, (6,), dtype=torch.float64)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():  # same signs, not dominated: the metric needs the model's norm
+        for p in twin.parameters():
+            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    prog.path_norm()
+    with torch.no_grad():
+        if edit == "one_weight":
+            w = model[2].weight.view(-1)
+            w[3] = torch.nextafter(w[3], w[3] * 2)
+        elif edit == "bias_only":
+            model[0].bias[1] *= 1.25  # same sign: the metric stays a same-sign bound
+    calls = []
+    norm = prog.path_norm
+    prog.path_norm = lambda *a, **k: calls.append(a) or norm(*a, **k)  # type: ignore[method-assign]
+    metric = prog.path_metric(twin)
+    assert not metric.exact and len(calls) == (edit != "none")
+    fresh = fxpath.compile(model, (6,), dtype=torch.float64)
+    assert metric.norm.log2 == fresh.path_norm().log2
+    assert metric.value == fresh.path_metric(twin).value
+
+
 def test_float64_model_is_computed_in_float64() -> None:
     case = bf.ALL_FACTORIES["conv_bn_fold"]()
     expected = bf.path_norm(case.build(case.module), 1.0)

@@ -26,9 +26,11 @@ def _input_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Val
     """All-ones (and a zero delta in diff mode), exponent 0."""
     assert e.zero is not None, "generate() creates the zero buffer first"
     ones = e.buffer(f"{n.name}_ones", torch.ones((1, *n.shape)))
-    streams = (ones,) if e.mode == "norm" else (ones, e.call(torch.zeros_like, ones,
-                                                             name=f"{n.name}_delta"))
-    return Value(streams, e.zero)
+    if e.mode == "norm":
+        return Value((ones,), e.zero)
+    delta = e.call(torch.zeros_like, ones, name=f"{n.name}_delta")
+    e.zeros.add(delta)
+    return Value((ones, delta), e.zero)
 
 
 def _input_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:

@@ -91,8 +91,10 @@ def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.
 
 
 def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
-                   apply: Callable[[fx.Node, fx.Node, str], fx.Node]) -> Value:
-    """Shared by linear and affine nodes: first slot multiplies, optional second adds."""
+                   apply: Callable[[fx.Node, fx.Node, str], fx.Node],
+                   apply_batched: bool) -> Value:
+    """Shared by linear and affine nodes: first slot multiplies, optional second adds
+    (``apply_batched``: in the metric network, run ``lo`` and ``delta`` as one batch)."""
     weight, bias = e.args[slots[0].name], (e.args[slots[1].name] if len(slots) > 1 else None)
     if e.mode == "norm":
         raw = [apply(v.streams[0], weight[0], f"{n.name}_linear")]
@@ -104,16 +106,9 @@ def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
             return e.rescaled(n, raw, exp, [bias[0]] if bias else None,
                               e.exps[slots[1].name] if bias else None)
         return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
-    lo, delta = v.streams
-    w_lo, w_hi = weight
-    w_gap = e.call(operator.sub, w_hi, w_lo, name=f"{n.name}_weight_gap")
-    y_lo = apply(lo, w_lo, f"{n.name}_lo_linear")
-    y_delta = e.call(operator.add, apply(delta, w_hi, f"{n.name}_delta_linear"),
-                     apply(lo, w_gap, f"{n.name}_gap_linear"), name=f"{n.name}_delta_sum")
-    biases = None
-    if bias:
-        b_gap = e.call(operator.sub, bias[1], bias[0], name=f"{n.name}_bias_gap")
-        biases = [bias[0], b_gap]
+    w_lo, w_gap = weight
+    y_lo, y_delta = e.metric_step(v, w_lo, w_gap, apply, n.name, batch=apply_batched)
+    biases = [bias[0], bias[1]] if bias else None
     return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
 
 
@@ -126,13 +121,14 @@ def _probed(e: Emitter, out: Value) -> Value:
 def _linear_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """``|W|^q`` applied by the same conv/dense op, plus ``|b|^q``."""
     return _probed(e, _parameterized(e, n, ins[0], slots,
-                                     lambda x, w, name: _apply_linear(e, n, x, w, name)))
+                                     lambda x, w, name: _apply_linear(e, n, x, w, name), True))
 
 
 def _affine_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """``x * |s|^q + |t|^q`` per channel."""
     return _probed(e, _parameterized(e, n, ins[0], slots,
-                                     lambda x, w, name: e.call(operator.mul, x, w, name=name)))
+                                     lambda x, w, name: e.call(operator.mul, x, w, name=name),
+                                     False))
 
 
 # -- reference semantics ----------------------------------------------------------------------

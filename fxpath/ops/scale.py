@@ -54,17 +54,10 @@ def _scale_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Val
         return e.rescaled(n, [raw], exp, biases, bias_exp)
     lo, delta = v.streams
     if w is not None:
-        w_lo, w_hi = e.args[w.name]
-        gap = e.call(operator.sub, w_hi, w_lo, name=f"{n.name}_weight_gap")
-        lo, delta = (e.call(operator.mul, lo, w_lo, name=f"{n.name}_lo_mul"),
-                     e.call(operator.add, e.call(operator.mul, delta, w_hi,
-                                                 name=f"{n.name}_delta_mul"),
-                            e.call(operator.mul, v.streams[0], gap, name=f"{n.name}_gap_mul"),
-                            name=f"{n.name}_delta_sum"))
-    biases = None
-    if b is not None:
-        b_lo, b_hi = e.args[b.name]
-        biases = [b_lo, e.call(operator.sub, b_hi, b_lo, name=f"{n.name}_bias_gap")]
+        w_lo, w_gap = e.args[w.name]
+        lo, delta = e.metric_step(v, w_lo, w_gap, lambda x, t, name: e.call(
+            operator.mul, x, t, name=name), n.name, batch=False)
+    biases = [*e.args[b.name]] if b is not None else None
     return e.rescaled(n, [lo, delta], v.exp, biases)
 
 
