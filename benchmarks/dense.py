@@ -7,11 +7,13 @@ forward. Each ratio is the median over ``--repeats`` calls, each timed between t
 (`bench_path.paired_ratio`: on shared cores, pairs close in time keep the ratio honest); the
 CPU-time ratios, which do not count time the machine spent on other work, are recorded too.
 
-    python benchmarks/dense.py                              # the default table
-    python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11
-    python benchmarks/dense.py --size 128
+    python benchmarks/dense.py --repeats 9                  # the table (README, dense_cpu.md)
+    python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11 --tag _unet_resnet34
+    python benchmarks/dense.py --size 128 --tag _128
+    python benchmarks/dense.py --readme benchmarks/results/dense_cpu.json   # README's table
 
-Writes benchmarks/results/dense_<device>.{md,json} (machine and commit described). Model
+Writes benchmarks/results/dense_cpu<TAG>.{md,json} (machine and commit described); the
+README's "Dense prediction" table is ``--readme`` of that JSON (no model is run). Model
 names: ``smp:ARCH:ENCODER`` (segmentation_models_pytorch), ``torchvision:NAME``
 (torchvision.models.segmentation), ``timm:NAME``, ``monai:BasicUNet``.
 """
@@ -23,6 +25,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -122,14 +125,52 @@ def markdown(rows: list[dict[str, object]], info: dict[str, str], size: int) -> 
     return "\n".join(lines) + "\n"
 
 
+def readme_table(rows: list[dict[str, object]]) -> str:
+    """The README's table: model, supported or the first refusal, the l^1 path-norm (log10),
+    and the warm path-norm and scores as ratios to the model's forward."""
+    lines = ["| model | fxpath | l^1 path-norm (log10) | path-norm / forward | "
+             "scores / forward |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "supported":
+            lines.append(f"| {r['model']} | {r['status']} | - | - | - |")
+        else:
+            lines.append(f"| {r['model']} | supported | {r['log10_l1']:.4f} | "
+                         f"{r['path_norm']:.2f}x | {r['scores']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+_EPILOG = """\
+examples:
+  python benchmarks/dense.py --repeats 9        # every default model: results/dense_cpu.{md,json}
+  python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11 --tag _unet_resnet34
+  python benchmarks/dense.py --readme benchmarks/results/dense_cpu.json   # the README table
+
+Run it on a quiet machine: the ratios are paired medians, but a busy machine still moves them.
+"""
+
+
 def main() -> None:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--tag", default="", help="suffix of the result file names")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="MODEL",
+                   help="smp:ARCH:ENCODER, torchvision:NAME, timm:NAME or monai:BasicUNet "
+                        f"(default: the table's {len(DEFAULT_MODELS)} models)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="paired calls per ratio, median taken (default: %(default)s)")
+    p.add_argument("--size", type=int, default=256,
+                   help="input height and width, 3 channels (default: %(default)s)")
+    p.add_argument("--tag", default="",
+                   help="suffix of the result file names: results/dense_cpu<TAG>.{md,json}")
+    p.add_argument("--readme", metavar="FILE.json",
+                   help="print the README's table from a results file and exit (runs nothing)")
     args = p.parse_args()
+    if args.readme:
+        data = json.loads(Path(args.readme).read_text())
+        print(f"At 3x{data['size']}x{data['size']}, float32, batch 1, CPU "
+              f"(commit {data['machine'].get('commit', '?')}, {data['repeats']} repeats):\n")
+        print(readme_table(data["rows"]), end="")
+        return
     info = machine("cpu")
     rows = []
     with warnings.catch_warnings():

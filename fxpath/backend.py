@@ -10,8 +10,17 @@ whose parameters and buffers are the model's own tensors under their state_dict 
 passes them as graph inputs), compiles it with `fxpath.compile` and keeps the `PathProgram`; it
 then returns the graph compiled by ``compiler`` (inductor by default, ``"eager"`` runs it as
 captured), so the model runs as ``torch.compile`` would run it. The name ``"fxpath"`` is also
-registered with dynamo (the package's ``torch_dynamo_backends`` entry point, and `register`):
-``torch.compile(model, backend="fxpath")`` uses the handle `registered`.
+registered with dynamo (the package's ``torch_dynamo_backends`` entry point, so without importing
+fxpath first, and `register`): ``torch.compile(model, backend="fxpath")`` uses the handle
+`registered`, where the quantities are read::
+
+    compiled = torch.compile(model.eval(), backend="fxpath", fullgraph=True)
+    compiled(x)
+    from fxpath.backend import registered
+    registered.path_norm(), registered.path_magnitude()
+
+``options={"compiler": "eager"}`` (in ``torch.compile`` or on a handle) chooses what runs the
+model; ``torch._dynamo.reset()`` also resets the handles it used.
 
 A graph break splits the network into several graphs, none of which is the whole model: the
 handle then raises `FxPathError` asking for ``fullgraph=True``.
@@ -131,6 +140,25 @@ def network_module(gm: fx.GraphModule, example_inputs: Sequence[Any]
     return fx.GraphModule(_holder(state), graph, "CapturedNetwork"), shapes, frozenset(state)
 
 
+def _compiler_option(default: str | Callable[..., Any], options: Mapping[str, Any] | None,
+                     mode: str | None) -> str | Callable[..., Any]:
+    """What runs the model: ``options["compiler"]`` when given, else ``default``."""
+    if mode is not None:
+        raise ArgumentError(f"torch.compile(mode={mode!r}) does not apply to the fxpath backend: "
+                            "choose what runs the model with options={'compiler': NAME} "
+                            "(\"inductor\", the default, or \"eager\")")
+    options = dict(options or {})
+    compiler = options.pop("compiler", default)
+    if options:
+        raise ArgumentError(f"unknown option(s) {sorted(options)} for the fxpath backend: the "
+                            "one option is 'compiler' (a torch.compile backend name or callable, "
+                            "or \"eager\")")
+    if not (callable(compiler) or isinstance(compiler, str)):
+        raise ArgumentError(f"compiler must be a torch.compile backend name or callable, "
+                            f"got {compiler!r}")
+    return compiler
+
+
 def _runner(compiler: str | Callable[..., Any]) -> Callable[..., Any]:
     if callable(compiler):
         return compiler
@@ -177,8 +205,17 @@ class PathBackend:
         """How many distinct graphs dynamo captured (1 without a graph break)."""
         return len(self._graphs)
 
-    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
-        """dynamo's backend call: analyse the first graph, then compile it with ``compiler``."""
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any], *,
+                 options: Mapping[str, Any] | None = None,
+                 mode: str | None = None) -> Callable[..., Any]:
+        """dynamo's backend call: analyse the first graph, then compile it with ``compiler``
+        (or ``options["compiler"]``, from ``torch.compile(..., options=...)``).
+
+        Raises:
+            ArgumentError: an option other than ``compiler``, or a ``mode`` (inductor's modes
+                apply to ``backend="inductor"`` only).
+        """
+        compiler = _compiler_option(self.compiler, options, mode)
         names = frozenset(found[0] for n in gm.graph.nodes if n.op == "placeholder"
                           and (found := state_name(str(n.target))) is not None)
         # the same state again is a recompilation (another batch size, dynamic shapes), not a
@@ -187,7 +224,7 @@ class PathBackend:
             self._graphs.append(names)
             if len(self._graphs) == 1:
                 self._analyse(gm, example_inputs)
-        return _runner(self.compiler)(gm, example_inputs)
+        return _runner(compiler)(gm, example_inputs)
 
     def _analyse(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
         try:
@@ -263,15 +300,26 @@ def backend(input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None, 
                        front_end=front_end)
 
 
-#: the handle behind ``torch.compile(model, backend="fxpath")`` (inductor runs the model;
-#: ``registered.reset()`` before compiling another model)
+#: the handle behind ``torch.compile(model, backend="fxpath")``: its path quantities are read
+#: here (inductor runs the model unless ``options={"compiler": ...}``; ``registered.reset()``
+#: or ``torch._dynamo.reset()`` before compiling another model)
 registered = PathBackend()
 
 
-def compile_registered(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+def compile_registered(gm: fx.GraphModule, example_inputs: Sequence[Any], *,
+                       options: Mapping[str, Any] | None = None,
+                       mode: str | None = None) -> Callable[..., Any]:
     """The backend named ``"fxpath"``: `registered` (the package's ``torch_dynamo_backends``
-    entry point, so the name works without importing fxpath first)."""
-    return registered(gm, example_inputs)
+    entry point, so the name works without importing fxpath first).
+
+    Raises:
+        ArgumentError: as `PathBackend.__call__` (an unknown option, a ``mode``).
+    """
+    return registered(gm, example_inputs, options=options, mode=mode)
+
+
+# torch._dynamo.reset() resets the backends it cached (their ``reset``): forget the graph too
+compile_registered.reset = registered.reset  # type: ignore[attr-defined]
 
 
 def register() -> None:

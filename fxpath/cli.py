@@ -174,7 +174,8 @@ _SUBCOMMANDS = {
              "Write a PNG: 'mass' (path mass per parameter tensor), 'scores' (distribution\n"
              "of the scores of each weight tensor), 'sparsity' (zeros per tensor after\n"
              "'fxpath prune' with --amount/--criterion/--scope), or 'zoo' (log10 path-norm\n"
-             "against parameter count by family, from the CSV of 'fxpath zoo')."),
+             "against parameter count by family, from the CSV of 'fxpath zoo'). Needs\n"
+             "matplotlib: pip install \"fxpath[plot]\"."),
 }
 
 
@@ -713,11 +714,13 @@ def _run(args: argparse.Namespace) -> int:
         from . import zoo
 
         return zoo.run(args)
-    if args.command == "plot" and args.kind == "zoo":
+    if args.command == "plot":
         from . import plot
 
-        print(f"wrote {plot.plot_zoo(args.model, args.out or 'zoo.png')}")
-        return EXIT_OK
+        plot.require_matplotlib()  # before minutes of work on the model, not after
+        if args.kind == "zoo":
+            print(f"wrote {plot.plot_zoo(args.model, args.out or 'zoo.png')}")
+            return EXIT_OK
     model, shape = _load(args)
     dtype = torch.float64 if args.float64 else torch.float32
     t0 = time.perf_counter()

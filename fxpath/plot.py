@@ -6,7 +6,8 @@
 - `plot_zoo`: the l^1 path-norm's log10 against the parameter count, by family, from the CSV
   of ``fxpath zoo``.
 
-matplotlib is imported on first use (``pip install matplotlib``).
+matplotlib is an optional dependency, imported on first use: ``pip install "fxpath[plot]"``
+installs it; without it every function here raises `FxPathError` saying so.
 """
 
 from __future__ import annotations
@@ -22,19 +23,34 @@ from torch import Tensor
 
 from .errors import FxPathError
 
-__all__ = ["KINDS", "layer_masses", "plot_mass", "plot_scores", "plot_sparsity", "plot_zoo"]
+__all__ = ["INSTALL_HINT", "KINDS", "layer_masses", "plot_mass", "plot_scores", "plot_sparsity",
+           "plot_zoo", "require_matplotlib"]
 
 KINDS = ("mass", "scores", "sparsity", "zoo")
 #: at most this many score entries per tensor are drawn (an even subsample)
 SAMPLE = 20000
 
 
-def _pyplot() -> Any:
+INSTALL_HINT = ("pictures need matplotlib, an optional dependency of fxpath: "
+                'pip install "fxpath[plot]" (or pip install matplotlib)')
+
+
+def require_matplotlib() -> Any:
+    """The ``matplotlib`` module, set to the Agg backend (files only, no window).
+
+    Raises:
+        FxPathError: matplotlib is not installed (the message says how to install it).
+    """
     try:
         import matplotlib
     except ImportError as exc:
-        raise FxPathError("fxpath plot needs matplotlib (pip install matplotlib)") from exc
+        raise FxPathError(f"{INSTALL_HINT} ({exc})") from exc
     matplotlib.use("Agg", force=True)
+    return matplotlib
+
+
+def _pyplot() -> Any:
+    require_matplotlib()
     import matplotlib.pyplot as plt
 
     return plt

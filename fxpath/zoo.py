@@ -1054,18 +1054,15 @@ def _selected(args: argparse.Namespace) -> list[ZooModel]:
 
 
 class _Progress:
-    """A tqdm bar with the running counts (plain lines when tqdm is missing or disabled)."""
+    """A tqdm bar on stderr with the running counts per status (none with ``--no-progress``)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.counts: Counter[str] = Counter()
         self.bar: Any = None
         if enabled:
-            try:
-                from tqdm import tqdm
+            from tqdm import tqdm  # a dependency of fxpath; imported here: only the zoo uses it
 
-                self.bar = tqdm(total=total, unit="model", dynamic_ncols=True, file=sys.stderr)
-            except ImportError:
-                self.bar = None
+            self.bar = tqdm(total=total, unit="model", dynamic_ncols=True, file=sys.stderr)
 
     def update(self, r: ZooResult) -> None:
         self.counts[r.status] += 1

@@ -58,6 +58,12 @@ def resnet() -> nn.Module:
     return randomize_batchnorm(model)
 
 
+def timm_resnet() -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)  # random BatchNorms: timm's zero-initialized ones hide the branches
+    return randomize_batchnorm(timm.create_model("resnet10t", num_classes=7).double().eval())
+
+
 def captured(model: nn.Module, x: torch.Tensor, **kw: object) -> fxpath.backend:
     handle = fxpath.backend(compiler="eager", **kw)  # type: ignore[arg-type]
     compiled = torch.compile(model, backend=handle, fullgraph=True)
@@ -73,8 +79,11 @@ def assert_same_scores(got: dict[str, torch.Tensor], want: dict[str, torch.Tenso
         torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-300)
 
 
-@pytest.mark.parametrize("build", [small, pytest.param(resnet, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("build", [small, pytest.param(resnet, marks=pytest.mark.slow),
+                                   pytest.param(timm_resnet, marks=pytest.mark.slow)])
 def test_module_exported_program_and_backend_agree(build) -> None:
+    """float64: the path-norms (q = 1, 2) and every score of the module, of its
+    ExportedProgram and of the graph the backend captures agree to 1e-12 / 1e-10."""
     model = build()
     shape = SHAPE if build is small else (3, 32, 32)
     x = torch.randn(2, *shape, dtype=torch.float64)
@@ -90,18 +99,6 @@ def test_module_exported_program_and_backend_agree(build) -> None:
     assert "fc.weight" in scores and "fc.bias" in scores  # state_dict names
     assert_same_scores(handle.path_magnitude(), scores)
     assert_same_scores(exported.path_magnitude(), scores)
-
-
-@pytest.mark.slow
-def test_timm_model_through_the_backend() -> None:
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = randomize_batchnorm(timm.create_model("resnet10t", num_classes=7).double().eval())
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    handle = captured(model, x)
-    module = fxpath.compile(model, (3, 32, 32))
-    assert handle.path_norm().log2 == pytest.approx(module.path_norm().log2, rel=1e-12)
-    assert_same_scores(handle.path_magnitude(), module.path_magnitude())
 
 
 def test_backend_reads_live_weights_and_gives_the_metric() -> None:
@@ -190,14 +187,74 @@ def test_registered_name() -> None:
     assert "fxpath" in torch._dynamo.list_backends(exclude_tags=())
     model = small()
     registered.reset()
-    saved, registered.compiler = registered.compiler, "eager"
     try:
-        torch.compile(model, backend="fxpath")(torch.randn(2, *SHAPE, dtype=torch.float64))
+        compiled = torch.compile(model, backend="fxpath", options={"compiler": "eager"})
+        compiled(torch.randn(2, *SHAPE, dtype=torch.float64))
+        assert registered.compiler == "inductor"  # the option served this compilation only
         assert registered.path_norm().log2 == pytest.approx(
             fxpath.compile(model, SHAPE).path_norm().log2, rel=1e-12)
+        torch._dynamo.reset()  # resets the backends dynamo used: the handle forgets the graph
+        assert registered.graphs == 0
     finally:
-        registered.compiler = saved
         registered.reset()
+
+
+def test_entry_point_names_the_registered_backend() -> None:
+    """dynamo discovers ``"fxpath"`` through the package's entry point (pyproject.toml); it
+    fails on an install that predates the entry point (reinstall: pip install -e .)."""
+    from importlib.metadata import entry_points
+
+    from fxpath.backend import compile_registered
+
+    found = {ep.name: ep for ep in entry_points(group="torch_dynamo_backends")}
+    assert "fxpath" in found, "reinstall fxpath (pip install -e .): no torch_dynamo_backends"
+    assert found["fxpath"].load() is compile_registered
+
+
+FRESH_PROCESS = """
+import sys
+import torch
+import torch.nn as nn
+
+assert "fxpath" not in sys.modules
+assert "fxpath" in torch._dynamo.list_backends()  # found through the entry point alone
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+compiled = torch.compile(model, backend="fxpath", fullgraph=True, options={"compiler": "eager"})
+x = torch.randn(2, 4, dtype=torch.float64)
+torch.testing.assert_close(compiled(x), model(x))
+import fxpath
+from fxpath.backend import registered
+
+print(registered.path_norm().log2, fxpath.path_norm(model, (4,)).log2)
+"""
+
+
+@pytest.mark.slow
+def test_name_works_without_importing_fxpath() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    got, want = map(float, done.stdout.split())
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_options_are_checked() -> None:
+    model = small()
+    x = torch.randn(2, *SHAPE, dtype=torch.float64)
+    for kwargs, message in [({"options": {"compiler": "eager", "bogus": 1}},
+                             r"unknown option\(s\) \['bogus'\]"),
+                            ({"options": {"compiler": 3}}, "compiler must be"),
+                            ({"mode": "max-autotune"}, "does not apply to the fxpath backend")]:
+        torch._dynamo.reset()
+        handle = fxpath.backend(compiler="eager")
+        with pytest.raises(Exception, match=message) as info:
+            torch.compile(model, backend=handle, **kwargs)(x)  # type: ignore[arg-type]
+        assert isinstance(getattr(info.value, "inner_exception", info.value),
+                          fxpath.ArgumentError)
 
 
 @pytest.mark.parametrize(("name", "want"), [

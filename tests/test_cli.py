@@ -343,6 +343,29 @@ def test_prune_out_export_then_metric_and_norm(capsys: pytest.CaptureFixture[str
     assert value.search(from_pt2).group(1) == value.search(from_ckpt).group(1)  # type: ignore
 
 
+def test_metric_between_two_checkpoints(capsys: pytest.CaptureFixture[str],
+                                        tiny_or_real: None, tmp_path) -> None:
+    """MODEL's weights from --checkpoint, OTHER a second checkpoint (.pt and .safetensors): the
+    library's metric between the two weight sets, not between the seed's and OTHER."""
+    import safetensors.torch
+
+    a, b = seeded_tiny(1).double(), seeded_tiny(2).double()
+    with torch.no_grad():  # b = a with some weights shrunk toward zero: a dominates b, exact
+        b.load_state_dict(a.state_dict())
+        b[0].weight.mul_(torch.rand(b[0].weight.shape, dtype=torch.float64))
+    first, second = str(tmp_path / "a.pt"), str(tmp_path / "b.safetensors")
+    torch.save(a.state_dict(), first)
+    safetensors.torch.save_file(b.state_dict(), second)
+    code, out, _ = run(capsys, "metric", "tiny", second, "--checkpoint", first, "--float64")
+    assert code == 0
+    want = fxpath.path_metric(a, b, TINY_SHAPE)
+    assert want.exact and want.value > 0
+    assert f"between tiny and {second} at (3, 8, 8): {want.value:.10g} " in out
+    assert "exact" in out
+    seeded = fxpath.path_metric(seeded_tiny().double(), b, TINY_SHAPE)
+    assert f"{seeded.value:.10g}" != f"{want.value:.10g}"  # --checkpoint was read
+
+
 def test_json_results(capsys: pytest.CaptureFixture[str], tiny_or_real: None, tmp_path) -> None:
     import json
 
@@ -459,6 +482,25 @@ def test_plot_model_pictures(capsys: pytest.CaptureFixture[str], tiny_model: lis
     assert out_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_without_matplotlib(capsys: pytest.CaptureFixture[str], tiny_model: list[str],
+                                 tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without matplotlib: exit 2 with the install command, before the model is built."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    for argv in (["mass", "tiny"], ["zoo", str(tmp_path / "zoo.csv")]):
+        code, _, err = run(capsys, "plot", *argv, "--out", str(tmp_path / "x.png"))
+        assert_usage_error(code, err, "matplotlib", 'pip install "fxpath[plot]"')
+    assert tiny_model == []  # refused before building the model
+    from fxpath import plot
+
+    with pytest.raises(fxpath.FxPathError, match=r"fxpath\[plot\]"):
+        plot.plot_sparsity({"a": 0.5}, 0.5, tmp_path / "s.png", "toy")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "s.png").exists()
+
+
 def test_plot_refuses_other_suffixes(capsys: pytest.CaptureFixture[str], tiny_model: list[str],
                                      tmp_path) -> None:
     code, _, err = run(capsys, "plot", "mass", "tiny", "--out", str(tmp_path / "mass.jpg"))
@@ -566,6 +608,47 @@ def test_real_torchvision_resnet18(capsys: pytest.CaptureFixture[str]) -> None:
     # float32 printed 6.282850349e+30 (log10 30.7981567154) on the reference machine
     value32 = float(re.search(r": (\S+) \(log10", out32).group(1))  # type: ignore[union-attr]
     assert abs(value32 / 6.282851162e30 - 1) < 1e-6
+
+
+def _readme_quickstart() -> tuple[list[str], str, str]:
+    """The README's quick start: its fxpath commands, the path-norm lines and the prune output
+    it shows."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Install, test, run", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [c.strip() for line in block.splitlines() if line.startswith("fxpath ")
+                for c in line.split("#", 1)[0].split("&&")]
+    norms = section.split("The second command prints", 1)[1].split("```\n", 2)[1]
+    pruned = section.split("The third command prunes", 1)[1].split("```\n", 2)[1]
+    return commands, norms, pruned
+
+
+@pytest.mark.slow
+def test_readme_quickstart_commands(capsys: pytest.CaptureFixture[str], tmp_path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's three commands after the install, run as written in an empty directory:
+    the printed path-norms and prune report are the README's, the files are written and
+    `fxpath norm` reads the exported program back."""
+    import shlex
+
+    commands, norms, pruned = _readme_quickstart()
+    assert [c.split()[:2] for c in commands] == [["fxpath", "norm"], ["fxpath", "scores"],
+                                                ["fxpath", "prune"]]
+    monkeypatch.chdir(tmp_path)
+    outs = []
+    for command in commands:
+        code, out, _ = run(capsys, *shlex.split(command)[1:])
+        assert code == 0, command
+        outs.append(out)
+    assert outs[0] == norms
+    assert re.search(r"\(top 10 of 42\):\n(    1\.000000  \S+\n){5}    0\.000000", outs[1])
+    assert outs[2] == pruned
+    for line in pruned.splitlines()[-2:]:  # the files it says it saved
+        assert (tmp_path / line.split()[-1]).stat().st_size > 10**7
+    code, out, _ = run(capsys, "norm", "resnet18_pruned.pt2")
+    assert code == 0 and out == norms.replace("of resnet18 at", "of resnet18_pruned.pt2 at")
 
 
 # -- quantize ----------------------------------------------------------------------------------

@@ -5,8 +5,14 @@ the reference interpreter; its path-norm unchanged under `fxpath.rescale` (which
 weights); the Lipschitz certificate holding on random same-sign and mixed-sign perturbations
 at random inputs, over every pixel of every output; path-magnitude pruning masks identical
 before and after rescaling; and the same path-norm, scores and metric from its torch.export
-program. The default tier runs small configurations (64x64, ResNet-18 encoders); the
-ResNet-50/101 torchvision models and the encoder sweep are under ``-m slow`` / ``-m zoo``.
+program (its function, path-norms, scores, metric, Lipschitz bound and one named output).
+
+The default tier runs the several-outputs tests and the refusals that need no extra package.
+``-m slow`` runs the real clients: small configurations (32x32: smp's six architectures on a
+ResNet-18 encoder cut to depth 3, torchvision's FCN and DeepLabV3 classes with their aux head
+on a ResNet-10, MONAI's 3-d U-Nets, hrnet_w18_small, the CLI), the real fcn/deeplabv3
+ResNet-50/101 models at 64x64, smp on full ResNet-34 encoders at 128x128 and the hrnet family.
+``-m zoo`` runs the sweep of every architecture with every ReLU encoder.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def dense_checks(model: nn.Module, shape: tuple[int, ...], *, export: bool = Tru
         x = 3.0 * torch.randn((3, *shape), generator=gen, dtype=F64)
         bound = fxpath.lipschitz_bound(model, other, x)
         measured = (flat_outputs(model, x) - flat_outputs(other, x)).abs().sum(1)
-        assert bool((measured > 0).all())
+        assert bool((measured > 0).all()) and bool(torch.isfinite(bound).all())
         assert bool((measured <= bound * (1 + 1e-9)).all()), (measured, bound)
 
     if prune:
@@ -102,15 +108,23 @@ def dense_checks(model: nn.Module, shape: tuple[int, ...], *, export: bool = Tru
         ep = trace_export(model, [shape])
         exported = fxpath.compile(ep, dtype=F64)
         assert exported.output_names == prog.output_names
+        assert_same_function(exported.graph, model, shape, batch=2, seed=seed)
         assert exported.path_norm().log2 == pytest.approx(norm.log2, rel=1e-12)
         assert exported.path_norm(2).log2 == pytest.approx(prog.path_norm(2).log2, rel=1e-12)
         want, got = prog.path_magnitude(), exported.path_magnitude()
         assert want.keys() == got.keys()
         for k in want:
             torch.testing.assert_close(got[k], want[k], rtol=1e-9, atol=1e-300)
-        other = perturbed(model, "same_sign", seed + 1)
+        other = perturbed(model, "mixed_sign", seed + 1)
         assert exported.path_metric(other).log2 == pytest.approx(
             prog.path_metric(other).log2, rel=1e-9)
+        x = 3.0 * torch.randn((2, *shape), generator=gen, dtype=F64)
+        torch.testing.assert_close(fxpath.lipschitz_bound(ep, other, x),
+                                   fxpath.lipschitz_bound(model, other, x), rtol=1e-9, atol=0)
+        if len(prog.output_names) > 1:  # one named output, from the exported program too
+            first = prog.output_names[0]
+            assert fxpath.path_norm(ep, None, output=first).log2 == pytest.approx(
+                fxpath.path_norm(model, shape, dtype=F64, output=first).log2, rel=1e-12)
     return prog
 
 
@@ -212,10 +226,16 @@ def test_lipschitz_bound_per_output() -> None:
     other = perturbed(model, "same_sign", 0)
     x = torch.randn((4, 2, 4, 4), dtype=F64)
     whole = fxpath.lipschitz_bound(model, other, x)
+    measured = (flat_outputs(model, x) - flat_outputs(other, x)).abs().sum(1)
+    assert bool((measured > 0).all()) and bool((measured <= whole).all())  # every output
     for key in NAMES["dict"]:
         bound = fxpath.lipschitz_bound(model, other, x, output=key)
         measured = (flat_outputs(model, x, key) - flat_outputs(other, x, key)).abs().sum(1)
         assert bool((measured <= bound).all()) and bool((bound < whole).all())
+        # the metric of one output is the metric of the model returning only that output
+        metric = fxpath.path_metric(model, other, (2, 4, 4), output=key)
+        alone = fxpath.path_metric(_Only(model, key), _Only(other, key), (2, 4, 4))
+        assert metric.value == pytest.approx(alone.value, rel=1e-12)
     metric = fxpath.path_metric(model, other, (2, 4, 4), output="aux")
     assert metric.value == pytest.approx(float(fxpath.lipschitz_bound(
         model, other, torch.zeros(1, 2, 4, 4), output="aux")[0]), rel=1e-12)
@@ -254,7 +274,7 @@ def _small_torchvision(kind: str, aux: bool) -> nn.Module:
     return DeepLabV3(body, DeepLabHead(512, 3), aux_head)
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 @pytest.mark.parametrize("kind", ["fcn", "deeplabv3"])
 def test_torchvision_segmentation_with_aux(kind: str) -> None:
     torch.manual_seed(0)
@@ -320,7 +340,7 @@ def _smp(arch: str, encoder: str = "resnet18", **kwargs: object) -> nn.Module:
     return randomize_batchnorm(model)
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 @pytest.mark.parametrize("arch", list(SMP_SMALL))
 def test_smp_architectures_with_a_resnet_encoder(arch: str) -> None:
     dense_checks(_smp(arch, **SMP_SMALL[arch]), (3, 32, 32))
@@ -332,7 +352,7 @@ def test_smp_architectures_full_size(arch: str) -> None:
     dense_checks(_smp(arch, encoder="resnet34"), (3, 128, 128))
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 @pytest.mark.parametrize("arch, encoder, shape, reason", [
     ("FPN", "resnet18", (3, 64, 64), "GroupNorm at decoder.seg_blocks.0"),
     ("MAnet", "resnet18", (3, 64, 64), "Softmax at decoder.center.map_softmax"),
@@ -394,7 +414,7 @@ def _monai_nets() -> dict[str, Callable[[], nn.Module]]:
     }
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 @pytest.mark.filterwarnings("ignore:fxpath. torch.fx could not trace BasicUNet")
 @pytest.mark.parametrize("name", [
     "UNet3d", pytest.param("BasicUNet3d", marks=pytest.mark.slow)])
@@ -406,7 +426,7 @@ def test_monai_unets(name: str) -> None:
     dense_checks(model, (1, 16, 16, 16), export=name == "UNet3d")
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 @pytest.mark.filterwarnings("ignore:fxpath. torch.fx could not trace BasicUNet")
 def test_monai_basic_unet() -> None:
     torch.manual_seed(0)
@@ -414,7 +434,7 @@ def test_monai_basic_unet() -> None:
     assert any(n.op == "linear" and n.attrs["kind"] == "conv_transpose" for n in prog.graph)
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 def test_monai_defaults_are_refused() -> None:
     nets = pytest.importorskip("monai.networks.nets")
     model = nets.UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8),
@@ -423,7 +443,7 @@ def test_monai_defaults_are_refused() -> None:
         fxpath.compile(model, (1, 16, 16))
 
 
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 def test_timm_hrnet() -> None:
     """timm's hrnet family fuses its branches by nearest upsampling."""
     import timm
@@ -447,7 +467,7 @@ def test_timm_hrnet_family(name: str) -> None:
 
 
 # -- the command line -------------------------------------------------------------------------
-@pytest.mark.slow  # real segmentation models: CI runs them (-m slow)
+@pytest.mark.slow  # real segmentation models
 def test_cli_smp_models(capsys: pytest.CaptureFixture[str]) -> None:
     from fxpath.cli import main
 

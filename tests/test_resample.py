@@ -70,26 +70,30 @@ _SIZES = {
     "size": ({"size": (7, 5, 4)}, None),
     "down": ({"scale_factor": 0.6}, None),
     "recompute": ({"scale_factor": 1.7}, True),
+    "kept": ({"scale_factor": 1.7}, False),
+    "per_axis": ({"scale_factor": (1.5, 2.0, 0.8)}, None),
 }
 
 
 def _interp_cases() -> list[tuple[str, int, bool | None, str]]:
     cases = []
     for nd in (1, 2, 3):
-        sizes = list(_SIZES) if nd == 2 else (["x1.5", "size"] if nd == 1 else ["x2", "down"])
+        sizes = list(_SIZES) if nd == 2 else (["x1.5", "size"] if nd == 1 else
+                                              ["x2", "down", "per_axis"])
         for mode in ("nearest", "nearest-exact"):
             cases += [(mode, nd, None, s) for s in sizes]
         for align in (False, True):
             cases += [(_LINEAR[nd], nd, align, s) for s in sizes]
             if nd == 2:
                 cases += [("bicubic", 2, align, s) for s in sizes]
-        cases += [("area", nd, None, s) for s in sizes[:1]]
+        # area: an adaptive mean, uneven windows for non-integer factors
+        cases += [("area", nd, None, s) for s in sizes if s != "kept"]
     return cases
 
 
 def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> bf.Interpolate:
     how, recompute = _SIZES[sizes]
-    kwargs = {k: (v[:nd] if k == "size" else v) for k, v in how.items()}
+    kwargs = {k: (v[:nd] if isinstance(v, tuple) else v) for k, v in how.items()}
     kwargs = {**kwargs, "mode": mode}
     if align is not None:
         kwargs["align_corners"] = align
@@ -103,17 +107,26 @@ def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> bf.Inter
 def test_interpolation_matches_bruteforce(mode: str, nd: int, align: bool | None,
                                           sizes: str) -> None:
     check(_net(_interpolate(mode, nd, align, sizes), nd),
-          export=sizes in ("x1.5", "recompute") and mode in ("nearest", "bilinear"))
+          export=sizes in ("x1.5", "recompute", "per_axis") and mode in (
+              "nearest", "bilinear", "trilinear", "area"))
 
 
-@pytest.mark.parametrize("op", [
-    nn.Upsample(scale_factor=2, mode="nearest"),
-    nn.Upsample(size=(5, 9), mode="bicubic", align_corners=True),
-    nn.UpsamplingNearest2d(scale_factor=3),
-    nn.UpsamplingBilinear2d(size=(6, 6)),
-], ids=["Upsample", "Upsample_bicubic", "UpsamplingNearest2d", "UpsamplingBilinear2d"])
-def test_upsample_modules_match_bruteforce(op: nn.Module) -> None:
-    check(_net(op, 2), export=True)
+@pytest.mark.parametrize("op, nd", [
+    (nn.Upsample(scale_factor=2, mode="nearest"), 2),
+    (nn.Upsample(size=(5, 9), mode="bicubic", align_corners=True), 2),
+    (nn.Upsample(scale_factor=(1.5, 2.5), mode="nearest-exact"), 2),
+    (nn.Upsample(scale_factor=1.7, mode="linear", recompute_scale_factor=True), 1),
+    (nn.Upsample(scale_factor=(2, 1.5, 1), mode="trilinear", align_corners=True), 3),
+    (nn.Upsample(scale_factor=0.5, mode="area"), 3),
+    (nn.UpsamplingNearest2d(scale_factor=3), 2),
+    (nn.UpsamplingNearest2d(size=(5, 7)), 2),
+    (nn.UpsamplingBilinear2d(size=(6, 6)), 2),
+    (nn.UpsamplingBilinear2d(scale_factor=1.5), 2),  # align_corners=True, like its docs say
+], ids=["Upsample", "Upsample_bicubic", "Upsample_nearest_exact", "Upsample_linear_recompute",
+        "Upsample_trilinear", "Upsample_area", "UpsamplingNearest2d",
+        "UpsamplingNearest2d_size", "UpsamplingBilinear2d", "UpsamplingBilinear2d_x1.5"])
+def test_upsample_modules_match_bruteforce(op: nn.Module, nd: int) -> None:
+    check(_net(op, nd), export=True)
 
 
 def _full_map(fn, shape: tuple[int, ...]) -> torch.Tensor:
@@ -133,7 +146,7 @@ def test_antialiased_modes_match_their_full_map(mode: str, align: bool,
     op = bf.Interpolate(size=size, mode=mode, align_corners=align, antialias=True)
     net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), op).double().eval()
     a = _full_map(op, (7, 8))
-    w = float(net[0].weight)
+    w = float(net[0].weight.detach())
     prog = fxpath.compile(net, (1, 7, 8), dtype=torch.float64)
     for q in (1.0, 2.0):
         want = (abs(w) ** q * a.abs().pow(q).sum()) ** (1 / q)
@@ -155,7 +168,23 @@ def test_bicubic_taps_on_one_input_are_one_edge() -> None:
     assert got > float(a.sum()) + 0.1  # the negative coefficients count with their magnitude
 
 
+class _ThreeUpsamplings(nn.Module):
+    """An ``nn.Upsample``, ``F.interpolate`` inside a submodule and at the model's top level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="bicubic")
+        self.dec = bf.Interpolate(size=(5, 5), mode="bilinear", align_corners=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dec(self.up(self.conv(x)))
+        return F.interpolate(y, scale_factor=1.5, mode="nearest-exact")
+
+
 def test_a_mode_fxpath_cannot_describe_is_refused_by_name(monkeypatch) -> None:
+    """Every refusal of an interpolation names its mode and where it sits (the module path,
+    also for the functional form), in both front ends."""
     def fail(*args, **kwargs) -> None:
         raise ValueError("not separable")
 
@@ -165,6 +194,19 @@ def test_a_mode_fxpath_cannot_describe_is_refused_by_name(monkeypatch) -> None:
                        match=r"interpolate \(mode 'bicubic'\) at 1: interpolation mode "
                              r"'bicubic': not separable"):
         fxpath.compile(net.eval(), (1, 4, 4))
+    model = _ThreeUpsamplings().eval()
+    with pytest.raises(fxpath.UnsupportedModelError) as info:
+        fxpath.compile(model, (1, 3, 3))
+    assert [(op.op, op.where) for op in info.value.ops] == [
+        ("Upsample (mode 'bicubic')", "up"), ("interpolate (mode 'bilinear')", "dec"),
+        ("interpolate (mode 'nearest-exact')", "<model>")]
+    assert all(op.reason.endswith(": not separable") for op in info.value.ops)
+    with pytest.raises(fxpath.UnsupportedModelError) as info:
+        fxpath.compile(trace_export(model, [(1, 3, 3)]))
+    ops = info.value.ops
+    assert [op.op.split(" (")[1] for op in ops] == [
+        "mode 'bicubic')", "mode 'bilinear')", "mode 'nearest-exact')"], ops
+    assert [op.where for op in ops[:2]] == ["up", "dec"], ops  # the top-level one: its node
 
 
 # -- pixel shuffles, transposed convs, padding, pools -------------------------------------------
@@ -248,20 +290,58 @@ def test_pools_in_1d_and_3d_match_bruteforce(op: nn.Module) -> None:
     check(_net(op, nd))
 
 
-def test_max_unpool_is_refused_with_the_reason() -> None:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3, padding=1)
-            self.pool = nn.MaxPool2d(2, return_indices=True)
-            self.unpool = nn.MaxUnpool2d(2)
+@pytest.mark.parametrize("op, reference, nd", [
+    (nn.AdaptiveAvgPool3d((1, 2, 2)), bf.Interpolate(size=(1, 2, 2), mode="area"), 3),
+    (nn.AdaptiveAvgPool1d(3), bf.Interpolate(size=3, mode="area"), 1),
+    (nn.AdaptiveMaxPool3d((1, 2, 2)), nn.MaxPool3d((2, 1, 2), stride=1), 3),
+    (nn.AdaptiveMaxPool1d(4), nn.MaxPool1d(2, stride=1), 1),
+], ids=["avg3d", "avg1d", "max3d", "max1d"])
+def test_adaptive_pools_in_1d_and_3d_match_bruteforce(op: nn.Module, reference: nn.Module,
+                                                      nd: int) -> None:
+    """Adaptive pools with uneven windows, against the DAG of an op computing the same map
+    (``area`` interpolation is PyTorch's adaptive mean; these max windows are regular): the
+    DAG is checked against ``op``'s own model first."""
+    ref = _net(reference, nd)
+    module = _net(op, nd).module
+    assert all(torch.equal(v, ref.module.state_dict()[k]) for k, v in module.state_dict().items())
+    check(bf.Case(module, ref.input_shape, lambda _: ref.build(ref.module)), export=nd == 3)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y, idx = self.pool(self.conv(x))
-            return self.unpool(y, idx)
 
+class _Unpool(nn.Module):
+    """conv -> max-pool with indices -> max-unpool, as modules or as functions."""
+
+    def __init__(self, nd: int, functional: bool) -> None:
+        super().__init__()
+        self.nd, self.functional = nd, functional
+        self.conv = CONV[nd](1, 2, 3, padding=1)
+        self.pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[nd - 1](2, return_indices=True)
+        self.unpool = (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)[nd - 1](2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.functional:
+            pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[self.nd - 1]
+            unpool = (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)[self.nd - 1]
+            y, idx = pool(self.conv(x), 2, return_indices=True)
+            return unpool(y, idx, 2)
+        y, idx = self.pool(self.conv(x))
+        return self.unpool(y, idx)
+
+
+UNPOOL_REASON = "routes values by the argmax of an earlier max-pool"
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "function"])
+def test_max_unpool_is_refused_with_the_reason(nd: int, functional: bool) -> None:
+    shape = (1, *(4,) * nd)
     with pytest.raises(fxpath.UnsupportedModelError) as info:
-        fxpath.compile(Net().eval(), (1, 4, 4))
-    text = str(info.value)
-    assert "MaxUnpool2d at unpool: routes values by the argmax of an earlier max-pool" in text
-    assert "at pool" in text
+        fxpath.compile(_Unpool(nd, functional).eval(), shape)
+    found = {(op.op, op.where): op.reason for op in info.value.ops}
+    unpool = (f"max_unpool{nd}d", "<model>") if functional else (f"MaxUnpool{nd}d", "unpool")
+    assert UNPOOL_REASON in found[unpool], found
+    if not functional:
+        assert any(where == "pool" for _, where in found)  # the pool's indices are refused too
+    # the torch.export front end gives the same reason
+    with pytest.raises(fxpath.UnsupportedModelError) as info:
+        fxpath.compile(trace_export(_Unpool(nd, functional).eval(), [shape]))
+    assert any(UNPOOL_REASON in op.reason for op in info.value.ops), info.value.ops

@@ -1,19 +1,23 @@
 """The expected status of every timm and torchvision classifier (``tests/zoo_expected.csv``),
 and the zoo sweep's machinery (`fxpath.zoo`).
 
-Default tier (no model is built, except one small torchvision model for the self-checks): the
-file lists exactly the registries' classifiers; every refusal it records is a genuine
-non-ReLU-DAG op, every other failure is listed as a known gap with its reason; selection,
-sharding, the CSV round trip and the worker pool (a crash and a hang cost one item each).
+Default tier (no registry model is built): the file lists exactly the registries'
+classifiers; every refusal it records is a genuine non-ReLU-DAG op, every other failure is listed
+as a known gap with its reason; selection, sharding, the CSV round trip, one worker process (a
+task's error costs one item, the worker is reused), the progress bar, and the full-mode row of a
+tiny model (timings and the three self-checks).
 
 Marker ``zoo`` (``FXPATH_ZOO_SAMPLE=N`` models, 0 = all): each model's status, compiled on the
 meta device, is the one the file records. A known gap is reported as an expected failure that
 names its reason; a model whose status changed fails, with the command that regenerates the
-file (``fxpath.zoo.EXPECTED_COMMAND``).
+file (``fxpath.zoo.EXPECTED_COMMAND``). Also under ``zoo``, being slow on 2 cores: the worker
+pool against a crash and a hang (two workers, a 2 s time limit), and the full-mode row of a
+torchvision model.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -217,6 +221,38 @@ def test_csv_round_trip_has_no_local_paths(tmp_path: Path) -> None:
 
 # -- the worker pool -------------------------------------------------------------------------
 
+def test_sweep_in_a_worker_and_in_process() -> None:
+    """One spawned worker runs three items (a task error costs its item only, the worker is
+    reused: tasks_per_worker=3); ``jobs=0`` runs in this process; results reach on_result."""
+    import zoo_tasks
+
+    seen: list[str] = []
+    got = zoo.sweep(["a", "raise", "b"], zoo_tasks.task, {"tag": "t"},
+                    failure=zoo_tasks.failure, jobs=1, timeout=60.0, tasks_per_worker=3,
+                    on_result=seen.append)
+    assert seen == got and len(got) == 3
+    assert got[1] == "raise failed: worker error: ValueError: a bug in the task"
+    pids = {got[0].split(":")[2], got[2].split(":")[2]}
+    assert got[0].startswith("a:t:") and got[2].startswith("b:t:")
+    assert len(pids) == 1 and str(os.getpid()) not in pids  # one worker, not this process
+    assert zoo.sweep(["x"], zoo_tasks.task, {"tag": "u"}, failure=zoo_tasks.failure,
+                     jobs=0)[0] == f"x:u:{os.getpid()}"  # jobs=0: in this process
+
+
+def test_progress_bar_counts_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = zoo._Progress(2, enabled=True)
+    bar.update(zoo.ZooResult("resnet18", "timm", status="supported"))
+    bar.update(zoo.ZooResult("vit_tiny", "timm", status="refused", reason="GELU: x"))
+    bar.close()
+    err = capsys.readouterr().err
+    assert "2/2" in err and "supported=1 refused=1 last=vit_tiny" in err
+    quiet = zoo._Progress(2, enabled=False)
+    quiet.update(zoo.ZooResult("resnet18", "timm", status="supported"))
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.zoo
 def test_sweep_survives_crashes_hangs_and_bugs() -> None:
     import zoo_tasks
 
@@ -237,6 +273,35 @@ def test_sweep_survives_crashes_hangs_and_bugs() -> None:
 
 # -- the full-mode row of one model ----------------------------------------------------------
 
+def tiny_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                               torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+def test_check_model_row_of_a_tiny_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-mode path end to end (status on the meta device, build, timings, the three
+    self-checks) with the registry's builder replaced by a tiny net."""
+    def build(m: zoo.ZooModel, device: object = None) -> torch.nn.Module:
+        with torch.device(device) if device is not None else torch.device("cpu"):
+            return tiny_net().eval()
+
+    monkeypatch.setattr(zoo, "build", build)
+    m = zoo.ZooModel("tiny", "torchvision", "tiny", "tiny")
+    r = zoo.check_model(m, (3, 10, 10), repeats=1)
+    assert r.status == "supported" and r.checks == "pass", r
+    assert r.params == sum(p.numel() for p in tiny_net().parameters())
+    assert r.input_size == "3x10x10" and r.forward_ms is not None and r.forward_ms > 0
+    assert r.log10_path_norm is not None and math.isfinite(r.log10_path_norm)
+    assert r.path_norm_x is not None and r.path_norm_x > 0
+    assert r.scores_x is not None and r.scores_x > 0
+    assert r.function_err is not None and r.function_err < zoo.FUNCTION_TOL
+    assert r.rescale_err is not None and r.rescale_err < zoo.RESCALE_TOL
+    assert r.lipschitz_ratio is not None and 0 < r.lipschitz_ratio <= 1
+
+
+@pytest.mark.zoo
 def test_check_model_times_and_self_checks() -> None:
     m = zoo.ZooModel("squeezenet1_1", "torchvision", "squeezenet", "squeezenet#")
     r = zoo.check_model(m, (3, 48, 48), repeats=1)
