@@ -102,18 +102,27 @@ class Emitter:
 
     def metric_step(self, v: Value, w_lo: fx.Node, w_gap: fx.Node,
                     apply: Callable[[fx.Node, fx.Node, str], fx.Node], name: str,
-                    batch: bool) -> tuple[fx.Node, fx.Node]:
+                    batch: bool, fused: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+                    ) -> tuple[fx.Node, fx.Node]:
         """One parameterized layer of the path-metric network, before bias and rescaling.
 
         With ``hi = lo + gap`` entrywise and ``h = lo + delta`` the hi-network's input,
         ``W_hi h - W_lo lo = W_lo delta + W_gap h``: a sum of non-negative terms (no
         cancellation). ``W_lo`` reads ``lo`` and ``delta``; with ``batch`` they go through
         ``apply`` as one batch of two, so the weight is read once (a conv or dense layer).
+        ``fused = (fn, extra)``, where given, replaces all of it with one call
+        ``fn(lo, delta, w_lo, w_gap, *extra) -> (y_lo, y_delta)``
+        (`fxpath.frame_conv.frame_conv_metric`).
         """
         lo, delta = v.streams
         if delta in self.zeros:  # h = lo
             return (apply(lo, w_lo, f"{name}_lo_linear"),
                     apply(lo, w_gap, f"{name}_gap_linear"))
+        if fused is not None:  # one call does it all (a conv on compressed images)
+            fn, extra = fused
+            return self.unpack(self.call(fn, lo, delta, w_lo, w_gap, *extra,
+                                         name=f"{name}_metric"),
+                               [f"{name}_lo_linear", f"{name}_delta_sum"])
         h = self.call(operator.add, lo, delta, name=f"{name}_hi_in")
         if batch:
             pair = self.call(torch.cat, [lo, delta], name=f"{name}_pair")
@@ -123,8 +132,9 @@ class Emitter:
         else:
             y_lo = apply(lo, w_lo, f"{name}_lo_linear")
             y_dl = apply(delta, w_lo, f"{name}_delta_linear")
-        y_delta = self.call(operator.add, y_dl, apply(h, w_gap, f"{name}_gap_linear"),
-                            name=f"{name}_delta_sum")
+        # in place: y_dl is fresh (a slice of the batch's output, or a product)
+        y_delta = self.method("add_", y_dl, apply(h, w_gap, f"{name}_gap_linear"),
+                              name=f"{name}_delta_sum")
         return y_lo, y_delta
 
     def stream_names(self, name: str) -> list[str]:

@@ -11,8 +11,8 @@ For coordinates ``a`` and ``b`` of one slot: ``lo = min(|a|, |b|)``, ``gap = ||a
 With ``ref`` (a tensor shaped like ``a``), ``matches_ref`` says whether ``|a|`` equals it bit
 for bit: the path-metric then reuses a path-norm computed on exactly these magnitudes.
 
-On the CPU it works through the tensors in blocks that stay in cache: the nine elementwise
-steps then cost about one pass over memory, not nine (VGG-16's coordinates are 550 MB per
+On the CPU it works through the tensors in blocks that stay in cache: the ten elementwise
+steps then cost about one pass over memory, not ten (VGG-16's coordinates are 550 MB per
 parameter set), and ``lo`` and ``gap`` get huge pages (`fxpath.memory`).
 """
 
@@ -50,36 +50,50 @@ class Envelope:
 
 
 @torch.no_grad()
-def envelope(a: Tensor, b: Tensor, ref: Tensor | None = None) -> Envelope:
+def envelope(a: Tensor, b: Tensor, ref: Tensor | None = None,
+             out: tuple[Tensor, Tensor] | None = None) -> Envelope:
     """The envelope of ``a`` and ``b`` (same shape, dtype and device); see the module
-    docstring for ``ref``."""
+    docstring for ``ref``. ``out``: two contiguous tensors of ``a``'s size, dtype and device
+    that ``lo`` and ``gap`` are written into (fresh memory costs page faults on every call)."""
     fa, fb = a.reshape(-1), b.reshape(-1)
     fr = ref.reshape(-1) if ref is not None else None
-    lo, gap = (empty_scores(fa.shape, fa.dtype, fa.device) for _ in range(2))
+    if out is not None and all(t.is_contiguous() and t.numel() == fa.numel()
+                               and t.dtype == fa.dtype and t.device == fa.device for t in out):
+        lo, gap = (t.view(-1) for t in out)
+    else:
+        lo, gap = (empty_scores(fa.shape, fa.dtype, fa.device) for _ in range(2))
     step = max(fa.numel(), 1) if fa.is_cuda else BLOCK
-    scratch = torch.empty((4, min(step, fa.numel())), dtype=fa.dtype, device=fa.device)
-    signed, lows, highs = [], [], []
     matches = ref is not None and ref.shape == a.shape and ref.dtype == a.dtype
+    # rows: |a|, |b|, then what is reduced: |a| - |b|, a * sign(b), |a| - ref
+    scratch = torch.empty((5 if matches else 4, min(step, fa.numel())), dtype=fa.dtype,
+                          device=fa.device)
+    lows, highs = [], []
     for start in range(0, fa.numel(), step):
         xa, xb = fa[start:start + step], fb[start:start + step]
-        x, y, t, s = scratch[:, :xa.numel()]
+        rows = scratch[:, :xa.numel()]
+        x, y, t, s = rows[:4]
         torch.abs(xa, out=x)
         torch.abs(xb, out=y)
         torch.sub(x, y, out=t)
         torch.minimum(x, y, out=lo[start:start + step])
         torch.abs(t, out=gap[start:start + step])
-        low, high = torch.aminmax(t)
-        lows.append(low)
-        highs.append(high)
         torch.sign(xb, out=s)
-        signed.append(s.mul_(xa).min())  # < 0 exactly where the signs differ
+        s.mul_(xa)  # < 0 exactly where the signs differ
+        low_t, high_t = torch.aminmax(t)
+        low, high = [low_t, s.min()], [high_t]
         if matches:
             assert fr is not None
-            matches = torch.equal(x, fr[start:start + step])
-    if not signed:  # an empty tensor: every statement about its entries holds
+            low_d, high_d = torch.aminmax(torch.sub(x, fr[start:start + step], out=rows[4]))
+            low.append(low_d)
+            high.append(high_d)
+        lows.append(torch.stack(low))
+        highs.append(torch.stack(high))
+    if not lows:  # an empty tensor: every statement about its entries holds
         yes = torch.ones((), dtype=torch.bool, device=a.device)
         return Envelope(lo.view(a.shape), gap.view(a.shape), yes, yes, yes, matches)
-    low, sign = (torch.stack(v).amin() if len(v) > 1 else v[0] for v in (lows, signed))
-    high = torch.stack(highs).amax() if len(highs) > 1 else highs[0]
-    return Envelope(lo.view(a.shape), gap.view(a.shape), sign >= 0, low >= 0, high <= 0,
-                    matches)
+    low = torch.stack(lows).amin(0) if len(lows) > 1 else lows[0]
+    high = torch.stack(highs).amax(0) if len(highs) > 1 else highs[0]
+    if matches:  # |a| - ref is 0 everywhere (NaN or inf - inf is not)
+        matches = bool(low[2] == 0) and bool(high[1] == 0)
+    return Envelope(lo.view(a.shape), gap.view(a.shape), low[1] >= 0, low[0] >= 0,
+                    high[0] <= 0, matches)

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .geometry import Frame, window_frame
 
-__all__ = ["Cut", "compression", "frame_conv"]
+__all__ = ["Cut", "compression", "frame_conv", "frame_conv_metric"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -153,3 +153,20 @@ def frame_conv(x: Tensor, weight: Tensor, stride: Sequence[int], padding: Sequen
                        frame_in)
     geometry = (tuple(stride), tuple(padding), tuple(dilation), int(groups))
     return _FrameConv.apply(x, weight, geometry, cuts)
+
+
+def frame_conv_metric(lo: Tensor, delta: Tensor, w_lo: Tensor, w_gap: Tensor,
+                      stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                      groups: int, frame_in: Frame) -> tuple[Tensor, Tensor]:
+    """One conv of the path-metric network (`fxpath.emit.Emitter.metric_step`) on compressed
+    images: ``(W_lo lo, W_lo delta + W_gap (lo + delta))``. ``lo`` and ``delta`` share the
+    frame, so both are compressed first, every sum is taken on the small images, and one
+    batch-of-two expansion writes the outputs. No autograd (the metric network has none)."""
+    cuts = compression(tuple(lo.shape[2:]), tuple(w_lo.shape[2:]), stride, padding, dilation,
+                       frame_in)
+    conv = _CONV[w_lo.dim() - 2]
+    small_lo, small_delta = _compress(lo, cuts), _compress(delta, cuts)
+    y = conv(torch.cat([small_lo, small_delta]), w_lo, None, stride, padding, dilation, groups)
+    y[1:].add_(conv(small_lo + small_delta, w_gap, None, stride, padding, dilation, groups))
+    y = _expand(y, cuts)
+    return y[:1], y[1:]

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .envelope import Envelope, envelope
+from .envelope import BLOCK, Envelope, envelope
 from .params import Params, ParamSource
 from .results import PathMetric, PathNorm, log2_of
 
 if TYPE_CHECKING:
     from .program import PathProgram
+    from .runner import Runner
 
 __all__ = ["path_metric"]
 
@@ -24,19 +25,17 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
     prog.runner.check_runnable()
     with torch.no_grad():
         a_src, b_src = prog.source_for(base), prog.source_for(other)
-        a, b = prog.runner.lift(a_src), prog.runner.lift(b_src)
-        memo = prog.runner.norm_memo() if base is None else None
-        ref = memo[1] if memo is not None and list(memo[1]) == list(a) else {}
-        envs = []
-        for k in a:  # compare with the memo until the first difference
-            envs.append(envelope(a[k], b[k], ref.get(k)))
-            ref = ref if envs[-1].matches_ref else {}
+        runner = prog.runner
+        a, b = runner.lift(a_src), runner.lift(b_src)
+        memo = runner.norm_memo() if base is None else None
+        ref = memo[1] if memo is not None and list(memo[1]) == list(a) else None
+        args, flags, unchanged = _envelopes(runner, a, b, ref)
         norm = None
-        if _all([e.same_sign for e in envs]):
-            lo, delta, exp = _totals(prog, envs)
+        if _all([e.same_sign for e in flags]):
+            lo, delta, exp = _totals(prog, args)
             log2 = log2_of(delta, exp)
-            a_over = _all([e.a_over for e in envs])
-            b_over = not a_over and _all([e.b_over for e in envs])
+            a_over = _all([e.a_over for e in flags])
+            b_over = not a_over and _all([e.b_over for e in flags])
             exact = a_over or b_over
             # dominated: the first set's norm is one of the network's two sums already
             if a_over:
@@ -48,18 +47,55 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
             mid = {k: torch.where(a[k] * b[k].sign() >= 0, a[k], torch.zeros_like(a[k]))
                    for k in a}
             # mid is dominated by a (same signs, smaller magnitudes): both legs are exact
-            lo, delta, exp = _totals(prog, [envelope(a[k], mid[k]) for k in a])
+            lo, delta, exp = _totals(prog, _envelopes(runner, a, mid)[0])
             norm = PathNorm(1.0, log2_of(lo + delta, exp))  # hi = |a| on the first leg
-            second = log2_of(*_totals(prog, [envelope(mid[k], b[k]) for k in a])[1:])
+            second = log2_of(*_totals(prog, _envelopes(runner, mid, b)[0])[1:])
             log2, exact = _log2_add(log2_of(delta, exp), second), False
         if norm is None and base is None:
             # the live model's norm: reused when computed on exactly these magnitudes
-            unchanged = memo is not None and bool(ref)
-            norm = PathNorm(1.0, memo[0]) if unchanged else prog.path_norm(1.0)
+            norm = PathNorm(1.0, memo[0]) if memo and unchanged else prog.path_norm(1.0)
         elif norm is None:
             norm = _norm_of(prog, a, a_src)
         prog.require_finite([log2, norm.log2], a_src, b_src)
         return PathMetric(log2, exact, norm)
+
+
+def _envelopes(runner: Runner, a: Mapping[str, Tensor], b: Mapping[str, Tensor],
+               ref: Mapping[str, Tensor] | None = None
+               ) -> tuple[list[Tensor], list[Envelope], bool]:
+    """The metric network's arguments (``lo``, ``gap`` per slot, in slot order), the
+    envelopes' flags, and whether ``|a|`` equals ``ref`` bit for bit.
+
+    Slots below one block go through one envelope of their concatenation: a ResNet-50 has
+    161 coordinate tensors, and per-tensor calls cost more than the arithmetic.
+    """
+    small = [k for k in a if a[k].numel() < BLOCK]
+    if len(small) < 2:
+        small = []
+    pieces: dict[str, tuple[Tensor, Tensor]] = {}
+    flags: list[Envelope] = []
+    unchanged = ref is not None
+    if small:
+        def flat(t: Mapping[str, Tensor]) -> Tensor:
+            return torch.cat([t[k].reshape(-1) for k in small])
+        fa = flat(a)
+        e = envelope(fa, flat(b), flat(ref) if ref is not None else None,
+                     runner.envelope_buffers("<small coordinates>", fa))
+        flags.append(e)
+        unchanged = unchanged and e.matches_ref
+        sizes = [a[k].numel() for k in small]
+        for k, lo, gap in zip(small, e.lo.split(sizes), e.gap.split(sizes)):
+            pieces[k] = (lo.view(a[k].shape), gap.view(a[k].shape))
+    for k in a:
+        if k in pieces:
+            continue
+        # compare with the reference until the first difference
+        e = envelope(a[k], b[k], ref[k] if ref is not None and unchanged else None,
+                     runner.envelope_buffers(k, a[k]))
+        flags.append(e)
+        unchanged = unchanged and e.matches_ref
+        pieces[k] = (e.lo, e.gap)
+    return [t for k in a for t in pieces[k]], flags, unchanged
 
 
 def _norm_of(prog: PathProgram, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:
@@ -73,11 +109,10 @@ def _norm_of(prog: PathProgram, coords: Mapping[str, Tensor], source: ParamSourc
     return PathNorm(1.0, log2)
 
 
-def _totals(prog: PathProgram, envs: Sequence[Envelope]) -> tuple[float, float, float]:
-    """``(lo total, delta total, exponent)`` of the path-metric network on same-sign
-    envelopes: ``||Phi(lo)||_1`` and ``||Phi(hi) - Phi(lo)||_1`` are the totals times
-    ``2**exponent``."""
-    args = [t for e in envs for t in (e.lo, e.gap)]
+def _totals(prog: PathProgram, args: Sequence[Tensor]) -> tuple[float, float, float]:
+    """``(lo total, delta total, exponent)`` of the path-metric network on the envelopes'
+    ``lo``/``gap`` arguments: ``||Phi(lo)||_1`` and ``||Phi(hi) - Phi(lo)||_1`` are the totals
+    times ``2**exponent``."""
     runner = prog.runner
     lo, delta, exp = runner.call(("diff",), runner.network(1.0, "diff"), args)
     return float(lo), float(delta), float(exp)

@@ -23,6 +23,7 @@ from .errors import ArgumentError
 from .graphs import GraphedCall
 from .ir import Graph
 from .lift import Slot, lift, split_power
+from .memory import empty_scores
 from .params import ParamSource
 from .precision import ieee_float32
 
@@ -55,6 +56,8 @@ class Runner:
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
         self._buffers: dict[float, dict[str, Tensor]] = {}
+        #: slot name -> the two tensors the path-metric's envelope is written into
+        self._envelope_buffers: dict[str, tuple[Tensor, Tensor]] = {}
         #: q -> (log2 of a path-norm, the magnitude tensors it was computed from)
         self._norm_memo: dict[float, tuple[float, dict[str, Tensor]]] = {}
 
@@ -106,6 +109,17 @@ class Runner:
         if bufs is None:
             self._buffers[q] = values
         return list(values.values())
+
+    def envelope_buffers(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Two tensors shaped like ``like`` that the path-metric writes the envelope of slot
+        ``name`` into, kept from call to call: every call overwrites them entirely, and the
+        metric network reads them before the next envelope is computed."""
+        bufs = self._envelope_buffers.get(name)
+        if bufs is None or bufs[0].shape != like.shape or bufs[0].dtype != like.dtype \
+                or bufs[0].device != like.device:
+            bufs = tuple(empty_scores(like.shape, like.dtype, like.device) for _ in range(2))
+            self._envelope_buffers[name] = bufs  # type: ignore[assignment]
+        return bufs  # type: ignore[return-value]
 
     def remember_norm(self, q: float, log2: float, magnitudes: Sequence[Tensor]) -> None:
         """Record the path-norm just computed from ``live_magnitudes(..., q)``."""

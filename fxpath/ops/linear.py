@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..coordinates import Fetch, Slot, bn_affine, channel_view, ident, power
 from ..emit import Emitter, Value
-from ..frame_conv import frame_conv
+from ..frame_conv import frame_conv, frame_conv_metric
 from ..geometry import Frame, window_frame
 from ..ir import BatchNormRef, Node
 from .core import (
@@ -107,7 +107,13 @@ def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
                               e.exps[slots[1].name] if bias else None)
         return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
     w_lo, w_gap = weight
-    y_lo, y_delta = e.metric_step(v, w_lo, w_gap, apply, n.name, batch=apply_batched)
+    fused = None
+    if n.op == "frame_conv":
+        a = n.attrs
+        fused = (frame_conv_metric, (a["stride"], a["padding"], a["dilation"], a["groups"],
+                                     a["frame"]))
+    y_lo, y_delta = e.metric_step(v, w_lo, w_gap, apply, n.name, batch=apply_batched,
+                                  fused=fused)
     biases = [bias[0], bias[1]] if bias else None
     return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
 
