@@ -26,7 +26,7 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
     with torch.no_grad():
         a_src, b_src = prog.source_for(base), prog.source_for(other)
         runner = prog.runner
-        a, b = runner.lift(a_src), runner.lift(b_src)
+        a, b = runner.lift_signed(a_src, "a"), runner.lift_signed(b_src, "b")
         memo = runner.norm_memo() if base is None else None
         ref = memo[1] if memo is not None and list(memo[1]) == list(a) else None
         args, flags, unchanged = _envelopes(runner, a, b, ref)

@@ -262,7 +262,10 @@ def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = No
     shape = [1] * w.dim()
     shape[out_dim] = -1
     bias = power(channel_view(t if c is None else t + c * s, n), q)
-    if q is None:
+    if q is None:  # into ``out`` when it fits: a runner's buffer, reused from call to call
+        if out is not None and out.shape == w.shape and out.dtype == w.dtype \
+                and out.device == w.device and not (w.requires_grad and torch.is_grad_enabled()):
+            return [torch.mul(w, s.reshape(shape), out=out), bias]
         return [w * s.reshape(shape), bias]
     # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
     return [power(w, q, out).mul_(power(s, q).reshape(shape)), bias]
