@@ -341,6 +341,9 @@ def test_max_unpool_is_refused_with_the_reason(nd: int, functional: bool) -> Non
     assert UNPOOL_REASON in found[unpool], found
     if not functional:
         assert any(where == "pool" for _, where in found)  # the pool's indices are refused too
+    else:  # F.max_poolNd(..., return_indices=True) is named as such, not as a tuple value
+        assert found[(f"max_pool{nd}d_with_indices", "<model>")] == \
+            "max-pooling with return_indices is not supported"
     # the torch.export front end gives the same reason
     with pytest.raises(fxpath.UnsupportedModelError) as info:
         fxpath.compile(trace_export(_Unpool(nd, functional).eval(), [shape]))

@@ -262,6 +262,9 @@ class _Lowering(core.Lowering):
         elif not any(self.is_activation(a) for a in n.all_input_nodes):
             return  # computes on parameters or constants only: not a layer of neurons
         elif not isinstance(val, torch.Tensor) and not self.returns_pieces(n):
+            if "with_indices" in getattr(n.target, "__name__", str(n.target)):
+                # F.max_poolNd(..., return_indices=True) traces to max_poolNd_with_indices
+                raise Refuse("max-pooling with return_indices is not supported")
             raise Refuse(f"produces a non-tensor value ({type(val).__name__}) from activations")
         else:
             self.lower_call(n)
