@@ -29,6 +29,7 @@ import torch.nn as nn
 
 import fxpath
 from fxpath.precision import ieee_float32
+from fxpath.zoo import cpu_name, git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,35 +46,15 @@ def build(name: str) -> nn.Module:
     return torchvision.models.get_model(name, weights=None).eval()
 
 
-def commit() -> str:
-    """The git commit the figures come from, ``+`` when fxpath's sources differ from it
-    (``unknown`` outside a checkout)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, check=True)
-        return out.stdout.strip() + ("+" if subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", ":/fxpath", ":/passes"],
-            cwd=Path(__file__).parent).returncode else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def machine(device: str) -> dict[str, str]:
     """A description of where the numbers come from."""
-    info = {"commit": commit(), "platform": platform.platform(),
+    info = {"commit": git_commit(), "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": str(os.cpu_count()),
             "threads": str(torch.get_num_threads()), "device": device,
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    if (cpu := cpu_name()) is not None:
+        info["cpu"] = cpu
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -71,20 +70,6 @@ class Config:
 QUICK = Config()
 FULL = Config(name="full", train=pr.FULL, big_shape=(3, 224, 224), big_vgg_schemes=SCHEMES,
               big_all_settings=True, cost_models=("resnet18", "resnet50", "vgg16"), threads=2)
-
-
-def commit() -> str:
-    """The git commit of the checkout, ``+`` when fxpath's or the passes' files (untracked ones
-    included) differ from it; ``unknown`` outside a checkout."""
-    root = HERE.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fxpath", "passes"],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+" if dirty.strip() else "")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -293,7 +278,7 @@ def _run(config: Config, log) -> dict:
     settings["train"].pop("out_dir")  # no machine paths in the results
     result = {
         "config": settings,
-        "machine": {**machine("cpu"), "commit": commit()},
+        "machine": machine("cpu"),
         "fxpath_version": fxpath.__version__,
         "n_train": int(setup.data["x_train"].shape[0]),
         "n_test": int(setup.data["x_test"].shape[0]), "model": info,

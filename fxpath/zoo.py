@@ -720,21 +720,34 @@ def failed(m: ZooModel, why: str) -> ZooResult:
 
 # -- results files -------------------------------------------------------------------------
 
-def _git_commit() -> str:
+def git_commit() -> str:
     """``git rev-parse --short HEAD`` of the package's checkout (else of the working
     directory's, for a copy of the package run from a checkout), ``+`` when fxpath's sources
-    differ from it, ``unknown`` outside a checkout."""
+    (``fxpath/``, ``passes/``, untracked files included) differ from it, ``unknown`` outside
+    a checkout. The benchmarks record it beside their figures."""
     for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
         if (root / ".git").exists():
             break
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=root, check=True, timeout=10)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "fxpath", "passes"],
-                               cwd=root, timeout=10).returncode
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fxpath", "passes"],
+                               capture_output=True, text=True, cwd=root, check=True,
+                               timeout=10).stdout.strip()
         return out.stdout.strip() + ("+" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (``None`` where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def provenance(**settings: Any) -> dict[str, str]:
@@ -744,18 +757,13 @@ def provenance(**settings: Any) -> dict[str, str]:
 
     from . import __version__
 
-    commit = os.environ.get("FXPATH_ZOO_COMMIT") or _git_commit()  # a copy of the sources
+    commit = os.environ.get("FXPATH_ZOO_COMMIT") or git_commit()  # a copy of the sources
     info = {"fxpath": __version__, "commit": commit, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": str(os.cpu_count())}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    if (cpu := cpu_name()) is not None:
+        info["cpu"] = cpu
     info.update({k: str(v) for k, v in settings.items()})
     return info
 
