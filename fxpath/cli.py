@@ -586,9 +586,7 @@ def _prune(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     print(f"{args.model} at {shape}: pruned {report.overall_sparsity:.1%} of the conv/linear "
           f"weights by {args.criterion} ({args.scope}{steps})")
     metric = report.metric
-    kind = "exact" if metric.exact else "upper bound"
-    print(f"certified l^1 path-metric to the dense model: {metric.value:.10g} "
-          f"(log10 {metric.log10:.10f}, relative {metric.relative:.6g}, {kind})")
+    print(f"certified l^1 path-metric to the dense model: {commands.metric_text(metric)}")
     print(commands.bound_line(metric, "pruned"))
     if "checkpoint" in saved:
         print(f"saved the pruned weights to {saved['checkpoint']}")
@@ -624,9 +622,7 @@ def _quantize(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...]
     print(f"{args.model} at {shape}: quantized {len(report.layers)} conv/linear layers "
           f"({what}, {granularity}, {args.rounding}), {report.average_bits:.3f} bits per weight")
     metric = report.metric
-    kind = "exact" if metric.exact else "upper bound"
-    print(f"certified l^1 path-metric to the model: {metric.value:.10g} "
-          f"(log10 {metric.log10:.10f}, relative {metric.relative:.6g}, {kind})")
+    print(f"certified l^1 path-metric to the model: {commands.metric_text(metric)}")
     if report.budget is not None:
         print(f"budget {report.budget:g}: met with margin {report.margin:.6g} after "
               f"{report.rounds} certified check(s)")
@@ -650,10 +646,8 @@ def _metric(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     if args.json:
         return _print_json(commands.metric_result(args.model, args.other, shape, metric,
                                                   prog.path_norm()))
-    kind = "exact" if metric.exact else "upper bound"
     print(f"certified l^1 path-metric between {args.model} and {args.other} at {shape}: "
-          f"{metric.value:.10g} (log10 {metric.log10:.10f}, relative {metric.relative:.6g}, "
-          f"{kind})")
+          f"{commands.metric_text(metric)}")
     print(commands.bound_line(metric, "other"))
 
 

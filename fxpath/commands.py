@@ -398,6 +398,13 @@ def metric_result(name: str, other: str, shape: Sequence[int], metric: PathMetri
             "metric": _metric_dict(metric), "path_norm": _norm_dict(dense_norm)}
 
 
+def metric_text(metric: PathMetric) -> str:
+    """A certified path-metric in words: value, log10, relative value, exact or a bound."""
+    kind = "exact" if metric.exact else "upper bound"
+    return (f"{metric.value:.10g} (log10 {metric.log10:.10f}, relative {metric.relative:.6g}, "
+            f"{kind})")
+
+
 def bound_line(metric: PathMetric, what: str) -> str:
     """The Lipschitz certificate in words."""
     return (f"certified bound: ||R(x) - R_{what}(x)||_1 <= max(1, ||x||_inf) * "

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Frame", "tensor_frame", "widest", "window_frame"]
+__all__ = ["Frame", "centre_run", "tensor_frame", "widest", "window_frame"]
 
 #: Per spatial dimension, the widths ``(lo, hi)`` of the varying border.
 Frame = tuple[tuple[int, int], ...]
@@ -44,14 +44,19 @@ def tensor_frame(t: Tensor) -> Frame:
     for j in range(1, t.dim()):
         n = t.shape[j]
         same = [bool(torch.equal(t.select(j, i), t.select(j, i + 1))) for i in range(n - 1)]
-        mid = (n - 1) // 2
-        lo, hi = mid, mid
-        while lo > 0 and same[lo - 1]:
-            lo -= 1
-        while hi < n - 1 and same[hi]:
-            hi += 1
-        out.append((lo, n - 1 - hi))
+        out.append(centre_run(same, n))
     return tuple(out)
+
+
+def centre_run(same: Sequence[bool], rows: int) -> tuple[int, int]:
+    """``(lo, hi)``: rows before and after the widest run of equal rows around the middle of
+    ``rows`` rows, where ``same[i]`` says row ``i`` equals row ``i + 1``."""
+    first = last = (rows - 1) // 2
+    while first > 0 and same[first - 1]:
+        first -= 1
+    while last < rows - 1 and same[last]:
+        last += 1
+    return first, rows - 1 - last
 
 
 def widest(frames: Sequence[Frame | None]) -> Frame | None:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..coordinates import Slot
 from ..emit import Emitter, Value
-from ..geometry import Frame
+from ..geometry import Frame, centre_run
 from ..ir import Graph, Node
 from .core import (
     INT,
@@ -221,14 +221,7 @@ def _axis_frame(m: Tensor, lo: int, hi: int) -> tuple[int, int]:
     mid = max(lo, k - hi)
     sig = torch.cat([m[:, :lo].abs(), m[:, mid:].abs(),
                      m[:, lo:mid].abs().sort(dim=1).values], dim=1)
-    same = (sig[1:] == sig[:-1]).all(dim=1).tolist()
-    centre = (rows - 1) // 2
-    first, last = centre, centre
-    while first > 0 and same[first - 1]:
-        first -= 1
-    while last < rows - 1 and same[last]:
-        last += 1
-    return first, rows - 1 - last
+    return centre_run((sig[1:] == sig[:-1]).all(dim=1).tolist(), rows)
 
 
 def _resample_frame(n: Node, ins: list[Frame | None], shapes: list[tuple[int, ...]]
