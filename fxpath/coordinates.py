@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .ir import BatchNormRef, Node
 
-__all__ = ["Fetch", "Slot", "bn_affine", "channel_view", "ident", "power"]
+__all__ = ["Fetch", "Slot", "bn_affine", "channel_view", "fits", "ident", "power"]
 
 #: reads a model tensor by its state_dict name
 Fetch = Callable[[str], Tensor]
@@ -62,13 +62,16 @@ def channel_view(v: Tensor, node: Node) -> Tensor:
     return v.reshape(-1, *([1] * (len(node.shape) - 1)))
 
 
+def fits(out: Tensor | None, v: Tensor) -> bool:
+    """Whether a result shaped like ``v`` can be written into ``out``: same shape, dtype and
+    device, and no autograd graph to record through ``v``."""
+    return out is not None and out.shape == v.shape and out.dtype == v.dtype \
+        and out.device == v.device and not (v.requires_grad and torch.is_grad_enabled())
+
+
 def power(v: Tensor, q: float | None, out: Tensor | None = None) -> Tensor:
     """``|v|^q`` (``v`` itself for ``q=None``), written into ``out`` when it fits."""
     if q is None:
         return v
-    if out is not None and (out.shape != v.shape or out.dtype != v.dtype
-                            or out.device != v.device
-                            or (v.requires_grad and torch.is_grad_enabled())):
-        out = None
-    a = v.abs() if out is None else torch.abs(v, out=out)
+    a = torch.abs(v, out=out) if fits(out, v) else v.abs()
     return a if q == 1.0 else a.pow_(q)

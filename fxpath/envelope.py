@@ -43,11 +43,6 @@ class Envelope:
     b_over: Tensor
     matches_ref: bool = False
 
-    @property
-    def hi(self) -> Tensor:
-        """``max(|a|, |b|)`` (computed on request: ``lo + gap``)."""
-        return self.lo + self.gap
-
 
 @torch.no_grad()
 def envelope(a: Tensor, b: Tensor, ref: Tensor | None = None,

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..coordinates import Fetch, Slot, bn_affine, channel_view, ident, power
+from ..coordinates import Fetch, Slot, bn_affine, channel_view, fits, ident, power
 from ..emit import Emitter, Value
 from ..frame_conv import frame_conv, frame_conv_metric
 from ..geometry import Frame, window_frame
@@ -114,7 +114,7 @@ def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
                                      a["frame"]))
     y_lo, y_delta = e.metric_step(v, w_lo, w_gap, apply, n.name, batch=apply_batched,
                                   fused=fused)
-    biases = [bias[0], bias[1]] if bias else None
+    biases = list(bias) if bias else None
     return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
 
 
@@ -263,8 +263,7 @@ def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = No
     shape[out_dim] = -1
     bias = power(channel_view(t if c is None else t + c * s, n), q)
     if q is None:  # into ``out`` when it fits: a runner's buffer, reused from call to call
-        if out is not None and out.shape == w.shape and out.dtype == w.dtype \
-                and out.device == w.device and not (w.requires_grad and torch.is_grad_enabled()):
+        if fits(out, w):
             return [torch.mul(w, s.reshape(shape), out=out), bias]
         return [w * s.reshape(shape), bias]
     # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
