@@ -50,6 +50,8 @@ def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
             `fxpath.frame_conv`). Default: every conv where it shrinks the work on the CPU;
             on a GPU only convs of at least 5e8 multiply-adds (batch-1 GPU convs are mostly
             launch-bound). ``True``: every conv where it shrinks the work; ``False``: none.
+            Unless ``False``, convs also run their CPU backward (scores) on a compressed
+            output gradient where it has a frame (`fxpath.grad_frame`).
         debug: verify the IR after every pass.
         front_end: ``"fx"`` (torch.fx tracing; torch.export is tried, with a warning, when
             tracing fails) or ``"export"`` (torch.export's ATen graph).

@@ -70,7 +70,7 @@ def _arguments(e: Emitter, graph: Graph, slots: Sequence[Slot], scaled: bool,
 
 def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: float = 1.0,
              probes: bool = False, taps: bool = False, scaled: bool = False,
-             class_name: str = "PathNetwork") -> fx.GraphModule:
+             grad_frames: bool = False, class_name: str = "PathNetwork") -> fx.GraphModule:
     """Emit the path network of a normalized IR as a GraphModule (float64 buffers).
 
     Each node's value comes from its op's path rule (`fxpath.ops`); the output node's rule
@@ -87,6 +87,8 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         scaled: take a 0-dim exponent argument per slot after the coordinate arguments
             (``|w|^q = mantissa * 2**exponent``) and split fixed coefficients alike (norm
             mode without probes or taps): for any ``q``, nothing underflows or overflows.
+        grad_frames: norm-mode convs that qualify (`fxpath.grad_frame.eligible`) compute
+            their CPU backward on the frame of their output gradient, where it has one.
     """
     if mode == "diff" and q != 1.0:
         raise ValueError("the path-metric network is defined for q = 1")
@@ -96,6 +98,7 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
         raise ValueError("the path-metric network takes unscaled magnitudes")
     e = Emitter(mode, q, graph)
     e.scaled = scaled
+    e.grad_frames = grad_frames
     e.probes = [] if probes else None
     e.tapped_inputs = [] if taps else None
     by_node = _arguments(e, graph, slots, scaled, taps)

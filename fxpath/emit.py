@@ -43,6 +43,7 @@ class Emitter:
             without ``taps``.
         probes: the scaled output of every linear/affine node; ``None`` without ``probes``.
         zero: the 0-dim zero buffer, the exponent of the network inputs.
+        grad_frames: emit `fxpath.grad_frame.conv` for the convs that qualify.
     """
 
     def __init__(self, mode: str, q: float, graph: Graph) -> None:
@@ -59,6 +60,9 @@ class Emitter:
         self.zero: fx.Node | None = None
         #: streams known to be all zeros (the input's delta in ``diff`` mode)
         self.zeros: set[fx.Node] = set()
+        #: convs whose output gradient may have a frame run their backward on it
+        #: (`fxpath.grad_frame`)
+        self.grad_frames = False
 
     def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
         """Emit ``fn(*args)``."""

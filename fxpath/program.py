@@ -103,7 +103,8 @@ class PathProgram:
         self._bn_eps = {bn.running_var: bn.eps for n in self.graph
                         if isinstance(bn := n.attrs.get("bn"), BatchNormRef)}
         self.runner = Runner(self.graph, self.slots, dtype=self.dtype, device=self.device,
-                             compile=compile, cuda_graphs=cuda_graphs)
+                             compile=compile, cuda_graphs=cuda_graphs,
+                             grad_frames=use_interior)
         self._verified: dict[int, tuple[weakref.ref, ModuleTree | None]] = {}
 
     @property

@@ -39,11 +39,13 @@ class Runner:
         dtype, device: where and in what the networks compute.
         use_compile: wrap generated networks in ``torch.compile``.
         use_graphs: replay repeated calls from CUDA graphs.
+        grad_frames: convs run their backward on the frame of their output gradient where
+            it has one (`fxpath.grad_frame`; CPU only).
     """
 
     def __init__(self, graph: Graph, slots: Sequence[Slot], *, dtype: torch.dtype,
                  device: torch.device, compile: bool = False,  # noqa: A002
-                 cuda_graphs: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, grad_frames: bool = False) -> None:
         if cuda_graphs and device.type != "cuda":
             raise ArgumentError(f"cuda_graphs=True needs a CUDA device, the program runs on "
                                 f"{device}: pass device='cuda' or leave cuda_graphs unset")
@@ -51,6 +53,7 @@ class Runner:
         self.slots = tuple(slots)
         self.dtype, self.device = dtype, device
         self.use_compile = bool(compile)
+        self.grad_frames = bool(grad_frames)
         self.use_graphs = (device.type == "cuda" and not compile if cuda_graphs is None
                            else bool(cuda_graphs))
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
@@ -76,7 +79,7 @@ class Runner:
         key = (mode, q, bool(probes), bool(taps))
         if key not in self._networks:
             gm = generate(self.graph, self.slots, mode=mode, q=q, probes=bool(probes),
-                          taps=bool(taps), scaled=scaled)
+                          taps=bool(taps), scaled=scaled, grad_frames=self.grad_frames)
             gm = gm.to(device=self.device, dtype=self.dtype)
             self._networks[key] = (torch.compile(gm, dynamic=False) if self.use_compile else gm)
         return self._networks[key]

@@ -41,8 +41,13 @@ def exponent_of(m: Tensor) -> Tensor:
 
 
 def _peak(streams: Sequence[Tensor]) -> Tensor:
-    total = streams[0] if len(streams) == 1 else sum(streams)
-    return total.detach().amax()
+    """The largest entry of any stream: of ``(lo, delta)``, at least half the largest entry
+    of ``lo + delta`` (the hi-network's value stays below 2 after renormalizing), without
+    the sum's pass over memory."""
+    peak = streams[0].detach().amax()
+    for s in streams[1:]:
+        peak = torch.maximum(peak, s.detach().amax())
+    return peak
 
 
 def _top(exps: Sequence[Tensor]) -> Tensor:

@@ -217,7 +217,7 @@ def test_interior_default_per_device() -> None:
 
     def framed(model: torch.nn.Module, **kw: object) -> int:
         prog = fxpath.compile(model, (3, 224, 224), **kw)  # type: ignore[arg-type]
-        return prog.path_network(1.0).code.count("frame_conv(")
+        return prog.path_network(1.0).code.count("fxpath_frame_conv_frame_conv(")
 
     assert framed(vgg) == 10 and framed(resnet) > 5
     assert framed(vgg, device="meta") == 9  # conv1_1 (3 input channels) stays dense

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import grad_frame
 from ..coordinates import Fetch, Slot, bn_affine, channel_view, fits, ident, power
 from ..emit import Emitter, Value
 from ..frame_conv import frame_conv, frame_conv_metric
@@ -83,6 +84,10 @@ def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.
     if "padding_mode" in a:
         x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
         padding = 0
+    if kind == "conv" and e.mode == "norm" and e.grad_frames and grad_frame.eligible(
+            a["kernel"], a["stride"], padding, a["dilation"], a["groups"], n.shape):
+        # scores: its backward runs on the frame of the output gradient, where it has one
+        return e.call(grad_frame.conv, x, w, padding, name=name)
     if kind == "conv":
         return e.call(_CONV[a["ndim"]], x, w, None, a["stride"], padding, a["dilation"],
                       a["groups"], name=name)

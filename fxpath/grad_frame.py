@@ -1,0 +1,221 @@
+"""The backward of a conv whose output gradient is constant away from a border frame.
+
+Path-magnitude scores are one backward pass of the path network. Each conv there needs the
+gradient of the total with respect to its input (to go on) and to its weights (the scores).
+The gradient at a conv's output is the adjoint path network applied to ones, so, like the
+forward activations (`fxpath.frame_conv`), it is constant per channel away from a frame at the
+borders wherever the outputs are near: through a dense-prediction decoder, the gradient of a
+256x256 map is one number per channel except for a few rows and columns at the borders.
+
+`conv` finds that frame at run time: the rows around the centre that equal the centre row and
+the columns around it that equal the centre column, bit for bit (no frame is assumed, so
+nothing can be wrong; where the block they leave is too small to pay, the dense backward
+runs). With ``g = c`` (one value per channel) on
+the interior block ``I`` and ``g`` itself on the ring ``R`` around it:
+
+* the input gradient, a transposed conv, runs on the compressed gradient and is expanded,
+  exactly as `fxpath.frame_conv.frame_conv` does forward;
+* the weight gradient ``sum_p g[o, p] x[i, p + k]`` splits into ``c[o] * sum_{p in I} x[i, p +
+  k]`` (box sums of the input, one pass) plus the same sum over the ring, a weight gradient
+  on two thin strips (the top and bottom rows, the left and right columns).
+
+Every term is a sum of the same non-negative products the dense gradient adds, in another
+order: path networks have non-negative inputs, weights and gradients, so nothing cancels.
+Only 2-D convs of stride 1, dilation 1 and one group with zero padding qualify, on the CPU
+(the search reads values on the host: a GPU would wait for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .frame_conv import _compress, _expand, compression
+from .geometry import Frame
+
+__all__ = ["MIN_PIXELS", "conv", "eligible", "find_frame", "framed_backward"]
+
+#: output maps with fewer pixels keep the dense backward (too little to save)
+MIN_PIXELS = 256
+#: the compressed gradient must keep at most this share of the output pixels
+_MAX_KEPT = 0.5
+
+
+def eligible(kernel: Sequence[int], stride: Sequence[int], padding: Any,
+             dilation: Sequence[int], groups: int, out_shape: Sequence[int]) -> bool:
+    """Whether a conv's backward may take the framed route (static: the geometry)."""
+    if isinstance(padding, int):
+        padding = (padding,) * len(kernel)
+    return (len(kernel) == 2 and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and not isinstance(padding, str)
+            and all(0 <= p <= k - 1 for p, k in zip(padding, kernel))
+            and out_shape[-1] * out_shape[-2] >= MIN_PIXELS)
+
+
+def _run(flags: list[bool], centre: int) -> tuple[int, int]:
+    """``[lo, hi)``: the widest run of True around ``centre``."""
+    lo = hi = centre
+    while lo > 0 and flags[lo - 1]:
+        lo -= 1
+    while hi < len(flags) - 1 and flags[hi + 1]:
+        hi += 1
+    return lo, hi + 1
+
+
+def find_frame(g: Tensor, kernel: Sequence[int]) -> tuple[Frame, Tensor] | None:
+    """``(frame, c)`` of a gradient ``g`` (batch 1, NCHW) whose rows between ``top`` and
+    ``bottom`` all equal its centre row and whose columns between ``left`` and ``right`` all
+    equal its centre column, bit for bit (``frame = ((top, bottom), (left, right))``): each
+    channel ``o`` is then ``c[o]`` on that block. ``None`` where the block does not pay."""
+    h, w = g.shape[-2:]
+    cy, cx = h // 2, w // 2
+    # most gradients have no frame: two rows and two columns say so
+    if not (bool((g[0, :, cy] == g[0, :, cy - 1]).all())
+            and bool((g[0, :, :, cx] == g[0, :, :, cx - 1]).all())):
+        return None
+    rows = (g[0] == g[0, :, cy:cy + 1]).all(2).all(0).tolist()
+    cols = (g[0] == g[0, :, :, cx:cx + 1]).all(1).all(0).tolist()
+    if not (rows[cy] and cols[cx]):  # NaN
+        return None
+    y0, y1 = _run(rows, cy)
+    x0, x1 = _run(cols, cx)
+    kh, kw = kernel
+    if y1 - y0 <= kh or x1 - x0 <= kw \
+            or (h - (y1 - y0) + kh) * (w - (x1 - x0) + kw) > _MAX_KEPT * h * w:
+        return None
+    return ((y0, h - y1), (x0, w - x1)), g[0, :, cy, cx]
+
+
+def _rows(x: Tensor, a: int, b: int) -> Tensor:
+    """Rows ``[a, b)`` of ``x`` (NCHW), zeros where they fall outside the map."""
+    h = x.shape[2]
+    s = x[:, :, max(a, 0):min(b, h)]
+    top, bottom = max(0, -a), max(0, b - h)
+    return F.pad(s, (0, 0, top, bottom)) if top or bottom else s
+
+
+def _cols(x: Tensor, a: int, b: int) -> Tensor:
+    """Columns ``[a, b)`` of ``x`` (NCHW), zeros where they fall outside the map."""
+    w = x.shape[3]
+    s = x[:, :, :, max(a, 0):min(b, w)]
+    left, right = max(0, -a), max(0, b - w)
+    return F.pad(s, (left, right)) if left or right else s
+
+
+def _strips(g_parts: list[Tensor], x_parts: list[Tensor], gap: int, dim: int) -> tuple[Tensor,
+                                                                                      Tensor]:
+    """Two strips side by side along ``dim`` with ``gap`` zero gradient rows between them, so
+    that no output of one reads the input of the other."""
+    if len(g_parts) == 2:
+        shape = list(g_parts[0].shape)
+        shape[dim] = gap
+        g_parts = [g_parts[0], g_parts[0].new_zeros(shape), g_parts[1]]
+    return torch.cat(g_parts, dim), torch.cat(x_parts, dim)
+
+
+def _weight_grad(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int]) -> Tensor:
+    return torch.ops.aten.convolution_backward(
+        g.contiguous(), x.contiguous(), w, None, [1, 1], list(padding), [1, 1], False, [0, 0],
+        1, [False, True, False])[1]
+
+
+def _box_sums(x: Tensor, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
+              ) -> Tensor:
+    """``s[i, ky, kx]``: the sum of ``x[0, i]`` over rows ``rows[ky]`` and columns
+    ``cols[kx]`` (half-open ranges that share a middle), as sums of the entries themselves."""
+    y_lo, y_hi = min(a for a, _ in rows), max(b for _, b in rows)
+    m0, m1 = max(a for a, _ in cols), min(b for _, b in cols)
+    band = x[0, :, y_lo:y_hi]
+    mid = band[..., m0:m1].sum(-1)
+    t = torch.stack([mid + band[..., a:m0].sum(-1) + band[..., m1:b].sum(-1)
+                     for a, b in cols], -1)
+    r0, r1 = max(a for a, _ in rows) - y_lo, min(b for _, b in rows) - y_lo
+    t_mid = t[:, r0:r1].sum(1)
+    return torch.stack([t_mid + t[:, a - y_lo:r0].sum(1) + t[:, r1:b - y_lo].sum(1)
+                        for a, b in rows], 1)
+
+
+def framed_backward(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int], need_x: bool,
+                    need_w: bool) -> tuple[Tensor | None, Tensor | None] | None:
+    """``(d/dx, d/dW)`` of ``sum(g * conv2d(x, W, padding=padding))`` on the frame of ``g``
+    (see the module docstring); ``None`` where ``g`` has no frame that pays."""
+    kh, kw = w.shape[2:]
+    found = find_frame(g, (kh, kw))
+    if found is None:
+        return None
+    ((top, bottom), (left, right)), c = found
+    ph, pw = padding
+    ho, wo = g.shape[2:]
+    gx = gw = None
+    if need_x:  # a transposed conv is a conv with padding k - 1 - p: compress as forward
+        cuts = compression((ho, wo), (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), (1, 1),
+                           found[0])
+        gx = _expand(F.conv_transpose2d(_compress(g, cuts), w, None, 1, (ph, pw)), cuts)
+        if gx.shape != x.shape:
+            return None
+    if need_w:
+        # interior: c[o] times box sums of x over the interior shifted by each kernel offset
+        h, wd = x.shape[2:]
+        rows = [(max(top + ky - ph, 0), min(ho - bottom + ky - ph, h)) for ky in range(kh)]
+        cols = [(max(left + kx - pw, 0), min(wo - right + kx - pw, wd)) for kx in range(kw)]
+        gw = c[:, None, None, None] * _box_sums(x, rows, cols)[None]
+        # the ring: top and bottom rows at full width, then the left and right columns
+        g_parts, x_parts = [], []
+        if top:
+            g_parts.append(g[:, :, :top])
+            x_parts.append(_rows(x, -ph, top + kh - 1 - ph))
+        if bottom:
+            g_parts.append(g[:, :, ho - bottom:])
+            x_parts.append(_rows(x, ho - bottom - ph, ho + kh - 1 - ph))
+        if g_parts:
+            gs, xs = _strips(g_parts, x_parts, kh - 1, 2)
+            gw = gw + _weight_grad(gs, xs, w, (0, pw))
+        g_mid = g[:, :, top:ho - bottom]
+        x_mid = _rows(x, top - ph, ho - bottom + kh - 1 - ph)
+        g_parts, x_parts = [], []
+        if left:
+            g_parts.append(g_mid[..., :left])
+            x_parts.append(_cols(x_mid, -pw, left + kw - 1 - pw))
+        if right:
+            g_parts.append(g_mid[..., wo - right:])
+            x_parts.append(_cols(x_mid, wo - right - pw, wo + kw - 1 - pw))
+        if g_parts:
+            gs, xs = _strips(g_parts, x_parts, kw - 1, 3)
+            gw = gw + _weight_grad(gs, xs, w, (0, 0))
+    return gx, gw
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, padding: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.padding = padding
+        return F.conv2d(x, w, None, 1, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad = grad.contiguous()
+        out = framed_backward(grad, x, w, ctx.padding, need_x, need_w)
+        if out is None:
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad, x, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
+                [need_x, need_w, False])
+            out = (gx, gw)
+        return out[0], out[1], None
+
+
+def conv(x: Tensor, w: Tensor, padding: int | Sequence[int]) -> Tensor:
+    """``F.conv2d(x, w, None, 1, padding)`` whose CPU backward takes the framed route where the
+    output gradient has a frame (see the module docstring)."""
+    pad = (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
+    if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+            and x.device.type == "cpu" and x.shape[0] == 1):
+        return _Conv.apply(x, w, pad)
+    return F.conv2d(x, w, None, 1, padding)
