@@ -106,5 +106,8 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
     env: dict[str, Value] = {}
     for n in graph:
         rule = ops.rule_of(n, "path_rule")
-        env[n.name] = rule(e, n, [env[i] for i in n.inputs], by_node.get(n.name, []))
+        ins = [env[i] for i in n.inputs]
+        if not ops.get(n.op).compact:  # compact values (`fxpath.layout`) are expanded first
+            ins = [e.full(v, i) for v, i in zip(ins, n.inputs)]
+        env[n.name] = rule(e, n, ins, by_node.get(n.name, []))
     return fx.GraphModule(e.root, e.graph, class_name)

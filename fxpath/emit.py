@@ -18,18 +18,21 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import runtime
+from . import layout, runtime
 from .ir import Graph, Node
+from .layout import Layout
 
 __all__ = ["Emitter", "Value"]
 
 
 @dataclass(frozen=True)
 class Value:
-    """One path-network value: its streams and their common exponent."""
+    """One path-network value: its streams, their common exponent and, for a compact value,
+    its `fxpath.layout.Layout` (``None``: full tensors)."""
 
     streams: tuple[fx.Node, ...]
     exp: fx.Node
+    layout: Layout | None = None
 
 
 class Emitter:
@@ -63,6 +66,8 @@ class Emitter:
         #: convs whose output gradient may have a frame run their backward on it
         #: (`fxpath.grad_frame`)
         self.grad_frames = False
+        #: the full tensors of compact values already expanded, by their first stream
+        self._full: dict[fx.Node, Value] = {}
 
     def call(self, fn: Callable, *args: Any, name: str | None = None) -> fx.Node:
         """Emit ``fn(*args)``."""
@@ -81,14 +86,41 @@ class Emitter:
         self.root.register_buffer(name, value.to(torch.float64).clone(), persistent=False)
         return self.graph.get_attr(name)
 
+    @staticmethod
+    def index(idx: Sequence[Sequence[int] | None]) -> tuple[layout.Runs | None, ...]:
+        """Rows per spatial axis as the constant runs `fxpath.layout.select` takes."""
+        return tuple(None if i is None else layout.runs(i) for i in idx)
+
+    def relayout(self, v: Value, target: Layout | None, name: str) -> Value:
+        """``v`` brought to layout ``target`` (``None``: full tensors)."""
+        if v.layout == target or (not layout.is_compact(v.layout) and target is None):
+            return v
+        lay = v.layout if v.layout is not None else (None,) * len(target or ())
+        idx = self.index(layout.relayout(lay, target))
+        if all(i is None for i in idx):
+            return Value(v.streams, v.exp, target)
+        suffix = "full" if target is None else "aligned"
+        streams = tuple(self.call(layout.select, s, *idx, name=f"{sn}_{suffix}")
+                        for s, sn in zip(v.streams, self.stream_names(name)))
+        return Value(streams, v.exp, target)
+
+    def full(self, v: Value, name: str) -> Value:
+        """``v`` as full tensors (expanded once, however many ops read it)."""
+        if not layout.is_compact(v.layout):
+            return v if v.layout is None else Value(v.streams, v.exp)
+        if v.streams[0] not in self._full:
+            self._full[v.streams[0]] = self.relayout(v, None, name)
+        return self._full[v.streams[0]]
+
     def map(self, v: Value, fn: Callable[[fx.Node], fx.Node]) -> Value:
         """``fn`` applied to every stream of ``v`` (a linear map: the exponent is kept)."""
         return Value(tuple(fn(s) for s in v.streams), v.exp)
 
     def rescaled(self, node: Node, raw: Sequence[fx.Node], exp: fx.Node,
                  biases: Sequence[fx.Node] | None = None,
-                 bias_exp: fx.Node | None = None) -> Value:
-        """``raw * 2**exp`` (plus the biases) renormalized into a fresh value of ``node``."""
+                 bias_exp: fx.Node | None = None, layout: Layout | None = None) -> Value:
+        """``raw * 2**exp`` (plus the biases) renormalized into a fresh value of ``node``
+        (of layout ``layout``: the renormalization is elementwise)."""
         if biases and bias_exp is not None:
             packed = self.call(runtime.rescale_with_bias, exp, list(raw), list(biases),
                                bias_exp, name=f"{node.name}_scaled")
@@ -97,12 +129,12 @@ class Emitter:
                                name=f"{node.name}_scaled")
         else:
             packed = self.call(runtime.rescale, exp, *raw, name=f"{node.name}_scaled")
-        return self.packed(packed, node.name)
+        return self.packed(packed, node.name, layout)
 
-    def packed(self, packed: fx.Node, name: str) -> Value:
-        """A value from a node returning ``(*streams, exponent)``."""
+    def packed(self, packed: fx.Node, name: str, layout: Layout | None = None) -> Value:
+        """A value (of layout ``layout``) from a node returning ``(*streams, exponent)``."""
         out = self.unpack(packed, [*self.stream_names(name), f"{name}_exp"])
-        return Value(tuple(out[:-1]), out[-1])
+        return Value(tuple(out[:-1]), out[-1], layout)
 
     def metric_step(self, v: Value, w_lo: fx.Node, w_gap: fx.Node,
                     apply: Callable[[fx.Node, fx.Node, str], fx.Node], name: str,

@@ -47,9 +47,12 @@ def test_generated_code_is_readable() -> None:
     assert "def forward(self, conv1_weight, conv1_bias" in code
     assert "torch.conv2d(x_ones, conv1_weight" in code
     framed = fxpath.compile(model, (3, 32, 32), interior=True).path_network(1.0).code
-    # the input is all ones: its frame is empty, the stem runs on a compressed image
-    assert ("frame_conv(x_ones, conv1_weight, (2, 2), (3, 3), (1, 1), 1, ((0, 0), (0, 0)))"
-            in framed)
+    # the input is all ones: its frame is empty, the stem runs on a compressed image (rows
+    # 0-5 and 26-31 of each axis, as runs (start, length, times)) and stores rows 0-2 and 5
+    # of its 6-row output: two frame rows, one interior row, one frame row
+    assert ("compact_conv(x_ones, conv1_weight, (2, 2), (3, 3), (1, 1), 1, "
+            "(((0, 6, 1), (26, 6, 1)), ((0, 6, 1), (26, 6, 1))), "
+            "(((0, 3, 1), (5, 1, 1)), ((0, 3, 1), (5, 1, 1))))" in framed)
     assert "relu" not in code  # ReLUs are identities in the path network
     assert "window_sum" in code  # the max-pool is a windowed sum
     assert len(code.splitlines()) < 400
@@ -185,8 +188,8 @@ def test_interior_option_gives_the_same_norms_scores_and_metric(name: str,
             p.mul_(1 + 0.01 * torch.rand_like(p))
     dense = fxpath.compile(model, shape, dtype=torch.float64, interior=False)
     framed = fxpath.compile(model, shape, dtype=torch.float64, interior=True)
-    assert "frame_conv" in framed.path_network(1.0).code
-    assert "frame_conv" not in dense.path_network(1.0).code
+    assert "compact_conv" in framed.path_network(1.0).code
+    assert "compact_conv" not in dense.path_network(1.0).code
     for q in (1.0, 2.0):
         assert framed.path_norm(q).log2 == pytest.approx(dense.path_norm(q).log2, rel=1e-13)
     want = dense.path_magnitude()
@@ -217,7 +220,7 @@ def test_interior_default_per_device() -> None:
 
     def framed(model: torch.nn.Module, **kw: object) -> int:
         prog = fxpath.compile(model, (3, 224, 224), **kw)  # type: ignore[arg-type]
-        return prog.path_network(1.0).code.count("fxpath_frame_conv_frame_conv(")
+        return prog.path_network(1.0).code.count("fxpath_layout_compact_conv(")
 
     assert framed(vgg) == 10 and framed(resnet) > 5
     assert framed(vgg, device="meta") == 9  # conv1_1 (3 input channels) stays dense

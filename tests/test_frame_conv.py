@@ -1,5 +1,6 @@
-"""`frame_conv` against dense convolution, float64: values and weight gradients equal; input
-gradients equal on every direction that keeps the frame."""
+"""Convolutions on compressed images (`fxpath.frame_conv.compression`, run by
+`fxpath.layout.compact_conv`) against dense convolution, float64: values and weight gradients
+equal; input gradients of a full input equal on every direction that keeps the frame."""
 
 from __future__ import annotations
 
@@ -9,10 +10,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fxpath.frame_conv import compression, frame_conv
+from fxpath import layout
+from fxpath.frame_conv import compression
 from fxpath.interior import Frame, window_frame
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _runs(rows: list[list[int] | None]) -> tuple[layout.Runs | None, ...]:
+    return tuple(None if r is None else layout.runs(r) for r in rows)
+
+
+def frame_conv(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, ...],
+               padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+               frame_in: Frame) -> torch.Tensor:
+    """A full input through the compressed conv, its compact output expanded to full size."""
+    cuts = compression(tuple(x.shape[2:]), tuple(w.shape[2:]), stride, padding, dilation,
+                       frame_in)
+    in_rows, out_rows, out_layout = layout.conv_indices(None, cuts, tuple(x.shape[2:]))
+    y = layout.compact_conv(x, w, stride, padding, dilation, groups, _runs(in_rows),
+                            _runs(out_rows))
+    return y if out_layout is None else layout.select(
+        y, *_runs(layout.relayout(out_layout, None)))
 
 
 def _framed_input(nd: int, size: tuple[int, ...], channels: int, gen: torch.Generator

@@ -173,6 +173,8 @@ class Op:
         slots_rule: its coordinate tensors (`fxpath.lift`).
         lowered_by: for ops that exist only before normalization, the pass that rewrites
             them away (`fxpath.passes.pipeline`); ``None`` for the ops codegen accepts.
+        compact: its path rule takes compact values (`fxpath.layout`); every other op's
+            rule gets full tensors.
     """
 
     name: str
@@ -184,6 +186,7 @@ class Op:
     rescale_rule: Rescaling | NotApplicable
     slots_rule: Coordinates | NotApplicable
     lowered_by: str | None = None
+    compact: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))

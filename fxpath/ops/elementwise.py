@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import runtime
+from .. import layout, runtime
 from ..coordinates import Slot
 from ..emit import Emitter, Value
 from ..geometry import Frame, widest
@@ -36,7 +36,12 @@ def _relu_transit(graph: Graph, node: Node, src: str, ids: Tensor) -> Tensor:
 
 
 def _add_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
-    """``sum_k |coeffs[k]|^q x_k + |const|^q`` (the constant starts paths of its own)."""
+    """``sum_k |coeffs[k]|^q x_k + |const|^q`` (the constant starts paths of its own); compact
+    operands of one shape are brought to one layout, others are expanded."""
+    same = all(e.shapes[i] == n.shape for i in n.inputs)
+    target = layout.common([v.layout for v in ins]) if same else None
+    ins = [e.relayout(v, target, f"{i}_{n.name}") if target is not None else e.full(v, i)
+           for v, i in zip(ins, n.inputs)]
     split = [e.power_split(c) for c in n.attrs["coeffs"]]
     coeffs = [m for m, _ in split]
     exps = [e.shift(v.exp, k, f"{n.name}_coeff{i}_exp") for i, (v, (_, k)) in
@@ -45,7 +50,7 @@ def _add_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value
     extra = (const_exp,) if const_exp else ()
     packed = e.call(runtime.add, exps, [list(v.streams) for v in ins], coeffs,
                     const, *extra, name=f"{n.name}_sum")
-    return e.packed(packed, n.name)
+    return e.packed(packed, n.name, target)
 
 
 def _add_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
@@ -67,7 +72,7 @@ RELU = register(Op(
     attrs={},
     path_rule=_relu_path, interpret_rule=_relu_run, frame_rule=_relu_frame,
     rescale_rule=Rescaling("passes: channel ids unchanged", transit=_relu_transit),
-    slots_rule=does_not_apply(_NO_PARAMS),
+    slots_rule=does_not_apply(_NO_PARAMS), compact=True,
 ))
 
 ADD = register(Op(
@@ -79,5 +84,5 @@ ADD = register(Op(
            "const": Attr(REAL)},
     path_rule=_add_path, interpret_rule=_add_run, frame_rule=_add_frame,
     rescale_rule=Rescaling("stops: the sum mixes the neuron with other paths"),
-    slots_rule=does_not_apply("fixed coefficients: no parameters"),
+    slots_rule=does_not_apply("fixed coefficients: no parameters"), compact=True,
 ))

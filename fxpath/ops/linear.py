@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -17,12 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import grad_frame
+from .. import grad_frame, layout
 from ..coordinates import Fetch, Slot, bn_affine, channel_view, fits, ident, power
 from ..emit import Emitter, Value
-from ..frame_conv import frame_conv, frame_conv_metric
+from ..frame_conv import compression
 from ..geometry import Frame, window_frame
 from ..ir import BatchNormRef, Node
+from ..layout import Layout
 from .core import (
     INT,
     INTS,
@@ -77,9 +79,6 @@ def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.
     kind = a["kind"]
     if kind == "dense":
         return e.call(F.linear, x, w, name=name)
-    if n.op == "frame_conv":  # constant interior: convolve the compressed image, expand
-        return e.call(frame_conv, x, w, a["stride"], a["padding"], a["dilation"], a["groups"],
-                      a["frame"], name=name)
     padding = a["padding"]
     if "padding_mode" in a:
         x = e.call(F.pad, x, list(a["pad"]), a["padding_mode"], name=f"{name}_pad")
@@ -97,9 +96,13 @@ def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.
 
 def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
                    apply: Callable[[fx.Node, fx.Node, str], fx.Node],
-                   apply_batched: bool) -> Value:
+                   apply_batched: bool,
+                   fused: tuple[Callable[..., Any], tuple[Any, ...]] | None = None,
+                   out_layout: Layout | None = None) -> Value:
     """Shared by linear and affine nodes: first slot multiplies, optional second adds
-    (``apply_batched``: in the metric network, run ``lo`` and ``delta`` as one batch)."""
+    (``apply_batched``: in the metric network, run ``lo`` and ``delta`` as one batch;
+    ``fused``: one call does the metric step, see `Emitter.metric_step`). ``out_layout``: the
+    layout of what ``apply`` returns (`fxpath.layout`)."""
     weight, bias = e.args[slots[0].name], (e.args[slots[1].name] if len(slots) > 1 else None)
     if e.mode == "norm":
         raw = [apply(v.streams[0], weight[0], f"{n.name}_linear")]
@@ -109,22 +112,18 @@ def _parameterized(e: Emitter, n: Node, v: Value, slots: list[Slot],
         if e.scaled:  # mantissas in, exponents beside them
             exp = e.shift(v.exp, e.exps[slots[0].name], f"{n.name}_weight_exp")
             return e.rescaled(n, raw, exp, [bias[0]] if bias else None,
-                              e.exps[slots[1].name] if bias else None)
-        return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None)
+                              e.exps[slots[1].name] if bias else None, layout=out_layout)
+        return e.rescaled(n, raw, v.exp, [bias[0]] if bias else None, layout=out_layout)
     w_lo, w_gap = weight
-    fused = None
-    if n.op == "frame_conv":
-        a = n.attrs
-        fused = (frame_conv_metric, (a["stride"], a["padding"], a["dilation"], a["groups"],
-                                     a["frame"]))
     y_lo, y_delta = e.metric_step(v, w_lo, w_gap, apply, n.name, batch=apply_batched,
                                   fused=fused)
     biases = list(bias) if bias else None
-    return e.rescaled(n, [y_lo, y_delta], v.exp, biases)
+    return e.rescaled(n, [y_lo, y_delta], v.exp, biases, layout=out_layout)
 
 
-def _probed(e: Emitter, out: Value) -> Value:
-    if e.probes is not None:  # the scaled output of every parameterized node
+def _probed(e: Emitter, out: Value, name: str) -> Value:
+    if e.probes is not None:  # the scaled output of every parameterized node: full size, and
+        out = e.full(out, name)  # what the rest of the network reads (its gradient is asked)
         e.probes.append(out.streams[0])
     return out
 
@@ -132,14 +131,15 @@ def _probed(e: Emitter, out: Value) -> Value:
 def _linear_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """``|W|^q`` applied by the same conv/dense op, plus ``|b|^q``."""
     return _probed(e, _parameterized(e, n, ins[0], slots,
-                                     lambda x, w, name: _apply_linear(e, n, x, w, name), True))
+                                     lambda x, w, name: _apply_linear(e, n, x, w, name), True),
+                   n.name)
 
 
 def _affine_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """``x * |s|^q + |t|^q`` per channel."""
     return _probed(e, _parameterized(e, n, ins[0], slots,
                                      lambda x, w, name: e.call(operator.mul, x, w, name=name),
-                                     False))
+                                     False), n.name)
 
 
 # -- reference semantics ----------------------------------------------------------------------
@@ -328,8 +328,22 @@ def _is_frame(v: object) -> bool:
 
 def _frame_conv_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """The conv on its compressed image (`fxpath.frame_conv`): ``|W|^q`` convolves the
-    frame and a few interior rows per axis, the result is expanded; plus ``|b|^q``."""
-    return _linear_path(e, n, ins, slots)
+    frame and a few interior rows per axis, read straight from a compact input; the output
+    is stored compact (`fxpath.layout`); plus ``|b|^q``."""
+    a = n.attrs
+    size_in = e.shapes[n.inputs[0]][1:]
+    cuts = compression(size_in, a["kernel"], a["stride"], a["padding"], a["dilation"],
+                       a["frame"])
+    in_rows, out_rows, out_layout = layout.conv_indices(ins[0].layout, cuts, size_in)
+    in_idx, out_idx = e.index(in_rows), e.index(out_rows)
+    geometry = (a["stride"], a["padding"], a["dilation"], a["groups"])
+
+    def apply(x: fx.Node, w: fx.Node, name: str) -> fx.Node:
+        return e.call(layout.compact_conv, x, w, *geometry, in_idx, out_idx, name=name)
+
+    fused = (layout.compact_conv_metric, (*geometry, in_idx, out_idx))
+    return _probed(e, _parameterized(e, n, ins[0], slots, apply, True, fused, out_layout),
+                   n.name)
 
 
 FRAME_CONV = register(Op(
@@ -342,7 +356,7 @@ FRAME_CONV = register(Op(
            "kind": Attr(one_of("conv")), "padding": Attr(INTS),
            "frame": Attr(Check("tuple[(int, int)]", _is_frame))},
     path_rule=_frame_conv_path, interpret_rule=_linear_run, frame_rule=_linear_frame,
-    rescale_rule=LINEAR.rescale_rule, slots_rule=LINEAR.slots_rule,
+    rescale_rule=LINEAR.rescale_rule, slots_rule=LINEAR.slots_rule, compact=True,
 ))
 
 AFFINE = register(Op(

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import runtime
+from .. import layout, runtime
 from ..coordinates import Slot
 from ..emit import Emitter, Value
 from ..geometry import Frame, widest
@@ -75,10 +75,14 @@ def _reshape_transit(graph: Graph, node: Node, src: str, ids: Tensor) -> Tensor 
 
 
 def _concat_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
-    """The concatenation, each operand moved to a common exponent."""
+    """The concatenation, each operand moved to a common exponent; along channels, compact
+    operands are brought to one layout (others are expanded)."""
+    target = layout.common([v.layout for v in ins]) if n.attrs["dim"] == 1 else None
+    ins = [e.relayout(v, target, f"{i}_{n.name}") if target is not None else e.full(v, i)
+           for v, i in zip(ins, n.inputs)]
     packed = e.call(runtime.cat, [v.exp for v in ins], [list(v.streams) for v in ins],
                     n.attrs["dim"], name=f"{n.name}_cat")
-    return e.packed(packed, n.name)
+    return e.packed(packed, n.name, target)
 
 
 def _concat_run(n: Node, xs: list[Tensor], ctx: RunContext) -> Tensor:
@@ -127,5 +131,5 @@ CONCAT = register(Op(
     path_rule=_concat_path, interpret_rule=_concat_run, frame_rule=_concat_frame,
     rescale_rule=Rescaling("passes: the producer's channels keep their ids, other operands "
                            "carry none", transit=_concat_transit),
-    slots_rule=does_not_apply("no parameters"),
+    slots_rule=does_not_apply("no parameters"), compact=True,
 ))

@@ -63,7 +63,7 @@ def test_the_rewrite_changes_no_value_and_shows_in_the_program_graph() -> None:
     assert sum(n.op == "frame_conv" for n in framed.graph) == 2
     assert not any(n.op == "frame_conv" for n in plain.graph)
     assert_same_function(framed.graph, net, (3, 16, 16))  # the interpreter: a plain conv
-    assert "frame_conv(" in framed.path_network().code
+    assert "compact_conv(" in framed.path_network().code
     assert framed.path_norm().log2 == pytest.approx(plain.path_norm().log2, rel=1e-12)
     a, b = framed.path_magnitude(), plain.path_magnitude()
     for k in a:
