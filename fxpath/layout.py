@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import runtime
 from .frame_conv import Cut
 
 __all__ = ["Axis", "Layout", "common", "compact_conv", "compact_conv_metric", "conv_indices",
-           "is_compact", "relayout", "rows", "runs", "select", "stored", "target_rows"]
+           "compact_window_sum", "is_compact", "relayout", "rows", "runs", "select", "stored",
+           "target_rows"]
 
 #: one spatial axis: ``(size, lo, hi)``, or ``None`` when every row is stored
 Axis = tuple[int, int, int] | None
@@ -165,6 +167,15 @@ def compact_conv(x: Tensor, w: Tensor, stride: Sequence[int], padding: Sequence[
     """A conv on its compressed image, from and to compact values: the rows ``in_idx`` of
     ``x``, convolved, then the rows ``out_idx`` of the result (see `conv_indices`)."""
     y = _CONV[w.dim() - 2](select(x, *in_idx), w, None, stride, padding, dilation, groups)
+    return select(y, *out_idx)
+
+
+def compact_window_sum(x: Tensor, kernel: Sequence[int], stride: Sequence[int],
+                       padding: Sequence[int], in_idx: Sequence[Runs | None],
+                       out_idx: Sequence[Runs | None]) -> Tensor:
+    """`fxpath.runtime.window_sum` (a max-pool in the path network) from and to compact
+    values, like `compact_conv`."""
+    y = runtime.window_sum(select(x, *in_idx), kernel, stride, padding, False)
     return select(y, *out_idx)
 
 

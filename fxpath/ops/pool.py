@@ -14,9 +14,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import runtime
+from .. import layout, runtime
 from ..coordinates import Slot
 from ..emit import Emitter, Value
+from ..frame_conv import compression
 from ..geometry import Frame, tensor_frame, widest, window_frame
 from ..ir import Graph, Node
 from .core import (
@@ -42,9 +43,35 @@ ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptiv
 ADAPTIVE_MAX = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
 
 
+def _compact_pool(e: Emitter, n: Node, v: Value) -> Value | None:
+    """A max-pool's windowed sum read from and stored as a compact value (`fxpath.layout`),
+    where its input is compact: the input's layout is a frame, and a sum over windows is a
+    conv of ones (`fxpath.frame_conv.compression`)."""
+    a = n.attrs
+    if not layout.is_compact(v.layout) or a["window"] != "regular" \
+            or a.get("coeff") is not None or a["ceil_mode"]:
+        return None
+    assert v.layout is not None
+    size_in = e.shapes[n.inputs[0]][1:]
+    frame = tuple((ax[1], ax[2]) if ax is not None else (size, 0)
+                  for ax, size in zip(v.layout, size_in))
+    nd = len(size_in)
+    cuts = compression(size_in, a["kernel"], a["stride"], a["padding"], (1,) * nd, frame)
+    in_rows, out_rows, out_layout = layout.conv_indices(v.layout, cuts, size_in)
+    in_idx, out_idx = e.index(in_rows), e.index(out_rows)
+    out = e.map(v, lambda x: e.call(layout.compact_window_sum, x, a["kernel"], a["stride"],
+                                    a["padding"], in_idx, out_idx,
+                                    name=f"{n.name}_window_sum"))
+    return e.rescaled(n, out.streams, out.exp, layout=out_layout)
+
+
 def _pool_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """A windowed sum (max-pooling too: its k-max neurons have edges of weight 1), times the
-    window coefficients ``|coeff|^q``."""
+    window coefficients ``|coeff|^q``; a max-pool of a compact value stays compact."""
+    compact = _compact_pool(e, n, ins[0])
+    if compact is not None:
+        return compact
+    ins = [e.full(ins[0], n.inputs[0])]
     a = n.attrs
     coeff, count = a.get("coeff"), a.get("count")
     shift = 0.0  # exponent of the coefficients (scaled networks)
@@ -140,5 +167,5 @@ POOL = register(Op(
     path_rule=_pool_path, interpret_rule=_pool_run, frame_rule=_pool_frame,
     rescale_rule=Rescaling("passes per channel (channels-first; not a global sum over the "
                            "channels)", transit=_pool_transit),
-    slots_rule=does_not_apply("fixed coefficients: no parameters"),
+    slots_rule=does_not_apply("fixed coefficients: no parameters"), compact=True,
 ))
