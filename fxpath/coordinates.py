@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .ir import BatchNormRef, Node
 
-__all__ = ["Fetch", "Slot", "bn_affine", "channel_view", "fits", "ident", "power"]
+__all__ = ["Factored", "Fetch", "Slot", "bn_affine", "channel_view", "fits", "ident", "power"]
 
 #: reads a model tensor by its state_dict name
 Fetch = Callable[[str], Tensor]
@@ -37,6 +37,34 @@ class Slot:
     node: str
     role: str
     param: str | None
+
+
+@dataclass(frozen=True)
+class Factored:
+    """A coordinate tensor ``w * scale`` not multiplied out: ``w`` a model tensor, ``scale``
+    broadcastable to it and varying along one dimension at most (a folded BatchNorm's
+    ``s`` along the output channels). The path-metric's envelope multiplies it block by block
+    (`fxpath.envelope`), so it is never written to memory whole."""
+
+    w: Tensor
+    scale: Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.w.shape
+
+    def numel(self) -> int:
+        return self.w.numel()
+
+    def rows(self, start: int, stop: int, out: Tensor | None = None) -> Tensor:
+        """Rows ``[start, stop)`` along dimension 0, multiplied out (into ``out``)."""
+        scale = self.scale if self.scale.shape[0] == 1 else self.scale[start:stop]
+        w = self.w[start:stop]
+        return torch.mul(w, scale, out=out.view(w.shape)) if out is not None else w * scale
+
+    def value(self) -> Tensor:
+        """The coordinate tensor, multiplied out."""
+        return self.w * self.scale
 
 
 def ident(name: str) -> str:

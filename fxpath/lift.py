@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .coordinates import Fetch, Slot
+from .coordinates import Factored, Fetch, Slot
 from .ir import Graph
 
-__all__ = ["Slot", "lift", "slots", "split_power"]
+__all__ = ["Slot", "factored", "lift", "slots", "split_power"]
 
 
 def slots(graph: Graph) -> tuple[Slot, ...]:
@@ -51,6 +51,25 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
         n = graph[node_name]
         rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
         tensors = rule.lift(n, fetch, q, out.get(node_slots[0].name))
+        for slot, tensor in zip(node_slots, tensors):
+            values[slot.name] = tensor
+    return values
+
+
+def factored(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None
+             ) -> dict[str, Tensor | Factored]:
+    """The signed coordinates by slot name, in `slots` order, with the products the ops
+    leave factored (`fxpath.coordinates.Factored`: a folded BatchNorm's ``W * s``)."""
+    order = order or slots(graph)
+    by_node: dict[str, list[Slot]] = {}
+    for slot in order:
+        by_node.setdefault(slot.node, []).append(slot)
+    values: dict[str, Tensor | Factored] = {}
+    for node_name, node_slots in by_node.items():
+        n = graph[node_name]
+        rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
+        tensors = (rule.factored(n, fetch) if rule.factored is not None
+                   else rule.lift(n, fetch, None, None))
         for slot, tensor in zip(node_slots, tensors):
             values[slot.name] = tensor
     return values

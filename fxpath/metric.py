@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .envelope import BLOCK, Envelope, envelope
+from .coordinates import Factored
+from .envelope import BLOCK, Envelope, Operand, envelope
 from .params import Params, ParamSource
 from .results import PathMetric, PathNorm, log2_of
 
@@ -26,7 +27,8 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
     with torch.no_grad():
         a_src, b_src = prog.source_for(base), prog.source_for(other)
         runner = prog.runner
-        a, b = runner.lift_signed(a_src, "a"), runner.lift_signed(b_src, "b")
+        # folded BatchNorm weights stay W and s: the envelope multiplies them block by block
+        a, b = runner.factored(a_src), runner.factored(b_src)
         memo = runner.norm_memo() if base is None else None
         ref = memo[1] if memo is not None and list(memo[1]) == list(a) else None
         args, flags, unchanged = _envelopes(runner, a, b, ref)
@@ -43,6 +45,7 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
             elif b_over:
                 norm = PathNorm(1.0, log2_of(lo, exp))
         else:
+            a, b = _values(a), _values(b)
             # a * sign(b), not a * b: the product of tiny weights underflows to -0.0
             mid = {k: torch.where(a[k] * b[k].sign() >= 0, a[k], torch.zeros_like(a[k]))
                    for k in a}
@@ -55,12 +58,22 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
             # the live model's norm: reused when computed on exactly these magnitudes
             norm = PathNorm(1.0, memo[0]) if memo and unchanged else prog.path_norm(1.0)
         elif norm is None:
-            norm = _norm_of(prog, a, a_src)
+            norm = _norm_of(prog, _values(a), a_src)
         prog.require_finite([log2, norm.log2], a_src, b_src)
         return PathMetric(log2, exact, norm)
 
 
-def _envelopes(runner: Runner, a: Mapping[str, Tensor], b: Mapping[str, Tensor],
+def _like(t: Operand) -> Tensor:
+    """A tensor of ``t``'s shape, dtype and device."""
+    return t.w if isinstance(t, Factored) else t
+
+
+def _values(coords: Mapping[str, Operand]) -> dict[str, Tensor]:
+    """Coordinates with every `Factored` product multiplied out."""
+    return {k: v.value() if isinstance(v, Factored) else v for k, v in coords.items()}
+
+
+def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand],
                ref: Mapping[str, Tensor] | None = None
                ) -> tuple[list[Tensor], list[Envelope], bool]:
     """The metric network's arguments (``lo``, ``gap`` per slot, in slot order), the
@@ -76,8 +89,9 @@ def _envelopes(runner: Runner, a: Mapping[str, Tensor], b: Mapping[str, Tensor],
     flags: list[Envelope] = []
     unchanged = ref is not None
     if small:
-        def flat(t: Mapping[str, Tensor]) -> Tensor:
-            return torch.cat([t[k].reshape(-1) for k in small])
+        def flat(t: Mapping[str, Operand]) -> Tensor:
+            return torch.cat([(t[k].value() if isinstance(t[k], Factored) else t[k]).reshape(-1)
+                              for k in small])
         fa = flat(a)
         e = envelope(fa, flat(b), flat(ref) if ref is not None else None,
                      runner.envelope_buffers("<small coordinates>", fa))
@@ -91,7 +105,7 @@ def _envelopes(runner: Runner, a: Mapping[str, Tensor], b: Mapping[str, Tensor],
             continue
         # compare with the reference until the first difference
         e = envelope(a[k], b[k], ref[k] if ref is not None and unchanged else None,
-                     runner.envelope_buffers(k, a[k]))
+                     runner.envelope_buffers(k, _like(a[k])))
         flags.append(e)
         unchanged = unchanged and e.matches_ref
         pieces[k] = (e.lo, e.gap)

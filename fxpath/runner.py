@@ -19,10 +19,11 @@ import torch.fx as fx
 from torch import Tensor
 
 from .codegen import generate
+from .coordinates import Factored
 from .errors import ArgumentError
 from .graphs import GraphedCall
 from .ir import Graph
-from .lift import Slot, lift, split_power
+from .lift import Slot, factored, lift, split_power
 from .memory import empty_scores
 from .params import ParamSource
 from .precision import ieee_float32
@@ -102,6 +103,14 @@ class Runner:
         """The coordinates of ``source`` (signed, or ``|c|^q``), by slot name."""
         return lift(self.graph, lambda n: source.fetch(n, self.dtype, self.device),
                     order or self.slots, q=q, out=out)
+
+    def factored(self, source: ParamSource) -> dict[str, Tensor | Factored]:
+        """The signed coordinates of ``source``, folded BatchNorm weights left as
+        `fxpath.coordinates.Factored` (the path-metric's envelope multiplies them block by
+        block: nothing coordinate-sized is written)."""
+        with torch.no_grad():
+            return factored(self.graph, lambda n: source.fetch(n, self.dtype, self.device),
+                            self.slots)
 
     def lift_signed(self, source: ParamSource, role: str) -> dict[str, Tensor]:
         """The signed coordinates of ``source``, computed coordinates (BatchNorm-folded

@@ -17,7 +17,7 @@ from typing import Any
 import torch.nn as nn
 from torch import Tensor
 
-from ..coordinates import Fetch, Slot
+from ..coordinates import Factored, Fetch, Slot
 from ..emit import Emitter, Value
 from ..errors import IRVerificationError
 from ..geometry import Frame
@@ -135,11 +135,15 @@ class Coordinates:
         slots: the node's slots, in network argument order.
         lift: their tensors from live parameters: ``(node, fetch, q, out)`` -> one tensor per
             slot, signed (``q=None``) or ``|c|^q``; ``out`` may receive the first one.
+        factored: the signed tensors with products of a model tensor and a per-channel
+            scale left as `fxpath.coordinates.Factored` (``(node, fetch)`` -> one per slot);
+            ``None``: ``lift`` computes them all.
     """
 
     summary: str
     slots: Callable[[Node], list[Slot]]
     lift: Callable[[Node, Fetch, float | None, Tensor | None], list[Tensor]]
+    factored: Callable[[Node, Fetch], list[Tensor | Factored]] | None = None
 
 
 @dataclass

@@ -19,7 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import grad_frame, layout
-from ..coordinates import Fetch, Slot, bn_affine, channel_view, fits, ident, power
+from ..coordinates import (
+    Factored,
+    Fetch,
+    Slot,
+    bn_affine,
+    channel_view,
+    fits,
+    ident,
+    power,
+)
 from ..emit import Emitter, Value
 from ..frame_conv import compression
 from ..geometry import Frame, window_frame
@@ -275,6 +284,19 @@ def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = No
     return [power(w, q, out).mul_(power(s, q).reshape(shape)), bias]
 
 
+def _linear_factored(n: Node, fetch: Fetch) -> list[Tensor | Factored]:
+    """Signed coordinates; a BatchNorm-folded weight as ``W`` and ``s`` not multiplied out."""
+    bn: BatchNormRef | None = n.attrs.get("bn")
+    if bn is None:
+        return _linear_lift(n, fetch, None)
+    w = fetch(n.params["weight"])
+    c = fetch(n.params["bias"]) if "bias" in n.params else None
+    s, t = bn_affine(bn, fetch)
+    shape = [1] * w.dim()
+    shape[1 if n.attrs["kind"] == "conv_transpose" else 0] = -1
+    return [Factored(w, s.reshape(shape)), channel_view(t if c is None else t + c * s, n)]
+
+
 def _affine_slots(n: Node) -> list[Slot]:
     base = ident(n.name)
     if n.attrs["kind"] == "batchnorm":
@@ -318,7 +340,7 @@ LINEAR = register(Op(
                            absorbs=_plain, divide=_divide_linear, produces=_plain,
                            scale=_scale_linear),
     slots_rule=Coordinates("`weight` (`W * s` with a folded BatchNorm), `bias` if any",
-                           _linear_slots, _linear_lift),
+                           _linear_slots, _linear_lift, _linear_factored),
 ))
 
 def _is_frame(v: object) -> bool:
