@@ -301,7 +301,7 @@ class PathProgram:
         `ArchitectureMismatchError` naming the first difference. Exact when one parameter set
         dominates the other with the same signs; otherwise a certified upper bound (see
         ``docs/mathematics.md``). The program keeps the call's working tensors for the next
-        call (up to four coordinate-sized tensors; ``docs/guarantees.md``).
+        call (two coordinate-sized tensors; ``docs/guarantees.md``).
         """
         return metric.path_metric(self, other, base)
 

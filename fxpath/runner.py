@@ -60,8 +60,6 @@ class Runner:
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}
         self._buffers: dict[float, dict[str, Tensor]] = {}
-        #: "a"/"b" -> slot name -> the runner's tensor a signed coordinate is computed into
-        self._signed_buffers: dict[str, dict[str, Tensor]] = {}
         #: slot name -> the two tensors the path-metric's envelope is written into
         self._envelope_buffers: dict[str, tuple[Tensor, Tensor]] = {}
         #: q -> (log2 of a path-norm, the magnitude tensors it was computed from)
@@ -111,23 +109,6 @@ class Runner:
         with torch.no_grad():
             return factored(self.graph, lambda n: source.fetch(n, self.dtype, self.device),
                             self.slots)
-
-    def lift_signed(self, source: ParamSource, role: str) -> dict[str, Tensor]:
-        """The signed coordinates of ``source``, computed coordinates (BatchNorm-folded
-        weights) written into buffers the runner keeps for ``role`` ("a" or "b" of a
-        path-metric): fresh memory costs page faults on every call. The tensors are valid
-        until the next call with the same role; never hand them out."""
-        bufs = self._signed_buffers.get(role)
-        with torch.no_grad():
-            values = self.lift(source, out=bufs)
-        if bufs is None:  # keep what was computed; a parameter itself is never a buffer
-            owned = {t.untyped_storage().data_ptr() for t in source.all_tensors()}
-            self._signed_buffers[role] = {k: v for k, v in values.items()
-                                          if v.untyped_storage().data_ptr() not in owned}
-        else:  # drop the buffers a rule did not write into (a dtype conversion, a product)
-            for k in [k for k, t in bufs.items() if values.get(k) is not t]:
-                del bufs[k]
-        return values
 
     def live_magnitudes(self, source: ParamSource, q: float) -> list[Tensor]:
         """``|coordinate|^q`` of ``source``, without autograd, recomputed on every call into
