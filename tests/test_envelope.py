@@ -60,3 +60,33 @@ def test_reference_comparison_is_bitwise(monkeypatch: pytest.MonkeyPatch) -> Non
     changed[3, 5] = torch.nextafter(changed[3, 5], torch.tensor(10.0))
     assert not envelope(a, b, ref=changed).matches_ref
     assert not envelope(a, b).matches_ref
+
+
+@pytest.mark.parametrize("block", [7, 40, 1 << 18])
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("which", ["a", "b", "both"])
+def test_factored_operands_give_the_multiplied_out_envelope(
+        block: int, dim: int, which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folded BatchNorm weight left as ``W`` and ``s`` (scale along the output channels:
+    dimension 0 of a conv, 1 of a transposed conv), multiplied out one block of rows at a
+    time: the same ``lo``, ``gap`` and flags, bit for bit, as the product written out."""
+    from fxpath.coordinates import Factored
+
+    monkeypatch.setattr(env_module, "BLOCK", block)  # rows wider than a block, and many rows
+    gen = torch.Generator().manual_seed(block + dim)
+    shape = (6, 5, 3, 3)
+    scale_shape = [1] * 4
+    scale_shape[dim] = shape[dim]
+    wa, wb = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    wb = torch.where(torch.rand(shape, generator=gen) < 0.9, wa.sign() * wb.abs(), wb)
+    sa = torch.randn(scale_shape, generator=gen)
+    sb = sa * (1 + 0.01 * torch.rand(scale_shape, generator=gen))
+    a, b = wa * sa, wb * sb
+    fa = Factored(wa, sa) if which in ("a", "both") else a
+    fb = Factored(wb, sb) if which in ("b", "both") else b
+    ref = a.abs()
+    want, got = envelope(a, b, ref), envelope(fa, fb, ref)
+    assert torch.equal(got.lo, want.lo) and torch.equal(got.gap, want.gap)
+    for flag in ("same_sign", "a_over", "b_over", "matches_ref"):
+        assert bool(getattr(got, flag)) == bool(getattr(want, flag)), flag
+    assert got.matches_ref
