@@ -17,6 +17,8 @@ IR verifier) and its rules, which the code generator, the reference interpreter,
 constant-interior analysis, neuron rescaling and the path-lifting coordinates look up by op.
 Attributes marked `?` are optional; "(if ...)" ones are required under that condition. Rule
 cells quote each rule's own summary; "does not apply" says why an op has no such rule.
+"Compact values" says whether the op's path rule takes framed activations stored with one
+interior row per axis (`fxpath.layout`, `docs/frames.md`) or gets them expanded to full size.
 """
 
 _FINAL = """
@@ -44,6 +46,7 @@ _COMMON: tuple[Column, ...] = (
 _FINAL_COLUMNS: tuple[Column, ...] = (
     *_COMMON,
     ("path network", lambda op: summary(op.path_rule)),
+    ("compact values", lambda op: "kept" if op.compact else "expanded first"),
     ("model semantics", lambda op: summary(op.interpret_rule)),
     ("frame", lambda op: summary(op.frame_rule)),
     ("rescaling", lambda op: summary(op.rescale_rule)),
