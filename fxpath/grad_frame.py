@@ -10,7 +10,7 @@ borders wherever the outputs are near: through a dense-prediction decoder, the g
 `conv` finds that frame at run time: the rows around the centre that equal the centre row and
 the columns around it that equal the centre column, bit for bit (no frame is assumed, so
 nothing can be wrong; where the block they leave is too small to pay, the dense backward
-runs). With ``g = c`` (one value per channel) on
+runs, after looking at the centre row and column only). With ``g = c`` (one value per channel) on
 the interior block ``I`` and ``g`` itself on the ring ``R`` around it:
 
 * the input gradient, a transposed conv, runs on the compressed gradient and is expanded,
@@ -21,7 +21,7 @@ the interior block ``I`` and ``g`` itself on the ring ``R`` around it:
 
 Every term is a sum of the same non-negative products the dense gradient adds, in another
 order: path networks have non-negative inputs, weights and gradients, so nothing cancels.
-Only 2-D convs of stride 1, dilation 1 and one group with zero padding qualify, on the CPU
+Only 2-D convs of stride 1 and one group with zero padding qualify (any dilation), on the CPU
 (the search reads values on the host: a GPU would wait for it).
 """
 
@@ -41,8 +41,9 @@ __all__ = ["MIN_PIXELS", "conv", "eligible", "find_frame", "framed_backward"]
 
 #: output maps with fewer pixels keep the dense backward (too little to save)
 MIN_PIXELS = 256
-#: the compressed gradient must keep at most this share of the output pixels
-_MAX_KEPT = 0.5
+#: the compressed gradient must keep at most this share of the output pixels (at a third,
+#: the strips and the extra calls cost about what they save: measured on FCN's 32x32 maps)
+_MAX_KEPT = 0.25
 
 
 def eligible(kernel: Sequence[int], stride: Sequence[int], padding: Any,
@@ -50,9 +51,9 @@ def eligible(kernel: Sequence[int], stride: Sequence[int], padding: Any,
     """Whether a conv's backward may take the framed route (static: the geometry)."""
     if isinstance(padding, int):
         padding = (padding,) * len(kernel)
-    return (len(kernel) == 2 and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and groups == 1 and not isinstance(padding, str)
-            and all(0 <= p <= k - 1 for p, k in zip(padding, kernel))
+    return (len(kernel) == 2 and tuple(stride) == (1, 1) and groups == 1
+            and not isinstance(padding, str)
+            and all(0 <= p <= d * (k - 1) for p, k, d in zip(padding, kernel, dilation))
             and out_shape[-1] * out_shape[-2] >= MIN_PIXELS)
 
 
@@ -70,24 +71,23 @@ def find_frame(g: Tensor, kernel: Sequence[int]) -> tuple[Frame, Tensor] | None:
     """``(frame, c)`` of a gradient ``g`` (batch 1, NCHW) whose rows between ``top`` and
     ``bottom`` all equal its centre row and whose columns between ``left`` and ``right`` all
     equal its centre column, bit for bit (``frame = ((top, bottom), (left, right))``): each
-    channel ``o`` is then ``c[o]`` on that block. ``None`` where the block does not pay."""
+    channel ``o`` is then ``c[o]`` on that block. ``None`` where the block does not pay.
+
+    ``kernel``: the extent of the conv's window per axis (``dilation * (k - 1) + 1``)."""
     h, w = g.shape[-2:]
     cy, cx = h // 2, w // 2
-    # most gradients have no frame: two rows and two columns say so
-    if not (bool((g[0, :, cy] == g[0, :, cy - 1]).all())
-            and bool((g[0, :, :, cx] == g[0, :, :, cx - 1]).all())):
-        return None
-    rows = (g[0] == g[0, :, cy:cy + 1]).all(2).all(0).tolist()
-    cols = (g[0] == g[0, :, :, cx:cx + 1]).all(1).all(0).tolist()
-    if not (rows[cy] and cols[cx]):  # NaN
-        return None
-    y0, y1 = _run(rows, cy)
-    x0, x1 = _run(cols, cx)
+    x = g[0]
+    # candidates from the centre column and the centre row (cheap), then the proof
+    y0, y1 = _run((x[:, :, cx] == x[:, cy:cy + 1, cx]).all(0).tolist(), cy)
+    x0, x1 = _run((x[:, cy, :] == x[:, cy, cx:cx + 1]).all(0).tolist(), cx)
     kh, kw = kernel
-    if y1 - y0 <= kh or x1 - x0 <= kw \
+    if not (y1 - y0 > kh and x1 - x0 > kw) \
             or (h - (y1 - y0) + kh) * (w - (x1 - x0) + kw) > _MAX_KEPT * h * w:
+        return None  # NaN at the centre lands here too
+    if not (bool((x[:, y0:y1] == x[:, cy:cy + 1]).all())
+            and bool((x[:, :, x0:x1] == x[:, :, cx:cx + 1]).all())):
         return None
-    return ((y0, h - y1), (x0, w - x1)), g[0, :, cy, cx]
+    return ((y0, h - y1), (x0, w - x1)), x[:, cy, cx]
 
 
 def _rows(x: Tensor, a: int, b: int) -> Tensor:
@@ -117,10 +117,11 @@ def _strips(g_parts: list[Tensor], x_parts: list[Tensor], gap: int, dim: int) ->
     return torch.cat(g_parts, dim), torch.cat(x_parts, dim)
 
 
-def _weight_grad(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int]) -> Tensor:
+def _weight_grad(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int],
+                 dilation: Sequence[int]) -> Tensor:
     return torch.ops.aten.convolution_backward(
-        g.contiguous(), x.contiguous(), w, None, [1, 1], list(padding), [1, 1], False, [0, 0],
-        1, [False, True, False])[1]
+        g.contiguous(), x.contiguous(), w, None, [1, 1], list(padding), list(dilation), False,
+        [0, 0], 1, [False, True, False])[1]
 
 
 def _box_sums(x: Tensor, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[int, int]]
@@ -140,61 +141,68 @@ def _box_sums(x: Tensor, rows: Sequence[tuple[int, int]], cols: Sequence[tuple[i
 
 
 def framed_backward(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int], need_x: bool,
-                    need_w: bool) -> tuple[Tensor | None, Tensor | None] | None:
-    """``(d/dx, d/dW)`` of ``sum(g * conv2d(x, W, padding=padding))`` on the frame of ``g``
-    (see the module docstring); ``None`` where ``g`` has no frame that pays."""
+                    need_w: bool, dilation: Sequence[int] = (1, 1)
+                    ) -> tuple[Tensor | None, Tensor | None] | None:
+    """``(d/dx, d/dW)`` of ``sum(g * conv2d(x, W, padding=padding, dilation=dilation))`` on
+    the frame of ``g`` (see the module docstring); ``None`` where ``g`` has no frame that
+    pays."""
+    dh, dw = dilation
     kh, kw = w.shape[2:]
-    found = find_frame(g, (kh, kw))
+    eh, ew = dh * (kh - 1), dw * (kw - 1)  # how far a window reaches beyond its first row
+    found = find_frame(g, (eh + 1, ew + 1))
     if found is None:
         return None
     ((top, bottom), (left, right)), c = found
     ph, pw = padding
     ho, wo = g.shape[2:]
     gx = gw = None
-    if need_x:  # a transposed conv is a conv with padding k - 1 - p: compress as forward
-        cuts = compression((ho, wo), (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), (1, 1),
-                           found[0])
-        gx = _expand(F.conv_transpose2d(_compress(g, cuts), w, None, 1, (ph, pw)), cuts)
+    if need_x:  # a transposed conv is a conv with padding reach - p: compress as forward
+        cuts = compression((ho, wo), (kh, kw), (1, 1), (eh - ph, ew - pw), (dh, dw), found[0])
+        gx = _expand(F.conv_transpose2d(_compress(g, cuts), w, None, 1, (ph, pw), 0, 1,
+                                        (dh, dw)), cuts)
         if gx.shape != x.shape:
             return None
     if need_w:
         # interior: c[o] times box sums of x over the interior shifted by each kernel offset
         h, wd = x.shape[2:]
-        rows = [(max(top + ky - ph, 0), min(ho - bottom + ky - ph, h)) for ky in range(kh)]
-        cols = [(max(left + kx - pw, 0), min(wo - right + kx - pw, wd)) for kx in range(kw)]
+        rows = [(max(top + ky * dh - ph, 0), min(ho - bottom + ky * dh - ph, h))
+                for ky in range(kh)]
+        cols = [(max(left + kx * dw - pw, 0), min(wo - right + kx * dw - pw, wd))
+                for kx in range(kw)]
         gw = c[:, None, None, None] * _box_sums(x, rows, cols)[None]
         # the ring: top and bottom rows at full width, then the left and right columns
         g_parts, x_parts = [], []
         if top:
             g_parts.append(g[:, :, :top])
-            x_parts.append(_rows(x, -ph, top + kh - 1 - ph))
+            x_parts.append(_rows(x, -ph, top + eh - ph))
         if bottom:
             g_parts.append(g[:, :, ho - bottom:])
-            x_parts.append(_rows(x, ho - bottom - ph, ho + kh - 1 - ph))
+            x_parts.append(_rows(x, ho - bottom - ph, ho + eh - ph))
         if g_parts:
-            gs, xs = _strips(g_parts, x_parts, kh - 1, 2)
-            gw = gw + _weight_grad(gs, xs, w, (0, pw))
+            gs, xs = _strips(g_parts, x_parts, eh, 2)
+            gw = gw + _weight_grad(gs, xs, w, (0, pw), (dh, dw))
         g_mid = g[:, :, top:ho - bottom]
-        x_mid = _rows(x, top - ph, ho - bottom + kh - 1 - ph)
+        x_mid = _rows(x, top - ph, ho - bottom + eh - ph)
         g_parts, x_parts = [], []
         if left:
             g_parts.append(g_mid[..., :left])
-            x_parts.append(_cols(x_mid, -pw, left + kw - 1 - pw))
+            x_parts.append(_cols(x_mid, -pw, left + ew - pw))
         if right:
             g_parts.append(g_mid[..., wo - right:])
-            x_parts.append(_cols(x_mid, wo - right - pw, wo + kw - 1 - pw))
+            x_parts.append(_cols(x_mid, wo - right - pw, wo + ew - pw))
         if g_parts:
-            gs, xs = _strips(g_parts, x_parts, kw - 1, 3)
-            gw = gw + _weight_grad(gs, xs, w, (0, 0))
+            gs, xs = _strips(g_parts, x_parts, ew, 3)
+            gw = gw + _weight_grad(gs, xs, w, (0, 0), (dh, dw))
     return gx, gw
 
 
 class _Conv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, padding: tuple[int, int]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, w: Tensor, padding: tuple[int, int],
+                dilation: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(x, w)
-        ctx.padding = padding
-        return F.conv2d(x, w, None, 1, padding)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, w, None, 1, padding, dilation)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -202,20 +210,24 @@ class _Conv(torch.autograd.Function):
         x, w = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         grad = grad.contiguous()
-        out = framed_backward(grad, x, w, ctx.padding, need_x, need_w)
+        out = framed_backward(grad, x, w, ctx.padding, need_x, need_w, ctx.dilation)
         if out is None:
             gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad, x, w, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
-                [need_x, need_w, False])
+                grad, x, w, None, [1, 1], list(ctx.padding), list(ctx.dilation), False,
+                [0, 0], 1, [need_x, need_w, False])
             out = (gx, gw)
-        return out[0], out[1], None
+        return out[0], out[1], None, None
 
 
-def conv(x: Tensor, w: Tensor, padding: int | Sequence[int]) -> Tensor:
-    """``F.conv2d(x, w, None, 1, padding)`` whose CPU backward takes the framed route where the
-    output gradient has a frame (see the module docstring)."""
-    pad = (padding, padding) if isinstance(padding, int) else (int(padding[0]), int(padding[1]))
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv(x: Tensor, w: Tensor, padding: int | Sequence[int],
+         dilation: int | Sequence[int] = 1) -> Tensor:
+    """``F.conv2d(x, w, None, 1, padding, dilation)`` whose CPU backward takes the framed
+    route where the output gradient has a frame (see the module docstring)."""
     if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
             and x.device.type == "cpu" and x.shape[0] == 1):
-        return _Conv.apply(x, w, pad)
-    return F.conv2d(x, w, None, 1, padding)
+        return _Conv.apply(x, w, _pair(padding), _pair(dilation))
+    return F.conv2d(x, w, None, 1, padding, dilation)

@@ -31,34 +31,36 @@ def framed_gradient(channels: int, h: int, w: int, frame: tuple[tuple[int, int],
     return table[:, classes(h, top, bottom)[:, None], classes(w, left, right)[None, :]][None]
 
 
-def _cases() -> list[tuple[int, int, int, int, tuple[tuple[int, int], ...]]]:
+def _cases() -> list[tuple[int, int, int, int, int, tuple[tuple[int, int], ...]]]:
     rng = random.Random(0)
-    out: list[tuple[int, int, int, int, tuple[tuple[int, int], ...]]] = []
-    while len(out) < 24:
+    out: list[tuple[int, int, int, int, int, tuple[tuple[int, int], ...]]] = []
+    while len(out) < 32:
         k = rng.choice([1, 2, 3, 3, 5, 7])
-        p = rng.randint(0, k - 1)
-        h, w = rng.randint(k + 14, 40), rng.randint(k + 14, 40)
+        d = rng.choice([1, 1, 2, 3]) if k > 1 else 1
+        p = rng.randint(0, d * (k - 1))
+        reach = d * (k - 1)
+        h, w = (rng.randint(3 * reach + 16, 3 * reach + 40) for _ in range(2))
         frame = tuple((rng.randint(0, 5), rng.randint(0, 5)) for _ in range(2))
-        out.append((k, p, h, w, frame))
+        out.append((k, d, p, h, w, frame))
     return out
 
 
-@pytest.mark.parametrize("k, p, h, w, frame", _cases())
-def test_framed_backward_is_the_dense_backward(k: int, p: int, h: int, w: int,
+@pytest.mark.parametrize("k, d, p, h, w, frame", _cases())
+def test_framed_backward_is_the_dense_backward(k: int, d: int, p: int, h: int, w: int,
                                                frame: tuple[tuple[int, int], ...]) -> None:
     gen = torch.Generator().manual_seed(h * 100 + w)
     x = torch.rand(1, 3, h, w, generator=gen, dtype=F64, requires_grad=True)
     weight = torch.rand(4, 3, k, k, generator=gen, dtype=F64, requires_grad=True)
-    y = F.conv2d(x, weight, None, 1, p)
+    y = F.conv2d(x, weight, None, 1, p, d)
     g = framed_gradient(4, *y.shape[2:], frame, gen)
     want_x, want_w = torch.autograd.grad(y, (x, weight), g)
-    found = find_frame(g, (k, k))
+    found = find_frame(g, (d * (k - 1) + 1,) * 2)
     assert found is not None and found[0] == frame
-    got = framed_backward(g, x.detach(), weight.detach(), (p, p), True, True)
+    got = framed_backward(g, x.detach(), weight.detach(), (p, p), True, True, (d, d))
     assert got is not None
     torch.testing.assert_close(got[0], want_x, rtol=1e-12, atol=0)
     torch.testing.assert_close(got[1], want_w, rtol=1e-12, atol=0)
-    only_w = framed_backward(g, x.detach(), weight.detach(), (p, p), False, True)
+    only_w = framed_backward(g, x.detach(), weight.detach(), (p, p), False, True, (d, d))
     assert only_w is not None and only_w[0] is None
     torch.testing.assert_close(only_w[1], want_w, rtol=1e-12, atol=0)
 
@@ -80,8 +82,8 @@ def test_no_frame_means_the_dense_backward() -> None:
 
 
 def _decoder() -> nn.Module:
-    """Down to 4x4 (where no constant interior is left), up by 8, then convs at 32x32: their
-    inputs have no frame, their output gradients do."""
+    """Down to 4x4 (where no constant interior is left), up by 8, then convs at 32x32 (one
+    dilated): their inputs have no frame, their output gradients do."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(),
@@ -91,6 +93,7 @@ def _decoder() -> nn.Module:
         nn.Upsample(scale_factor=8, mode="nearest"),
         nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(),
         nn.Conv2d(5, 4, 5, padding=2), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2), nn.ReLU(),
         nn.Conv2d(4, 2, 1)).eval()
 
 
@@ -114,7 +117,7 @@ def test_scores_of_a_decoder_equal_the_dense_ones(monkeypatch, dtype: torch.dtyp
     prog = fxpath.compile(model, shape, dtype=dtype)
     assert "grad_frame_conv" in prog.path_network().code
     scores = prog.path_magnitude()
-    assert sum(used) >= 3  # the convs after the upsampling ran on frames
+    assert sum(used) >= 4  # the convs after the upsampling ran on frames, dilated too
     dense = fxpath.compile(model, shape, dtype=dtype, interior=False)
     assert "grad_frame" not in dense.path_network().code
     want = dense.path_magnitude()

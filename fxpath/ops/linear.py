@@ -95,7 +95,7 @@ def _apply_linear(e: Emitter, n: Node, x: fx.Node, w: fx.Node, name: str) -> fx.
     if kind == "conv" and e.mode == "norm" and e.grad_frames and grad_frame.eligible(
             a["kernel"], a["stride"], padding, a["dilation"], a["groups"], n.shape):
         # scores: its backward runs on the frame of the output gradient, where it has one
-        return e.call(grad_frame.conv, x, w, padding, name=name)
+        return e.call(grad_frame.conv, x, w, padding, a["dilation"], name=name)
     if kind == "conv":
         return e.call(_CONV[a["ndim"]], x, w, None, a["stride"], padding, a["dilation"],
                       a["groups"], name=name)
