@@ -10,10 +10,12 @@ stored. The `Layout` says, per spatial axis, ``(size, lo, hi)`` (full size ``siz
 
 The ops that work on compact values (their registry entry sets ``compact``): the convs on
 compressed images read the rows they need straight from the compact input and store their
-output compact; ReLU passes it on; residual adds and channel concatenations bring their
-operands to one layout. Any other op gets full tensors (`Emitter.full`). Every step is an
-``index_select`` of rows, so values are the same numbers as with full tensors, and autograd
-sums the gradient of the rows a stored row stands for: scores stay exact.
+output compact, and so do max-pools; ReLU passes it on, a standalone per-channel affine map
+(an unfoldable BatchNorm) applies to the stored rows; residual adds and channel
+concatenations bring their operands to one layout. Any other op gets full tensors
+(`Emitter.full`). Every step selects rows (slices and repeated rows, `select`), so values are
+the same numbers as with full tensors, and autograd sums the gradient of the rows a stored
+row stands for: scores stay exact.
 """
 
 from __future__ import annotations

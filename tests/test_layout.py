@@ -85,3 +85,26 @@ def test_a_resnet_block_stays_compact() -> None:
     want = dense.path_magnitude()
     for name, v in prog.path_magnitude().items():
         torch.testing.assert_close(v, want[name], rtol=1e-10, atol=1e-300)
+
+
+def test_an_unfoldable_batchnorm_keeps_values_compact() -> None:
+    """A BatchNorm after a ReLU (DenseNet's order) is a standalone per-channel affine map: it
+    applies to the stored rows, and the next compressed conv reads them compact."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 3)).double().eval()
+    with torch.no_grad():
+        model[2].running_mean.uniform_(-1, 1)
+        model[2].running_var.uniform_(0.5, 2)
+        model[2].weight.uniform_(-2, 2)
+    prog = fxpath.compile(model, (3, 40, 40), dtype=F64)
+    assert any(n.op == "affine" for n in prog.graph)
+    code = prog.path_network().code
+    assert "_4_linear = fxpath_layout_compact_conv(_2," in code  # the affine's output, compact
+    dense = fxpath.compile(model, (3, 40, 40), dtype=F64, interior=False)
+    assert prog.path_norm().log2 == pytest.approx(dense.path_norm().log2, rel=1e-14)
+    want = dense.path_magnitude()
+    for name, v in prog.path_magnitude().items():
+        torch.testing.assert_close(v, want[name], rtol=1e-10, atol=1e-300)

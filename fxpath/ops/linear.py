@@ -145,10 +145,13 @@ def _linear_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Va
 
 
 def _affine_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
-    """``x * |s|^q + |t|^q`` per channel."""
-    return _probed(e, _parameterized(e, n, ins[0], slots,
+    """``x * |s|^q + |t|^q`` per channel; a compact value stays compact (channels first)."""
+    v = ins[0]
+    if len(n.shape) > 1 and n.channel_dim() != 1:
+        v = e.full(v, n.inputs[0])  # channels last: the factor varies along a stored axis
+    return _probed(e, _parameterized(e, n, v, slots,
                                      lambda x, w, name: e.call(operator.mul, x, w, name=name),
-                                     False), n.name)
+                                     False, out_layout=v.layout), n.name)
 
 
 # -- reference semantics ----------------------------------------------------------------------
@@ -394,5 +397,5 @@ AFFINE = register(Op(
                            absorbs=_free_bn, divide=_divide_affine, produces=_free_bn,
                            scale=_scale_affine),
     slots_rule=Coordinates("BatchNorm: `scale` s and `shift` t; PReLU: `scale` -a",
-                           _affine_slots, _affine_lift),
+                           _affine_slots, _affine_lift), compact=True,
 ))
