@@ -148,7 +148,7 @@ class Emitter:
         ``apply`` as one batch of two, so the weight is read once (a conv or dense layer).
         ``fused = (fn, extra)``, where given, replaces all of it with one call
         ``fn(lo, delta, w_lo, w_gap, *extra) -> (y_lo, y_delta)``
-        (`fxpath.frame_conv.frame_conv_metric`).
+        (`fxpath.layout.compact_conv_metric`).
         """
         lo, delta = v.streams
         if delta in self.zeros:  # h = lo

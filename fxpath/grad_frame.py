@@ -14,7 +14,7 @@ runs, after looking at the centre row and column only). With ``g = c`` (one valu
 the interior block ``I`` and ``g`` itself on the ring ``R`` around it:
 
 * the input gradient, a transposed conv, runs on the compressed gradient and is expanded,
-  exactly as `fxpath.frame_conv.frame_conv` does forward;
+  with the geometry of a forward conv on a compressed image (`fxpath.frame_conv`);
 * the weight gradient ``sum_p g[o, p] x[i, p + k]`` splits into ``c[o] * sum_{p in I} x[i, p +
   k]`` (box sums of the input, one pass) plus the same sum over the ring, a weight gradient
   on two thin strips (the top and bottom rows, the left and right columns).

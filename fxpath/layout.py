@@ -1,8 +1,9 @@
 """Compact path-network values: a framed activation stored with one interior row per axis.
 
-A `frame_conv` (`fxpath.frame_conv`) convolves a compressed image; expanding its output to
-full size, only for the next op to rescale it, add it to a residual branch and compress it
-again for the next conv, costs more than the conv itself on the large early maps of a ResNet.
+A ``frame_conv`` node convolves a compressed image (`fxpath.frame_conv.compression`).
+Expanding its output to full size, only for the next op to rescale it, add it to a residual
+branch and compress it again for the next conv, costs more than the conv itself on the large
+early maps of a ResNet.
 So the path networks keep such values *compact*: along every spatial axis that has a frame
 ``(lo, hi)``, only the ``lo`` frame rows, one interior row and the ``hi`` frame rows are
 stored. The `Layout` says, per spatial axis, ``(size, lo, hi)`` (full size ``size``; rows
