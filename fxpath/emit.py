@@ -89,7 +89,7 @@ class Emitter:
     @staticmethod
     def index(idx: Sequence[Sequence[int] | None]) -> tuple[layout.Runs | None, ...]:
         """Rows per spatial axis as the constant runs `fxpath.layout.select` takes."""
-        return tuple(None if i is None else layout.runs(i) for i in idx)
+        return layout.as_runs(idx)
 
     def relayout(self, v: Value, target: Layout | None, name: str) -> Value:
         """``v`` brought to layout ``target`` (``None``: full tensors)."""

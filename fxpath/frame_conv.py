@@ -17,15 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
 from .geometry import Frame, window_frame
 
 __all__ = ["Cut", "compression"]
-
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass(frozen=True)
@@ -64,24 +58,3 @@ def compression(size_in: Sequence[int], kernel: Sequence[int], stride: Sequence[
     frame_out = window_frame(frame_in, size_in, size_out, kernel, stride, padding, dilation)
     return tuple(_cut(fi, fo, n, m, k, s, p, d) for fi, fo, n, m, k, s, p, d in
                  zip(frame_in, frame_out, size_in, size_out, kernel, stride, padding, dilation))
-
-
-def _compress(x: Tensor, cuts: Sequence[Cut]) -> Tensor:
-    """``C x``: delete each cut's input rows."""
-    for dim, c in enumerate(cuts, start=2):
-        if c.count:
-            n = x.shape[dim]
-            x = torch.cat([x.narrow(dim, 0, c.at),
-                           x.narrow(dim, c.at + c.deleted_in, n - c.at - c.deleted_in)], dim)
-    return x
-
-
-def _expand(y: Tensor, cuts: Sequence[Cut]) -> Tensor:
-    """``E y``: repeat the interior row ``lo`` over the full interior again."""
-    for dim, c in enumerate(cuts, start=2):
-        if c.count:
-            inner = y.narrow(dim, c.lo, 1)
-            inner = inner.expand(*inner.shape[:dim], c.size - c.lo - c.hi, *inner.shape[dim + 1:])
-            y = torch.cat([y.narrow(dim, 0, c.lo), inner,
-                           y.narrow(dim, y.shape[dim] - c.hi, c.hi)], dim)
-    return y

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .frame_conv import _compress, _expand, compression
+from . import layout
+from .frame_conv import compression
 from .geometry import Frame
 
 __all__ = ["MIN_PIXELS", "conv", "eligible", "find_frame", "framed_backward"]
@@ -158,8 +159,12 @@ def framed_backward(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int], nee
     gx = gw = None
     if need_x:  # a transposed conv is a conv with padding reach - p: compress as forward
         cuts = compression((ho, wo), (kh, kw), (1, 1), (eh - ph, ew - pw), (dh, dw), found[0])
-        gx = _expand(F.conv_transpose2d(_compress(g, cuts), w, None, 1, (ph, pw), 0, 1,
-                                        (dh, dw)), cuts)
+        in_rows, out_rows, out_layout = layout.conv_indices(None, cuts, (ho, wo))
+        small = F.conv_transpose2d(layout.select(g, *layout.as_runs(in_rows)), w, None, 1,
+                                   (ph, pw), 0, 1, (dh, dw))
+        gx = layout.select(small, *layout.as_runs(out_rows))
+        if out_layout is not None:  # the stored rows, expanded to the full map
+            gx = layout.select(gx, *layout.as_runs(layout.relayout(out_layout, None)))
         if gx.shape != x.shape:
             return None
     if need_w:

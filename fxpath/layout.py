@@ -30,9 +30,9 @@ from torch import Tensor
 from . import runtime
 from .frame_conv import Cut
 
-__all__ = ["Axis", "Layout", "common", "compact_conv", "compact_conv_metric", "conv_indices",
-           "compact_window_sum", "is_compact", "relayout", "rows", "runs", "select", "stored",
-           "target_rows"]
+__all__ = ["Axis", "Layout", "as_runs", "common", "compact_conv", "compact_conv_metric",
+           "compact_window_sum", "conv_indices", "is_compact", "relayout", "rows", "runs",
+           "select", "stored", "target_rows"]
 
 #: one spatial axis: ``(size, lo, hi)``, or ``None`` when every row is stored
 Axis = tuple[int, int, int] | None
@@ -120,6 +120,11 @@ def runs(idx: Sequence[int]) -> Runs:
         else:
             out.append([i, 1, 1])
     return tuple((s, n, t) for s, n, t in out)
+
+
+def as_runs(rows_per_axis: Sequence[Sequence[int] | None]) -> tuple[Runs | None, ...]:
+    """Rows per spatial axis (``None``: all) as the constant runs `select` takes."""
+    return tuple(None if r is None else runs(r) for r in rows_per_axis)
 
 
 def select(x: Tensor, *axes: Runs | None) -> Tensor:

@@ -17,10 +17,6 @@ from fxpath.interior import Frame, window_frame
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def _runs(rows: list[list[int] | None]) -> tuple[layout.Runs | None, ...]:
-    return tuple(None if r is None else layout.runs(r) for r in rows)
-
-
 def frame_conv(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, ...],
                padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
                frame_in: Frame) -> torch.Tensor:
@@ -28,10 +24,10 @@ def frame_conv(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, ...],
     cuts = compression(tuple(x.shape[2:]), tuple(w.shape[2:]), stride, padding, dilation,
                        frame_in)
     in_rows, out_rows, out_layout = layout.conv_indices(None, cuts, tuple(x.shape[2:]))
-    y = layout.compact_conv(x, w, stride, padding, dilation, groups, _runs(in_rows),
-                            _runs(out_rows))
+    y = layout.compact_conv(x, w, stride, padding, dilation, groups, layout.as_runs(in_rows),
+                            layout.as_runs(out_rows))
     return y if out_layout is None else layout.select(
-        y, *_runs(layout.relayout(out_layout, None)))
+        y, *layout.as_runs(layout.relayout(out_layout, None)))
 
 
 def _framed_input(nd: int, size: tuple[int, ...], channels: int, gen: torch.Generator

@@ -23,8 +23,7 @@ def _framed(channels: int, axes: tuple[tuple[int, int, int], ...],
     """A full tensor whose rows in ``[lo, size - hi)`` are equal along every axis."""
     stored = torch.rand(1, channels, *(lo + 1 + hi for _, lo, hi in axes), generator=gen,
                         dtype=F64)
-    return layout.select(stored, *[layout.runs(r) if r is not None else None
-                                   for r in layout.rows(axes, [None] * len(axes))])
+    return layout.select(stored, *layout.as_runs(layout.rows(axes, [None] * len(axes))))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -59,10 +58,8 @@ def test_relayout_keeps_the_full_tensor(seed: int) -> None:
     stored = layout.select(full, *[layout.runs(layout.target_rows(ax)) for ax in lay_a])
     target = layout.common([lay_a, lay_b])
     assert target is not None
-    moved = layout.select(stored, *[None if r is None else layout.runs(r)
-                                    for r in layout.relayout(lay_a, target)])
-    back = layout.select(moved, *[None if r is None else layout.runs(r)
-                                  for r in layout.relayout(target, None)])
+    moved = layout.select(stored, *layout.as_runs(layout.relayout(lay_a, target)))
+    back = layout.select(moved, *layout.as_runs(layout.relayout(target, None)))
     assert torch.equal(back, full)
 
 
