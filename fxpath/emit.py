@@ -19,6 +19,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import layout, runtime
+from .frame_conv import Cut
 from .ir import Graph, Node
 from .layout import Layout
 
@@ -103,6 +104,22 @@ class Emitter:
         streams = tuple(self.call(layout.select, s, *idx, name=f"{sn}_{suffix}")
                         for s, sn in zip(v.streams, self.stream_names(name)))
         return Value(streams, v.exp, target)
+
+    def aligned(self, ins: Sequence[Value], names: Sequence[str], node: str,
+                target: Layout | None) -> list[Value]:
+        """Operands of one elementwise op (``node``) brought to layout ``target``, or expanded
+        to full tensors where ``target`` is ``None``."""
+        return [self.relayout(v, target, f"{i}_{node}") if target is not None
+                else self.full(v, i) for v, i in zip(ins, names)]
+
+    def compressed(self, v: Value, cuts: Sequence[Cut], size_in: Sequence[int]
+                   ) -> tuple[tuple[layout.Runs | None, ...], tuple[layout.Runs | None, ...],
+                              Layout | None]:
+        """For a windowed op on its compressed image (`fxpath.frame_conv.compression`) that
+        reads ``v``: the rows it reads, the rows of its small output to store, and their
+        layout (`fxpath.layout.conv_indices`)."""
+        in_rows, out_rows, out_layout = layout.conv_indices(v.layout, cuts, size_in)
+        return self.index(in_rows), self.index(out_rows), out_layout
 
     def full(self, v: Value, name: str) -> Value:
         """``v`` as full tensors (expanded once, however many ops read it)."""

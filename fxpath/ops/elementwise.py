@@ -40,8 +40,7 @@ def _add_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value
     operands of one shape are brought to one layout, others are expanded."""
     same = all(e.shapes[i] == n.shape for i in n.inputs)
     target = layout.common([v.layout for v in ins]) if same else None
-    ins = [e.relayout(v, target, f"{i}_{n.name}") if target is not None else e.full(v, i)
-           for v, i in zip(ins, n.inputs)]
+    ins = e.aligned(ins, n.inputs, n.name, target)
     split = [e.power_split(c) for c in n.attrs["coeffs"]]
     coeffs = [m for m, _ in split]
     exps = [e.shift(v.exp, k, f"{n.name}_coeff{i}_exp") for i, (v, (_, k)) in

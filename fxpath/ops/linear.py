@@ -359,8 +359,7 @@ def _frame_conv_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -
     size_in = e.shapes[n.inputs[0]][1:]
     cuts = compression(size_in, a["kernel"], a["stride"], a["padding"], a["dilation"],
                        a["frame"])
-    in_rows, out_rows, out_layout = layout.conv_indices(ins[0].layout, cuts, size_in)
-    in_idx, out_idx = e.index(in_rows), e.index(out_rows)
+    in_idx, out_idx, out_layout = e.compressed(ins[0], cuts, size_in)
     geometry = (a["stride"], a["padding"], a["dilation"], a["groups"])
 
     def apply(x: fx.Node, w: fx.Node, name: str) -> fx.Node:

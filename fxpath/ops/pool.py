@@ -57,8 +57,7 @@ def _compact_pool(e: Emitter, n: Node, v: Value) -> Value | None:
                   for ax, size in zip(v.layout, size_in))
     nd = len(size_in)
     cuts = compression(size_in, a["kernel"], a["stride"], a["padding"], (1,) * nd, frame)
-    in_rows, out_rows, out_layout = layout.conv_indices(v.layout, cuts, size_in)
-    in_idx, out_idx = e.index(in_rows), e.index(out_rows)
+    in_idx, out_idx, out_layout = e.compressed(v, cuts, size_in)
     out = e.map(v, lambda x: e.call(layout.compact_window_sum, x, a["kernel"], a["stride"],
                                     a["padding"], in_idx, out_idx,
                                     name=f"{n.name}_window_sum"))

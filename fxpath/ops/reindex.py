@@ -78,8 +78,7 @@ def _concat_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Va
     """The concatenation, each operand moved to a common exponent; along channels, compact
     operands are brought to one layout (others are expanded)."""
     target = layout.common([v.layout for v in ins]) if n.attrs["dim"] == 1 else None
-    ins = [e.relayout(v, target, f"{i}_{n.name}") if target is not None else e.full(v, i)
-           for v, i in zip(ins, n.inputs)]
+    ins = e.aligned(ins, n.inputs, n.name, target)
     packed = e.call(runtime.cat, [v.exp for v in ins], [list(v.streams) for v in ins],
                     n.attrs["dim"], name=f"{n.name}_cat")
     return e.packed(packed, n.name, target)
