@@ -14,7 +14,8 @@ from torch import Tensor
 
 from .ir import BatchNormRef, Node
 
-__all__ = ["Factored", "Fetch", "Slot", "bn_affine", "channel_view", "fits", "ident", "power"]
+__all__ = ["Factored", "Fetch", "Slot", "bn_affine", "channel_view", "fits", "ident",
+           "multiplied", "power", "tensor_of"]
 
 #: reads a model tensor by its state_dict name
 Fetch = Callable[[str], Tensor]
@@ -65,6 +66,16 @@ class Factored:
     def value(self) -> Tensor:
         """The coordinate tensor, multiplied out."""
         return self.w * self.scale
+
+
+def multiplied(t: Tensor | Factored) -> Tensor:
+    """``t`` as one tensor (a `Factored` product multiplied out)."""
+    return t.value() if isinstance(t, Factored) else t
+
+
+def tensor_of(t: Tensor | Factored) -> Tensor:
+    """A tensor of ``t``'s shape, dtype and device, without multiplying anything out."""
+    return t.w if isinstance(t, Factored) else t
 
 
 def ident(name: str) -> str:

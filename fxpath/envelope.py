@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .coordinates import Factored
+from .coordinates import Factored, multiplied, tensor_of
 from .memory import empty_scores
 
 __all__ = ["Envelope", "Operand", "envelope"]
@@ -48,10 +48,6 @@ class Envelope:
 Operand = Tensor | Factored
 
 
-def _flat(t: Operand) -> Tensor:
-    return (t.value() if isinstance(t, Factored) else t).reshape(-1)
-
-
 @torch.no_grad()
 def envelope(a: Operand, b: Operand, ref: Tensor | None = None,
              out: tuple[Tensor, Tensor] | None = None) -> Envelope:
@@ -61,7 +57,7 @@ def envelope(a: Operand, b: Operand, ref: Tensor | None = None,
     device that ``lo`` and ``gap`` are written into (fresh memory costs page faults on every
     call)."""
     shape, numel = a.shape, a.numel()
-    like = a.w if isinstance(a, Factored) else a
+    like = tensor_of(a)
     if out is not None and all(t.is_contiguous() and t.numel() == numel
                                and t.dtype == like.dtype and t.device == like.device
                                for t in out):
@@ -72,7 +68,7 @@ def envelope(a: Operand, b: Operand, ref: Tensor | None = None,
     matches = ref is not None and ref.shape == shape and ref.dtype == like.dtype
     factored = [t for t in (a, b) if isinstance(t, Factored)]
     if factored and like.is_cuda or not factored:  # whole tensors, or flat blocks
-        ta, tb = _flat(a), _flat(b)
+        ta, tb = multiplied(a).reshape(-1), multiplied(b).reshape(-1)
         rows, row = numel, 1
     else:  # blocks of whole rows (dimension 0), where the scale is applied
         ta, tb = (t if isinstance(t, Factored) else t.reshape(-1) for t in (a, b))

@@ -10,14 +10,15 @@ coordinate rule (`fxpath.ops`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import ops
 from .coordinates import Factored, Fetch, Slot
-from .ir import Graph
+from .ir import Graph, Node
 
 __all__ = ["Slot", "factored", "lift", "slots", "split_power"]
 
@@ -32,6 +33,23 @@ def slots(graph: Graph) -> tuple[Slot, ...]:
     return tuple(out)
 
 
+def _walk(graph: Graph, order: tuple[Slot, ...] | None,
+          rule_values: Callable[[Node, ops.Coordinates, list[Slot]], list[Any]]
+          ) -> dict[str, Any]:
+    """Slot name -> value, in ``order`` (default `slots`): ``rule_values(node, its coordinate
+    rule, its slots)`` gives one value per slot of each node."""
+    by_node: dict[str, list[Slot]] = {}
+    for slot in order or slots(graph):
+        by_node.setdefault(slot.node, []).append(slot)
+    values: dict[str, Any] = {}
+    for node_name, node_slots in by_node.items():
+        n = graph[node_name]
+        rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
+        for slot, value in zip(node_slots, rule_values(n, rule, node_slots)):
+            values[slot.name] = value
+    return values
+
+
 def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
          q: float | None = None, out: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Compute every coordinate tensor from live parameters (``fetch(state_dict_name)``).
@@ -41,38 +59,18 @@ def lift(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None,
     ``out``: tensors (by slot name) that conv/linear weight magnitudes are written into when
     shape, dtype and device fit (no fresh memory on repeated calls).
     """
-    out = out or {}
-    order = order or slots(graph)
-    by_node: dict[str, list[Slot]] = {}
-    for slot in order:
-        by_node.setdefault(slot.node, []).append(slot)
-    values: dict[str, Tensor] = {}
-    for node_name, node_slots in by_node.items():
-        n = graph[node_name]
-        rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
-        tensors = rule.lift(n, fetch, q, out.get(node_slots[0].name))
-        for slot, tensor in zip(node_slots, tensors):
-            values[slot.name] = tensor
-    return values
+    buffers = out or {}
+    return _walk(graph, order, lambda n, rule, node_slots:
+                 rule.lift(n, fetch, q, buffers.get(node_slots[0].name)))
 
 
 def factored(graph: Graph, fetch: Fetch, order: tuple[Slot, ...] | None = None
              ) -> dict[str, Tensor | Factored]:
     """The signed coordinates by slot name, in `slots` order, with the products the ops
     leave factored (`fxpath.coordinates.Factored`: a folded BatchNorm's ``W * s``)."""
-    order = order or slots(graph)
-    by_node: dict[str, list[Slot]] = {}
-    for slot in order:
-        by_node.setdefault(slot.node, []).append(slot)
-    values: dict[str, Tensor | Factored] = {}
-    for node_name, node_slots in by_node.items():
-        n = graph[node_name]
-        rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
-        tensors = (rule.factored(n, fetch) if rule.factored is not None
-                   else rule.lift(n, fetch, None, None))
-        for slot, tensor in zip(node_slots, tensors):
-            values[slot.name] = tensor
-    return values
+    return _walk(graph, order, lambda n, rule, node_slots:
+                 rule.factored(n, fetch) if rule.factored is not None
+                 else rule.lift(n, fetch, None, None))
 
 
 def split_power(coords: dict[str, Tensor], q: float) -> tuple[list[Tensor], list[Tensor]]:

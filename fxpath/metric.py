@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .coordinates import Factored
+from .coordinates import multiplied, tensor_of
 from .envelope import BLOCK, Envelope, Operand, envelope
 from .params import Params, ParamSource
 from .results import PathMetric, PathNorm, log2_of
@@ -63,14 +63,9 @@ def path_metric(prog: PathProgram, other: Params, base: Params | None = None) ->
         return PathMetric(log2, exact, norm)
 
 
-def _like(t: Operand) -> Tensor:
-    """A tensor of ``t``'s shape, dtype and device."""
-    return t.w if isinstance(t, Factored) else t
-
-
 def _values(coords: Mapping[str, Operand]) -> dict[str, Tensor]:
     """Coordinates with every `Factored` product multiplied out."""
-    return {k: v.value() if isinstance(v, Factored) else v for k, v in coords.items()}
+    return {k: multiplied(v) for k, v in coords.items()}
 
 
 def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand],
@@ -90,8 +85,7 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
     unchanged = ref is not None
     if small:
         def flat(t: Mapping[str, Operand]) -> Tensor:
-            return torch.cat([(t[k].value() if isinstance(t[k], Factored) else t[k]).reshape(-1)
-                              for k in small])
+            return torch.cat([multiplied(t[k]).reshape(-1) for k in small])
         fa = flat(a)
         e = envelope(fa, flat(b), flat(ref) if ref is not None else None,
                      runner.envelope_buffers("<small coordinates>", fa))
@@ -105,7 +99,7 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
             continue
         # compare with the reference until the first difference
         e = envelope(a[k], b[k], ref[k] if ref is not None and unchanged else None,
-                     runner.envelope_buffers(k, _like(a[k])))
+                     runner.envelope_buffers(k, tensor_of(a[k])))
         flags.append(e)
         unchanged = unchanged and e.matches_ref
         pieces[k] = (e.lo, e.gap)
