@@ -91,20 +91,36 @@ def find_frame(g: Tensor, kernel: Sequence[int]) -> tuple[Frame, Tensor] | None:
     return ((y0, h - y1), (x0, w - x1)), x[:, cy, cx]
 
 
-def _rows(x: Tensor, a: int, b: int) -> Tensor:
-    """Rows ``[a, b)`` of ``x`` (NCHW), zeros where they fall outside the map."""
-    h = x.shape[2]
-    s = x[:, :, max(a, 0):min(b, h)]
-    top, bottom = max(0, -a), max(0, b - h)
-    return F.pad(s, (0, 0, top, bottom)) if top or bottom else s
+def _band(x: Tensor, dim: int, a: int, b: int) -> Tensor:
+    """Rows ``[a, b)`` of ``x`` along ``dim`` (2 or 3 of NCHW), zeros where they fall
+    outside the map."""
+    n = x.shape[dim]
+    start = min(max(a, 0), n)
+    s = x.narrow(dim, start, max(min(b, n) - start, 0))
+    before, after = max(0, -a), max(0, b - n)
+    if not (before or after):
+        return s
+    return F.pad(s, (0, 0, before, after) if dim == 2 else (before, after))
 
 
-def _cols(x: Tensor, a: int, b: int) -> Tensor:
-    """Columns ``[a, b)`` of ``x`` (NCHW), zeros where they fall outside the map."""
-    w = x.shape[3]
-    s = x[:, :, :, max(a, 0):min(b, w)]
-    left, right = max(0, -a), max(0, b - w)
-    return F.pad(s, (left, right)) if left or right else s
+def _ring_part(g: Tensor, x: Tensor, w: Tensor, dim: int, lo: int, hi: int, pad: int,
+               reach: int, conv_padding: tuple[int, int], dilation: Sequence[int]
+               ) -> Tensor | None:
+    """The weight gradient over the first ``lo`` and last ``hi`` output rows of ``g`` along
+    ``dim`` (``x``: the input rows they read start at output row 0 minus ``pad``); ``None``
+    when both are empty."""
+    size = g.shape[dim]
+    g_parts, x_parts = [], []
+    if lo:
+        g_parts.append(g.narrow(dim, 0, lo))
+        x_parts.append(_band(x, dim, -pad, lo + reach - pad))
+    if hi:
+        g_parts.append(g.narrow(dim, size - hi, hi))
+        x_parts.append(_band(x, dim, size - hi - pad, size + reach - pad))
+    if not g_parts:
+        return None
+    gs, xs = _strips(g_parts, x_parts, reach, dim)
+    return _weight_grad(gs, xs, w, conv_padding, dilation)
 
 
 def _strips(g_parts: list[Tensor], x_parts: list[Tensor], gap: int, dim: int) -> tuple[Tensor,
@@ -175,29 +191,14 @@ def framed_backward(g: Tensor, x: Tensor, w: Tensor, padding: Sequence[int], nee
         cols = [(max(left + kx * dw - pw, 0), min(wo - right + kx * dw - pw, wd))
                 for kx in range(kw)]
         gw = c[:, None, None, None] * _box_sums(x, rows, cols)[None]
-        # the ring: top and bottom rows at full width, then the left and right columns
-        g_parts, x_parts = [], []
-        if top:
-            g_parts.append(g[:, :, :top])
-            x_parts.append(_rows(x, -ph, top + eh - ph))
-        if bottom:
-            g_parts.append(g[:, :, ho - bottom:])
-            x_parts.append(_rows(x, ho - bottom - ph, ho + eh - ph))
-        if g_parts:
-            gs, xs = _strips(g_parts, x_parts, eh, 2)
-            gw = gw + _weight_grad(gs, xs, w, (0, pw), (dh, dw))
+        # the ring: top and bottom rows at full width, then the left and right columns of
+        # the rows between them
         g_mid = g[:, :, top:ho - bottom]
-        x_mid = _rows(x, top - ph, ho - bottom + eh - ph)
-        g_parts, x_parts = [], []
-        if left:
-            g_parts.append(g_mid[..., :left])
-            x_parts.append(_cols(x_mid, -pw, left + ew - pw))
-        if right:
-            g_parts.append(g_mid[..., wo - right:])
-            x_parts.append(_cols(x_mid, wo - right - pw, wo + ew - pw))
-        if g_parts:
-            gs, xs = _strips(g_parts, x_parts, ew, 3)
-            gw = gw + _weight_grad(gs, xs, w, (0, 0), (dh, dw))
+        x_mid = _band(x, 2, top - ph, ho - bottom + eh - ph)
+        for part in (_ring_part(g, x, w, 2, top, bottom, ph, eh, (0, pw), (dh, dw)),
+                     _ring_part(g_mid, x_mid, w, 3, left, right, pw, ew, (0, 0), (dh, dw))):
+            if part is not None:
+                gw = gw + part
     return gx, gw
 
 
