@@ -106,10 +106,6 @@ class ParamSource:
         value = ts[0] if len(ts) == 1 else ts[0] * ts[1]
         return value.to(device=device, dtype=dtype)
 
-    def all_tensors(self) -> list[Tensor]:
-        """Every tensor read (both tensors of a pruned parameter)."""
-        return [t for name in self.names for t in self.tensors(name)]
-
     def nonfinite(self, bn_eps: Mapping[str, float]) -> list[str]:
         """Names of the tensors read that hold NaN or inf, and of BatchNorm running variances
         (``bn_eps``: name -> eps) with entries ``<= -eps`` (their ``rsqrt`` is not finite)."""
