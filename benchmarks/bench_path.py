@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 
 import fxpath
-from fxpath.precision import ieee_float32
-from fxpath.zoo import cpu_name, git_commit
+from fxpath.engine.precision import ieee_float32
+from fxpath.tools.zoo import cpu_name, git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

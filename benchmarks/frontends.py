@@ -22,7 +22,7 @@ import torch
 from bench_path import ratio_main
 
 import fxpath
-from fxpath.export import trace_export
+from fxpath.frontend.export import trace_export
 
 COLUMNS = ("cold_fx", "cold_export", "cold_exported", "warm_norm_fx", "warm_norm_export",
            "warm_scores_fx", "warm_scores_export")

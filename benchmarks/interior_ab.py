@@ -1,5 +1,5 @@
 """A/B of ``interior=False`` / ``True`` (and, on a GPU, the default ``None``, which compresses
-only big convs there): compressed-image convs, see `fxpath.frame_conv`. Warm path-norm and
+only big convs there): compressed-image convs, see `fxpath.kernels.frame_conv`. Warm path-norm and
 path-magnitude of each program, timed alternately in one run, with the model's forward
 between rounds.
 

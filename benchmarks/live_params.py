@@ -25,7 +25,7 @@ import torch
 from bench_path import ratio_main
 
 import fxpath
-from fxpath.scores import from_magnitudes
+from fxpath.quantities.scores import from_magnitudes
 
 
 def calls(model: torch.nn.Module, shape: tuple[int, ...]) -> dict[str, Callable[[], object]]:

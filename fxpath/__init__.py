@@ -7,23 +7,23 @@ torch.fx GraphModule whose single pass on an all-ones input gives ``||Phi(theta)
 
 from __future__ import annotations
 
-from .api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
-from .backend import backend
-from .equalize import equalize
-from .errors import (
-                     ArchitectureMismatchError,
-                     ArgumentError,
-                     FxPathError,
-                     NonFiniteError,
-                     TraceError,
-                     UnsupportedModelError,
-                     UnsupportedOp,
+from fxpath.api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
+from fxpath.apps.backend import backend
+from fxpath.apps.equalize import equalize
+from fxpath.apps.prune import PruneReport, prune
+from fxpath.apps.quantize import LayerQuantization, QuantizeReport, quantize
+from fxpath.apps.rescale import rescale
+from fxpath.errors import (
+           ArchitectureMismatchError,
+           ArgumentError,
+           FxPathError,
+           NonFiniteError,
+           TraceError,
+           UnsupportedModelError,
+           UnsupportedOp,
 )
-from .program import PathProgram
-from .prune import PruneReport, prune
-from .quantize import LayerQuantization, QuantizeReport, quantize
-from .rescale import rescale
-from .results import PathMetric, PathNorm
+from fxpath.program import PathProgram
+from fxpath.quantities.results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 

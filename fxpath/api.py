@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .frontend import Model
-from .program import PathProgram
-from .results import PathMetric, PathNorm
-from .validate import check_batch, check_q
+from fxpath.frontend.build import Model
+from fxpath.program import PathProgram
+from fxpath.quantities.results import PathMetric, PathNorm
+from fxpath.validate import check_batch, check_q
 
 __all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
 
@@ -47,11 +47,11 @@ def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
             ``torch_compile``.
         interior: convs whose path-network input is constant away from a thin border frame
             (zero padding of the all-ones input) run on a compressed image (same sums,
-            `fxpath.frame_conv`). Default: every conv where it shrinks the work on the CPU;
+            `fxpath.kernels.frame_conv`). Default: every conv where it shrinks the work on the CPU;
             on a GPU only convs of at least 5e8 multiply-adds (batch-1 GPU convs are mostly
             launch-bound). ``True``: every conv where it shrinks the work; ``False``: none.
             Unless ``False``, convs also run their CPU backward (scores) on a compressed
-            output gradient where it has a frame (`fxpath.grad_frame`).
+            output gradient where it has a frame (`fxpath.kernels.grad_frame`).
         debug: verify the IR after every pass.
         front_end: ``"fx"`` (torch.fx tracing; torch.export is tried, with a warning, when
             tracing fails) or ``"export"`` (torch.export's ATen graph).

@@ -1,6 +1,6 @@
 """Compact path-network values: a framed activation stored with one interior row per axis.
 
-A ``frame_conv`` node convolves a compressed image (`fxpath.frame_conv.compression`).
+A ``frame_conv`` node convolves a compressed image (`fxpath.kernels.frame_conv.compression`).
 Expanding its output to full size, only for the next op to rescale it, add it to a residual
 branch and compress it again for the next conv, costs more than the conv itself on the large
 early maps of a ResNet.
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import runtime
-from .frame_conv import Cut
+from fxpath import runtime
+from fxpath.kernels.frame_conv import Cut
 
 __all__ = ["Axis", "Layout", "as_runs", "common", "compact_conv", "compact_conv_metric",
            "compact_window_sum", "conv_indices", "is_compact", "relayout", "rows", "runs",
@@ -148,7 +148,7 @@ def select(x: Tensor, *axes: Runs | None) -> Tensor:
 
 def conv_indices(layout: Layout | None, cuts: Sequence[Cut], size_in: Sequence[int]
                  ) -> tuple[list[list[int] | None], list[list[int] | None], Layout | None]:
-    """For a conv on its compressed image (`fxpath.frame_conv.compression`): the stored rows
+    """For a conv on its compressed image (`fxpath.kernels.frame_conv.compression`): the stored rows
     of the input it convolves, the rows of its small output to keep, and the layout of what
     is kept."""
     lay = layout if layout is not None else (None,) * len(cuts)
@@ -191,7 +191,7 @@ def compact_conv_metric(lo: Tensor, delta: Tensor, w_lo: Tensor, w_gap: Tensor,
                         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                         groups: int, in_idx: Sequence[Runs | None],
                         out_idx: Sequence[Runs | None]) -> tuple[Tensor, Tensor]:
-    """One conv of the path-metric network (`fxpath.emit.Emitter.metric_step`) from and to
+    """One conv of the path-metric network (`fxpath.kernels.emit.Emitter.metric_step`) from and to
     compact values: ``(W_lo lo, W_lo delta + W_gap (lo + delta))``, ``lo`` and ``delta`` as
     one batch."""
     conv = _CONV[w_lo.dim() - 2]

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .errors import ArgumentError, NonFiniteError
+from fxpath.errors import ArgumentError, NonFiniteError
 
 __all__ = ["as_input_shapes", "check_amount", "check_batch", "check_model", "check_q",
            "check_steps", "compute_dtype", "eval_mode", "shape_advice"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 
 
 def unsupported_op(node: Node, reason: str, what: str = "") -> UnsupportedOp:

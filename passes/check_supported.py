@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fxpath.errors import UnsupportedModelError, UnsupportedOp
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 
 
 def _selects_padding(pad: Node, pool: Node) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fxpath.ir import Graph
+from fxpath.ir.graph import Graph
 
 
 def eliminate_dead_nodes(graph: Graph) -> Graph:

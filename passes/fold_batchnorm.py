@@ -10,9 +10,9 @@ standalone per-channel ``affine`` node. Folding gives the tighter path-norm and 
 
 from __future__ import annotations
 
-from fxpath.ir import Graph, Node
+from fxpath.passes._rebuild import rebuild
 
-from ._rebuild import rebuild
+from fxpath.ir.graph import Graph, Node
 
 
 def _foldable(producer: Node, users: list[str]) -> bool:

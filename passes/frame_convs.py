@@ -1,8 +1,8 @@
 """Run a conv on its compressed image where its path-network input is nearly constant.
 
 The path network is fed all-ones, so the input of a zero-padded conv is constant per channel
-away from a thin frame at the borders (`fxpath.interior`). Such a conv can convolve the frame
-plus a few interior rows and columns and expand the result (`fxpath.frame_conv`): the same
+away from a thin frame at the borders (`fxpath.codegen.frames`). Such a conv can convolve the frame
+plus a few interior rows and columns and expand the result (`fxpath.kernels.frame_conv`): the same
 sums, far less work. This pass rewrites each conv where that pays into a ``frame_conv`` node,
 which carries its input's frame; the code generator then emits the compressed call. The
 rewrite changes no value and no coordinate: ``frame_conv`` is a ``linear`` conv in every other
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from fxpath.frame_conv import compression
-from fxpath.interior import interior_frames
-from fxpath.ir import Graph, Node
+from fxpath.codegen.frames import interior_frames
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.frame_conv import compression
 from fxpath.ops.linear import MAX_KEPT, zero_padded_conv
 
 
@@ -37,7 +37,7 @@ def frame_convs(graph: Graph, *, min_macs: int = 0) -> Graph:
     """``graph`` with each zero-padded conv worth compressing as a ``frame_conv`` node.
 
     Args:
-        graph: a normalized IR (`fxpath.passes.normalize`).
+        graph: a normalized IR (`fxpath.passes.pipeline.normalize`).
         min_macs: convs of fewer multiply-adds (dense count) stay plain convs.
     """
     frames = interior_frames(graph)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fxpath.passes._rebuild import rebuild, unsupported_op
 
 from fxpath.errors import UnsupportedModelError
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 from fxpath.runtime import window_sum
-
-from ._rebuild import rebuild, unsupported_op
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 

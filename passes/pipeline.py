@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
-from fxpath.ir import Graph
-from fxpath.verify import check_ops, verify
+from fxpath.passes.check_supported import check_supported
+from fxpath.passes.eliminate_dead_nodes import eliminate_dead_nodes
+from fxpath.passes.fold_batchnorm import fold_batchnorm
+from fxpath.passes.frame_convs import frame_convs
+from fxpath.passes.lower_pooling import lower_pooling
+from fxpath.passes.remove_identities import remove_identities
+from fxpath.passes.rewrite_activations import rewrite_activations
+from fxpath.passes.select_outputs import select_outputs
 
-from .check_supported import check_supported
-from .eliminate_dead_nodes import eliminate_dead_nodes
-from .fold_batchnorm import fold_batchnorm
-from .frame_convs import frame_convs
-from .lower_pooling import lower_pooling
-from .remove_identities import remove_identities
-from .rewrite_activations import rewrite_activations
-from .select_outputs import select_outputs
+from fxpath.errors import FxPathError, UnsupportedModelError, UnsupportedOp
+from fxpath.ir.graph import Graph
+from fxpath.ops.verify import check_ops, verify
 
 Pass = Callable[[Graph], Graph]
 
@@ -64,7 +64,7 @@ def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None 
     output against its schema (`fxpath.ops`); with ``debug`` it runs after every pass.
 
     Args:
-        graph: the IR produced by `fxpath.lower.lower`.
+        graph: the IR produced by `fxpath.frontend.lower.lower`.
         fold_bn: fold frozen BatchNorm into its producing conv/linear where possible.
         frame_min_macs: rewrite convs of at least this many multiply-adds whose path-network
             input is nearly constant into ``frame_conv`` nodes (`frame_convs`); None: none.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fxpath.ir import Graph, Node
+from fxpath.passes._rebuild import rebuild
 
-from ._rebuild import rebuild
+from fxpath.ir.graph import Graph, Node
 
 
 def remove_identities(graph: Graph) -> Graph:

@@ -14,9 +14,9 @@ exactly as in the ReLU-DAG these functions are.
 
 from __future__ import annotations
 
-from fxpath.ir import Graph, Node
+from fxpath.passes._rebuild import rebuild
 
-from ._rebuild import rebuild
+from fxpath.ir.graph import Graph, Node
 
 
 def _shift(x: str, node: Node, name: str, const: float) -> list[Node]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fxpath.errors import ArgumentError
-from fxpath.ir import Graph
+from fxpath.ir.graph import Graph
 
 
 def output_names(graph: Graph) -> tuple[str, ...]:

@@ -66,8 +66,8 @@ def _threads() -> None:
 
 def lowered(model: torch.nn.Module, shape: tuple[int, ...]):
     """The IR of ``model`` straight from the lowering, before any pass."""
-    from fxpath.lower import has_rule, lower
-    from fxpath.tracer import trace
+    from fxpath.frontend.lower.fx import has_rule, lower
+    from fxpath.frontend.tracer import trace
 
     return lower(trace(model, [shape], has_rule=has_rule))
 
@@ -77,7 +77,7 @@ def assert_same_function(graph, model: torch.nn.Module, shape: tuple[int, ...],
     """The IR, run as a network by the reference interpreter, computes ``model``'s outputs."""
     from torch.utils._pytree import tree_leaves
 
-    from fxpath.interpret import run
+    from fxpath.codegen.interpret import run
 
     gen = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype

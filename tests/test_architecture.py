@@ -8,8 +8,8 @@ import torch
 import torchvision
 
 import fxpath
-from fxpath.architecture import graph_difference, same_structure
-from fxpath.ir import Graph
+from fxpath.engine.architecture import graph_difference, same_structure
+from fxpath.ir.graph import Graph
 
 
 def _renamed(g: Graph, prefix: str = "n") -> Graph:

@@ -17,7 +17,7 @@ import torchvision
 from conftest import randomize_batchnorm
 
 import fxpath
-from fxpath.backend import network_module, state_name
+from fxpath.apps.backend import network_module, state_name
 
 SHAPE = (3, 12, 12)
 
@@ -64,7 +64,7 @@ def timm_resnet() -> nn.Module:
     return randomize_batchnorm(timm.create_model("resnet10t", num_classes=7).double().eval())
 
 
-def captured(model: nn.Module, x: torch.Tensor, **kw: object) -> fxpath.backend:
+def captured(model: nn.Module, x: torch.Tensor, **kw: object) -> fxpath.apps.backend:
     handle = fxpath.backend(compiler="eager", **kw)  # type: ignore[arg-type]
     compiled = torch.compile(model, backend=handle, fullgraph=True)
     with torch.no_grad():
@@ -181,7 +181,7 @@ def test_refused_model_still_runs() -> None:
 
 
 def test_registered_name() -> None:
-    from fxpath.backend import register, registered
+    from fxpath.apps.backend import register, registered
 
     register()
     assert "fxpath" in torch._dynamo.list_backends(exclude_tags=())
@@ -204,7 +204,7 @@ def test_entry_point_names_the_registered_backend() -> None:
     fails on an install that predates the entry point (reinstall: pip install -e .)."""
     from importlib.metadata import entry_points
 
-    from fxpath.backend import compile_registered
+    from fxpath.apps.backend import compile_registered
 
     found = {ep.name: ep for ep in entry_points(group="torch_dynamo_backends")}
     assert "fxpath" in found, "reinstall fxpath (pip install -e .): no torch_dynamo_backends"
@@ -224,7 +224,7 @@ compiled = torch.compile(model, backend="fxpath", fullgraph=True, options={"comp
 x = torch.randn(2, 4, dtype=torch.float64)
 torch.testing.assert_close(compiled(x), model(x))
 import fxpath
-from fxpath.backend import registered
+from fxpath.apps.backend import registered
 
 print(registered.path_norm().log2, fxpath.path_norm(model, (4,)).log2)
 """

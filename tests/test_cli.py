@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 import fxpath
-from fxpath import cli
+from fxpath.tools import cli
 
 TINY_SHAPE = (3, 8, 8)
 
@@ -494,7 +494,7 @@ def test_plot_without_matplotlib(capsys: pytest.CaptureFixture[str], tiny_model:
         code, _, err = run(capsys, "plot", *argv, "--out", str(tmp_path / "x.png"))
         assert_usage_error(code, err, "matplotlib", 'pip install "fxpath[plot]"')
     assert tiny_model == []  # refused before building the model
-    from fxpath import plot
+    from fxpath.tools import plot
 
     with pytest.raises(fxpath.FxPathError, match=r"fxpath\[plot\]"):
         plot.plot_sparsity({"a": 0.5}, 0.5, tmp_path / "s.png", "toy")

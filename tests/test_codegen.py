@@ -11,7 +11,7 @@ import torchvision
 from conftest import randomize_batchnorm, small_head
 
 import fxpath
-from fxpath.codegen import tapped_nodes
+from fxpath.codegen.generate import tapped_nodes
 
 
 class DeepResidual(torch.nn.Module):

@@ -17,7 +17,7 @@ import torchvision
 from conftest import randomize_batchnorm
 
 import fxpath
-from fxpath.scores import from_magnitudes
+from fxpath.quantities.scores import from_magnitudes
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SHAPE = (3, 64, 64)
@@ -202,7 +202,7 @@ def test_prune_on_gpu_matches_cpu() -> None:
 
 @cuda
 def test_top_selection_on_gpu_matches_cpu_with_ties() -> None:
-    from fxpath.prune import _top
+    from fxpath.apps.prune import _top
 
     gen = torch.Generator().manual_seed(2)
     flat = torch.randint(0, 50, (100_003,), generator=gen).float()  # heavy ties

@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_leaves
 
 import fxpath
 from fxpath.errors import ArgumentError
-from fxpath.export import trace_export
+from fxpath.frontend.export import trace_export
 
 F64 = torch.float64
 
@@ -469,7 +469,7 @@ def test_timm_hrnet_family(name: str) -> None:
 # -- the command line -------------------------------------------------------------------------
 @pytest.mark.slow  # real segmentation models
 def test_cli_smp_models(capsys: pytest.CaptureFixture[str]) -> None:
-    from fxpath.cli import main
+    from fxpath.tools.cli import main
 
     assert main(["norm", "smp:Unet:resnet18", "--size", "3", "32", "32", "--q", "1"]) == 0
     out = capsys.readouterr().out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fxpath import envelope as env_module
-from fxpath.envelope import envelope
+from fxpath.quantities import envelope as env_module
+from fxpath.quantities.envelope import envelope
 
 
 @pytest.mark.parametrize("case", ["mixed", "same", "a_over", "b_over", "zeros"])
@@ -70,7 +70,7 @@ def test_factored_operands_give_the_multiplied_out_envelope(
     """A folded BatchNorm weight left as ``W`` and ``s`` (scale along the output channels:
     dimension 0 of a conv, 1 of a transposed conv), multiplied out one block of rows at a
     time: the same ``lo``, ``gap`` and flags, bit for bit, as the product written out."""
-    from fxpath.coordinates import Factored
+    from fxpath.ir.coordinates import Factored
 
     monkeypatch.setattr(env_module, "BLOCK", block)  # rows wider than a block, and many rows
     gen = torch.Generator().manual_seed(block + dim)

@@ -14,7 +14,7 @@ from conftest import randomize_batchnorm
 from test_readonly import _net, assert_unchanged, snapshot
 
 import fxpath
-from fxpath.rescale import channel_count, channel_maps, rescalable_neurons, rescale_channels
+from fxpath.apps.rescale import channel_count, channel_maps, rescalable_neurons, rescale_channels
 
 SHAPE = (3, 32, 32)
 

@@ -18,20 +18,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from conftest import randomize_batchnorm
-from fxpath.passes import normalize
 from fxpath.passes.frame_convs import frame_convs
+from fxpath.passes.pipeline import normalize
 
 import fxpath
 from fxpath import UnsupportedModelError
-from fxpath.architecture import graph_difference
-from fxpath.codegen import generate
+from fxpath.codegen.generate import generate
+from fxpath.codegen.lift import lift, slots, split_power
+from fxpath.engine.architecture import graph_difference
 from fxpath.errors import ArgumentError
-from fxpath.export import lower_exported, trace_export
-from fxpath.ir import Graph
-from fxpath.lift import lift, slots, split_power
-from fxpath.params import ParamSource
-from fxpath.refusals import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
-from fxpath.results import log2_of
+from fxpath.frontend.export import lower_exported, trace_export
+from fxpath.frontend.refusals import DATA_NORM, NOT_HOMOGENEOUS, PRODUCT
+from fxpath.ir.graph import Graph
+from fxpath.ir.params import ParamSource
+from fxpath.quantities.results import log2_of
 
 
 # -- path quantities of an IR, without a PathProgram ------------------------------------------

@@ -1,4 +1,4 @@
-"""Convolutions on compressed images (`fxpath.frame_conv.compression`, run by
+"""Convolutions on compressed images (`fxpath.kernels.frame_conv.compression`, run by
 `fxpath.layout.compact_conv`) against dense convolution, float64: values and weight gradients
 equal; input gradients of a full input equal on every direction that keeps the frame."""
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from fxpath import layout
-from fxpath.frame_conv import compression
-from fxpath.interior import Frame, window_frame
+from fxpath.codegen.frames import Frame, window_frame
+from fxpath.kernels.frame_conv import compression
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

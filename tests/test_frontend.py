@@ -13,7 +13,7 @@ import torch.nn as nn
 from conftest import randomize_batchnorm
 
 import fxpath
-from fxpath.export import trace_export
+from fxpath.frontend.export import trace_export
 
 TIMM = {"resnet18": (3, 32, 32), "resnet50d": (3, 32, 32), "densenet121": (3, 32, 32),
         "vgg11_bn": (3, 32, 32), "mobilenetv2_100": (3, 32, 32), "inception_v3": (3, 75, 75)}

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxpath
-from fxpath import grad_frame
-from fxpath.grad_frame import find_frame, framed_backward
+from fxpath.kernels import grad_frame
+from fxpath.kernels.grad_frame import find_frame, framed_backward
 
 F64 = torch.float64
 

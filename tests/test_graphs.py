@@ -1,12 +1,12 @@
-"""CUDA-graph input feeding (`fxpath.graphs.GraphedCall._feed`), checked without a GPU: the
-model's parameters are read in place, never written; anything else is copied into the graph's
+"""CUDA-graph input feeding (`fxpath.engine.cuda_graphs.GraphedCall._feed`), checked without a GPU:
+the model's parameters are read in place, never written; anything else is copied into the graph's
 own buffers; a replaced parameter (or one whose memory was swapped) forces a new capture."""
 
 from __future__ import annotations
 
 import torch
 
-from fxpath.graphs import GraphedCall
+from fxpath.engine.cuda_graphs import GraphedCall
 
 
 def _captured(inputs: list[torch.Tensor], borrowed: frozenset[int]) -> GraphedCall:

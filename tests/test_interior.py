@@ -13,7 +13,7 @@ import torchvision
 from conftest import small_head
 
 import fxpath
-from fxpath.interior import Frame, interior_frames, tensor_frame, window_frame
+from fxpath.codegen.frames import Frame, interior_frames, tensor_frame, window_frame
 
 
 def constant_within(t: torch.Tensor, frame: Frame) -> bool:

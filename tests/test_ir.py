@@ -7,7 +7,7 @@ import pytest
 import torchvision
 
 import fxpath
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 
 
 def test_nodes_are_frozen_and_replace_makes_copies() -> None:

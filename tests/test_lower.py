@@ -6,13 +6,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from conftest import assert_same_function, lowered
-from fxpath.passes import check_supported, normalize
 from fxpath.passes._rebuild import rebuild
+from fxpath.passes.check_supported import check_supported
+from fxpath.passes.pipeline import normalize
 
 import fxpath
-import fxpath.lower.fx as lower_mod
+import fxpath.frontend.lower.fx as lower_mod
 from fxpath import UnsupportedModelError
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 
 
 @pytest.mark.parametrize("name, first", [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fxpath.memory import empty_scores
+from fxpath.engine.memory import empty_scores
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -37,7 +37,7 @@ def test_empty_scores_is_a_plain_tensor(shape: tuple[int, ...], dtype: torch.dty
 
 
 def test_huge_pages_are_requested_for_the_aligned_interior(monkeypatch) -> None:
-    from fxpath import memory
+    from fxpath.engine import memory
 
     calls = []
     monkeypatch.setattr(memory, "_madvise", lambda: lambda *args: calls.append(args) or 0)
@@ -55,7 +55,7 @@ PROBE = """
 import sys, torch
 sys.path.insert(0, "tests")
 from test_memory import _anon_huge_kib
-from fxpath.memory import empty_scores
+from fxpath.engine.memory import empty_scores
 t = empty_scores((64 << 20) // 4, torch.float32, torch.device("cpu"))
 t.fill_(1.0)
 print(_anon_huge_kib(t.data_ptr(), t.data_ptr() + (64 << 20)))

@@ -8,7 +8,7 @@ import torch
 from conftest import assert_same_function, randomize_batchnorm
 
 import fxpath
-from fxpath.cli import main
+from fxpath.tools.cli import main
 
 MODELS = ["resnet18", "resnet50d", "densenet121", "vgg11_bn", "mobilenetv2_100"]
 

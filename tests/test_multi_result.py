@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_leaves
 
 import fxpath
 from fxpath import UnsupportedModelError
-from fxpath.rescale import rescalable_neurons
+from fxpath.apps.rescale import rescalable_neurons
 
 SHAPE = (3, 5, 5)
 Forward = Callable[[nn.Module, torch.Tensor], object]

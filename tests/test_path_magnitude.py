@@ -14,7 +14,7 @@ from baselines import published_style_path_magnitude
 from conftest import randomize_batchnorm, small_head
 
 import fxpath
-from fxpath.codegen import tapped_nodes
+from fxpath.codegen.generate import tapped_nodes
 
 
 @pytest.mark.parametrize("name", sorted(bf.ALL_FACTORIES))

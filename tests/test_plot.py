@@ -1,4 +1,4 @@
-"""Pictures (`fxpath.plot`): each kind writes a PNG from data computed independently here; bad
+"""Pictures (`fxpath.tools.plot`): each kind writes a PNG from data computed independently here; bad
 inputs are `FxPathError`s that say what to give instead."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fxpath
-from fxpath import plot, zoo
+from fxpath.tools import plot, zoo
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

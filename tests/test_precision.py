@@ -12,7 +12,7 @@ import pytest
 
 PROBE = """
 import torch
-from fxpath.precision import ieee_float32
+from fxpath.engine.precision import ieee_float32
 B = torch.backends
 
 def safe(f):

@@ -83,7 +83,7 @@ def test_iterative_magnitude_and_prunable_options(resnet: torch.nn.Module) -> No
 def test_top_selection_keeps_exactly_the_largest(n: int, keep: int, levels: int) -> None:
     """The linear-time selection equals a stable sort: exactly ``keep`` entries, every kept one
     at least every dropped one, ties at the threshold to the lowest indices."""
-    from fxpath.prune import _top
+    from fxpath.apps.prune import _top
 
     gen = torch.Generator().manual_seed(n + keep)
     flat = torch.randint(levels, (n,), generator=gen).to(torch.float32)  # many ties
@@ -100,7 +100,7 @@ def test_bucketed_selection_equals_kthvalue(dtype: torch.dtype, kind: str) -> No
     """The histogram-then-select threshold is exactly ``torch.kthvalue``'s, including ties,
     signed zeros, subnormals, infinities and values over hundreds of binades; negative input
     and other dtypes take ``kthvalue`` itself."""
-    from fxpath.prune import _kth_smallest
+    from fxpath.apps.prune import _kth_smallest
 
     gen = torch.Generator().manual_seed(7)
     tiny = torch.finfo(dtype).smallest_normal / 4  # a subnormal

@@ -12,14 +12,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from conftest import assert_same_function, lowered, randomize_batchnorm, small_head
-from fxpath.passes import PIPELINE, normalize
+from fxpath.passes.pipeline import PIPELINE, normalize
 
 from fxpath import ops
 from fxpath.errors import IRVerificationError
-from fxpath.ir import Graph, Node
+from fxpath.ir.graph import Graph, Node
 from fxpath.ops.__main__ import main as write_docs
+from fxpath.ops.verify import check_ops, verify
 from fxpath.program import PathProgram
-from fxpath.verify import check_ops, verify
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
 FINAL = [op for op in ops.REGISTRY.values() if op.final]
@@ -170,7 +170,7 @@ def test_every_op_the_lowering_emits_is_registered() -> None:
 #: recorded before the op rules moved into `fxpath.ops` (the ``diff`` networks re-recorded when
 #: the path-metric network moved to ``(lo, gap)`` arguments and a batched ``lo``/``delta`` pass;
 #: all re-recorded when compressed convs started to keep their outputs compact,
-#: `fxpath.layout`, and norm-mode convs to call `fxpath.grad_frame.conv` where it may pay)
+#: `fxpath.layout`, and norm-mode convs to call `fxpath.kernels.grad_frame.conv` where it may pay)
 NETWORKS = {
     ("resnet18", "norm_q1"): ("1149d9be2286b291", "50a32c0431f83f59"),
     ("resnet18", "norm_q2"): ("13927d9cdef7694e", "50a32c0431f83f59"),

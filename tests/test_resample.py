@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from conftest import assert_same_function
 
 import fxpath
-from fxpath.export import trace_export
-from fxpath.lower import core
+from fxpath.frontend.export import trace_export
+from fxpath.frontend.lower import core
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 SHAPE = {1: (1, 5), 2: (1, 3, 4), 3: (1, 2, 2, 3)}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import assert_same_function
 
 import fxpath
-from fxpath.rescale import rescale
+from fxpath.apps.rescale import rescale
 
 
 class _Pad(nn.Module):

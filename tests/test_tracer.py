@@ -5,8 +5,8 @@ import timm
 import torch
 
 from fxpath.errors import TraceError
-from fxpath.lower import has_rule
-from fxpath.tracer import TRACE_BATCH, trace, where
+from fxpath.frontend.lower.fx import has_rule
+from fxpath.frontend.tracer import TRACE_BATCH, trace, where
 
 
 class ShapeBranches(torch.nn.Module):

@@ -20,8 +20,8 @@ from conftest import assert_same_function, randomize_batchnorm
 from test_dense import dense_checks, flat_outputs, perturbed
 
 import fxpath
-from fxpath.export import trace_export
-from fxpath.interior import interior_frames
+from fxpath.codegen.frames import interior_frames
+from fxpath.frontend.export import trace_export
 from fxpath.ops.resample import apply_axes, axis_matrices
 
 F64 = torch.float64

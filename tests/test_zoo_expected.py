@@ -1,5 +1,5 @@
 """The expected status of every timm and torchvision classifier (``tests/zoo_expected.csv``),
-and the zoo sweep's machinery (`fxpath.zoo`).
+and the zoo sweep's machinery (`fxpath.tools.zoo`).
 
 Default tier (no registry model is built): the file lists exactly the registries'
 classifiers; every refusal it records is a genuine non-ReLU-DAG op, every other failure is listed
@@ -10,7 +10,7 @@ tiny model (timings and the three self-checks).
 Marker ``zoo`` (``FXPATH_ZOO_SAMPLE=N`` models, 0 = all): each model's status, compiled on the
 meta device, is the one the file records. A known gap is reported as an expected failure that
 names its reason; a model whose status changed fails, with the command that regenerates the
-file (``fxpath.zoo.EXPECTED_COMMAND``). Also under ``zoo``, being slow on 2 cores: the worker
+file (``fxpath.tools.zoo.EXPECTED_COMMAND``). Also under ``zoo``, being slow on 2 cores: the worker
 pool against a crash and a hang (two workers, a 2 s time limit), and the full-mode row of a
 torchvision model.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fxpath import zoo
 from fxpath.errors import ArgumentError, UnsupportedOp
+from fxpath.tools import zoo
 
 EXPECTED = Path(__file__).with_name("zoo_expected.csv")
 REGENERATE = f"regenerate the file with: {zoo.EXPECTED_COMMAND}"

@@ -1,4 +1,4 @@
-"""The IR op registry: each op of `fxpath.ir` is defined once, in one module of this package.
+"""The IR op registry: each op of `fxpath.ir.graph` is defined once, in one module of this package.
 
 An `Op` holds the op's attribute schema and its rules: how the code generator emits it
 (`path_rule`), what it computes in the model (`interpret_rule`), its constant-interior frame
@@ -18,23 +18,23 @@ Example:
     'passes: channel ids unchanged'
 """
 
-from . import elementwise, io, linear, pool, pre_norm, reindex, resample, scale
-from .core import (
-    REGISTRY,
-    RULES,
-    Attr,
-    Coordinates,
-    NotApplicable,
-    Op,
-    Rescaling,
-    RunContext,
-    does_not_apply,
-    get,
-    register,
-    rule_of,
-    summary,
+from fxpath.ops import elementwise, io, linear, pool, pre_norm, reindex, resample, scale
+from fxpath.ops.core import (
+           REGISTRY,
+           RULES,
+           Attr,
+           Coordinates,
+           NotApplicable,
+           Op,
+           Rescaling,
+           RunContext,
+           does_not_apply,
+           get,
+           register,
+           rule_of,
+           summary,
 )
-from .docs import markdown_table
+from fxpath.ops.docs import markdown_table
 
 __all__ = ["REGISTRY", "RULES", "Attr", "Coordinates", "NotApplicable", "Op", "Rescaling",
            "RunContext", "does_not_apply", "elementwise", "get", "io", "linear",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import markdown_table
+from fxpath.ops import markdown_table
 
 DEFAULT = Path(__file__).resolve().parents[2] / "docs" / "ops.md"
 

@@ -17,11 +17,11 @@ from typing import Any
 import torch.nn as nn
 from torch import Tensor
 
-from ..coordinates import Factored, Fetch, Slot
-from ..emit import Emitter, Value
-from ..errors import IRVerificationError
-from ..geometry import Frame
-from ..ir import Graph, Node
+from fxpath.errors import IRVerificationError
+from fxpath.ir.coordinates import Factored, Fetch, Slot
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame
 
 __all__ = ["INT", "INTS", "REAL", "REGISTRY", "RULES", "Attr", "Check", "Coordinates",
            "NotApplicable", "Op", "Rescaling", "RunContext", "When", "does_not_apply", "get",
@@ -128,7 +128,7 @@ class Rescaling:
 
 @dataclass(frozen=True)
 class Coordinates:
-    """The coordinate tensors an op reads (`fxpath.lift`).
+    """The coordinate tensors an op reads (`fxpath.codegen.lift`).
 
     Attributes:
         summary: one line for the docs.
@@ -136,7 +136,7 @@ class Coordinates:
         lift: their tensors from live parameters: ``(node, fetch, q, out)`` -> one tensor per
             slot, signed (``q=None``) or ``|c|^q``; ``out`` may receive the first one.
         factored: the signed tensors with products of a model tensor and a per-channel
-            scale left as `fxpath.coordinates.Factored` (``(node, fetch)`` -> one per slot);
+            scale left as `fxpath.ir.coordinates.Factored` (``(node, fetch)`` -> one per slot);
             ``None``: ``lift`` computes them all.
     """
 
@@ -170,11 +170,11 @@ class Op:
         name: the ``Node.op`` string.
         doc: one line: what a node of this op is.
         attrs: attribute name -> `Attr`; nodes carry no other attributes.
-        path_rule: emit the node's path-network value (`fxpath.codegen`).
-        interpret_rule: compute the node as the model does (`fxpath.interpret`).
-        frame_rule: the node's constant-interior frame from its inputs' (`fxpath.interior`).
+        path_rule: emit the node's path-network value (`fxpath.codegen.generate`).
+        interpret_rule: compute the node as the model does (`fxpath.codegen.interpret`).
+        frame_rule: the node's constant-interior frame from its inputs' (`fxpath.codegen.frames`).
         rescale_rule: how neuron rescaling crosses it (`fxpath.rescale`).
-        slots_rule: its coordinate tensors (`fxpath.lift`).
+        slots_rule: its coordinate tensors (`fxpath.codegen.lift`).
         lowered_by: for ops that exist only before normalization, the pass that rewrites
             them away (`fxpath.passes.pipeline`); ``None`` for the ops codegen accepts.
         compact: its path rule takes compact values (`fxpath.layout`); every other op's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .core import REGISTRY, Op, summary
+from fxpath.ops.core import REGISTRY, Op, summary
 
 __all__ = ["markdown_table"]
 
@@ -24,7 +24,7 @@ interior row per axis (`fxpath.layout`, `docs/frames.md`) or gets them expanded 
 _FINAL = """
 ## Ops the code generator accepts
 
-The IR after normalization (`fxpath.passes.normalize`) holds only these.
+The IR after normalization (`fxpath.passes.pipeline.normalize`) holds only these.
 
 """
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import layout, runtime
-from ..coordinates import Slot
-from ..emit import Emitter, Value
-from ..geometry import Frame, widest
-from ..ir import Graph, Node
-from .core import REAL, Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
+from fxpath import layout, runtime
+from fxpath.ir.coordinates import Slot
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame, widest
+from fxpath.ops.core import REAL, Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
 
 
 def _relu_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:

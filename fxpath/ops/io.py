@@ -3,7 +3,7 @@
 The output node lists every returned tensor the input reaches, in the order of the model's
 returned structure, and (attribute ``names``) the name of each: its key path in that structure
 (``"out"``, ``"aux"`` for torchvision's dict; ``"0"``, ``"1"`` for a tuple; ``"output"`` for a
-single tensor; see `fxpath.lower.core.output_name`). The path network sums all of them; the
+single tensor; see `fxpath.frontend.lower.core.output_name`). The path network sums all of them; the
 ``output=`` option of `fxpath.compile` keeps only the named ones (`passes.select_outputs`).
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import runtime
-from ..coordinates import Slot
-from ..emit import Emitter, Value
-from ..geometry import Frame
-from ..ir import Node
-from .core import Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
+from fxpath import runtime
+from fxpath.ir.coordinates import Slot
+from fxpath.ir.graph import Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame
+from fxpath.ops.core import Attr, Check, Op, Rescaling, RunContext, does_not_apply, register
 
 
 def _input_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:

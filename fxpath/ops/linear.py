@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import grad_frame, layout
-from ..coordinates import (
+from fxpath import layout
+from fxpath.ir.coordinates import (
     Factored,
     Fetch,
     Slot,
@@ -29,12 +29,13 @@ from ..coordinates import (
     ident,
     power,
 )
-from ..emit import Emitter, Value
-from ..frame_conv import compression
-from ..geometry import Frame, window_frame
-from ..ir import BatchNormRef, Node
-from ..layout import Layout
-from .core import (
+from fxpath.ir.graph import BatchNormRef, Node
+from fxpath.kernels import grad_frame
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.frame_conv import compression
+from fxpath.kernels.geometry import Frame, window_frame
+from fxpath.layout import Layout
+from fxpath.ops.core import (
     INT,
     INTS,
     Attr,
@@ -48,7 +49,7 @@ from .core import (
     one_of,
     register,
 )
-from .rescaling import per_channel, scale_rows, writable
+from fxpath.ops.rescaling import per_channel, scale_rows, writable
 
 __all__ = ["LINEAR_OPS", "MAX_KEPT", "bn_forward", "tapped", "zero_padded_conv"]
 
@@ -71,7 +72,7 @@ def zero_padded_conv(n: Node) -> bool:
 
 
 def tapped(n: Node) -> bool:
-    """A dense layer on vectors (see `fxpath.codegen.tapped_nodes`)."""
+    """A dense layer on vectors (see `fxpath.codegen.generate.tapped_nodes`)."""
     return n.op == "linear" and n.attrs["kind"] == "dense" and len(n.shape) == 1
 
 
@@ -352,7 +353,7 @@ def _is_frame(v: object) -> bool:
 
 
 def _frame_conv_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
-    """The conv on its compressed image (`fxpath.frame_conv`): ``|W|^q`` convolves the
+    """The conv on its compressed image (`fxpath.kernels.frame_conv`): ``|W|^q`` convolves the
     frame and a few interior rows per axis, read straight from a compact input; the output
     is stored compact (`fxpath.layout`); plus ``|b|^q``."""
     a = n.attrs

@@ -14,13 +14,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import layout, runtime
-from ..coordinates import Slot
-from ..emit import Emitter, Value
-from ..frame_conv import compression
-from ..geometry import Frame, tensor_frame, widest, window_frame
-from ..ir import Graph, Node
-from .core import (
+from fxpath import layout, runtime
+from fxpath.ir.coordinates import Slot
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.frame_conv import compression
+from fxpath.kernels.geometry import Frame, tensor_frame, widest, window_frame
+from fxpath.ops.core import (
     INT,
     INTS,
     Attr,
@@ -46,7 +46,7 @@ ADAPTIVE_MAX = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptiv
 def _compact_pool(e: Emitter, n: Node, v: Value) -> Value | None:
     """A max-pool's windowed sum read from and stored as a compact value (`fxpath.layout`),
     where its input is compact: the input's layout is a frame, and a sum over windows is a
-    conv of ones (`fxpath.frame_conv.compression`)."""
+    conv of ones (`fxpath.kernels.frame_conv.compression`)."""
     a = n.attrs
     if not layout.is_compact(v.layout) or a["window"] != "regular" \
             or a.get("coeff") is not None or a["ceil_mode"]:

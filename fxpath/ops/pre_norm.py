@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ir import BatchNormRef, Node
-from .core import (
+from fxpath.ir.graph import BatchNormRef, Node
+from fxpath.ops.core import (
     INT,
     INTS,
     REAL,
@@ -27,8 +27,8 @@ from .core import (
     one_of,
     register,
 )
-from .linear import bn_forward
-from .pool import ADAPTIVE_AVG, ADAPTIVE_MAX, AVG, MAX
+from fxpath.ops.linear import bn_forward
+from fxpath.ops.pool import ADAPTIVE_AVG, ADAPTIVE_MAX, AVG, MAX
 
 
 def _pre_norm(name: str, doc: str, attrs: Mapping[str, Attr],

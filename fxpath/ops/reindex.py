@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import layout, runtime
-from ..coordinates import Slot
-from ..emit import Emitter, Value
-from ..geometry import Frame, widest
-from ..ir import Graph, Node
-from .core import (
+from fxpath import layout, runtime
+from fxpath.ir.coordinates import Slot
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame, widest
+from fxpath.ops.core import (
     INT,
     INTS,
     REAL,
@@ -29,7 +29,7 @@ from .core import (
     one_of,
     register,
 )
-from .rescaling import channel_ids
+from fxpath.ops.rescaling import channel_ids
 
 
 def _reshape_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:

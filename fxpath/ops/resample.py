@@ -4,7 +4,8 @@ Every fixed-weight mode of ``F.interpolate`` (nearest, nearest-exact, linear, bi
 trilinear, bicubic; bilinear, bicubic and lanczos with ``antialias``) computes each output
 entry as a fixed combination of the input entries of its channel, and the combination is
 *separable*: it is the product of one coefficient matrix per spatial axis, ``A_j`` of shape
-``(out_j, in_j)``. ``area`` is an adaptive average pool and lowers to one (`fxpath.lower.core`).
+``(out_j, in_j)``. ``area`` is an adaptive average pool and lowers to one
+(`fxpath.frontend.lower.core`).
 
 A node carries what PyTorch's kernel receives (``mode``, ``align_corners``, ``antialias``, the
 per-axis ``scales`` or ``None``; the output size is the node's shape), never coefficients of its
@@ -26,11 +27,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..coordinates import Slot
-from ..emit import Emitter, Value
-from ..geometry import Frame, centre_run
-from ..ir import Graph, Node
-from .core import (
+from fxpath.ir.coordinates import Slot
+from fxpath.ir.graph import Graph, Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame, centre_run
+from fxpath.ops.core import (
     INT,
     Attr,
     Check,

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..ir import Node
+from fxpath.ir.graph import Node
 
 __all__ = ["channel_ids", "per_channel", "scale_rows", "writable"]
 

@@ -15,11 +15,11 @@ import operator
 
 from torch import Tensor
 
-from ..coordinates import Fetch, Slot, ident, power
-from ..emit import Emitter, Value
-from ..geometry import Frame
-from ..ir import Node
-from .core import INTS, REAL, Attr, Coordinates, Op, Rescaling, RunContext, is_a, register
+from fxpath.ir.coordinates import Fetch, Slot, ident, power
+from fxpath.ir.graph import Node
+from fxpath.kernels.emit import Emitter, Value
+from fxpath.kernels.geometry import Frame
+from fxpath.ops.core import INTS, REAL, Attr, Coordinates, Op, Rescaling, RunContext, is_a, register
 
 __all__ = ["SCALE"]
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import bruteforce as bf
 import torch
 from conftest import assert_same_function, lowered
-from fxpath.passes import fold_batchnorm, remove_identities
+from fxpath.passes.fold_batchnorm import fold_batchnorm
+from fxpath.passes.remove_identities import remove_identities
 
 
 def test_folds_into_lone_producer_and_keeps_function() -> None:

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 from conftest import assert_same_function, lowered
-from fxpath.passes import PIPELINE, frame_convs, normalize
+from fxpath.passes.frame_convs import frame_convs
+from fxpath.passes.pipeline import PIPELINE, normalize
 
 import fxpath
-from fxpath.frame_conv import compression
-from fxpath.interior import interior_frames
+from fxpath.codegen.frames import interior_frames
+from fxpath.kernels.frame_conv import compression
 from fxpath.ops.linear import MAX_KEPT
-from fxpath.verify import verify
+from fxpath.ops.verify import verify
 
 
 def _net() -> torch.nn.Sequential:

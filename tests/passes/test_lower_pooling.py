@@ -4,7 +4,8 @@ import bruteforce as bf
 import pytest
 import torch
 from conftest import assert_same_function, lowered
-from fxpath.passes import lower_pooling, remove_identities
+from fxpath.passes.lower_pooling import lower_pooling
+from fxpath.passes.remove_identities import remove_identities
 
 
 def test_pools_become_pool_nodes_and_keep_function() -> None:

@@ -4,7 +4,7 @@ import bruteforce as bf
 import pytest
 import torch
 from conftest import assert_same_function, lowered
-from fxpath.passes import rewrite_activations
+from fxpath.passes.rewrite_activations import rewrite_activations
 
 
 @pytest.mark.parametrize("kind", ["relu6", "leaky", "hardtanh", "prelu", "prelu1"])

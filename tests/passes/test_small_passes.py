@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import assert_same_function, lowered
-from fxpath.passes import (
-    PIPELINE,
-    check_supported,
-    eliminate_dead_nodes,
-    normalize,
-    remove_identities,
-)
+from fxpath.passes.check_supported import check_supported
+from fxpath.passes.eliminate_dead_nodes import eliminate_dead_nodes
+from fxpath.passes.pipeline import PIPELINE, normalize
+from fxpath.passes.remove_identities import remove_identities
 
 from fxpath import UnsupportedModelError
 

@@ -1,0 +1,1 @@
+"""The IR: graph records and path-lifting coordinates."""
