@@ -97,7 +97,8 @@ def test_metric_reuses_the_norm_only_of_the_same_magnitudes(
             model[0].bias[1] *= 1.25  # same sign: the metric stays a same-sign bound
     calls = []
     norm = metric_module.path_norm  # the metric's own path-norm pass
-    monkeypatch.setattr(metric_module, "path_norm", lambda *a, **k: calls.append(a) or norm(*a, **k))
+    monkeypatch.setattr(metric_module, "path_norm",
+                        lambda *a, **k: calls.append(a) or norm(*a, **k))
     metric = prog.path_metric(twin)
     assert not metric.exact and len(calls) == (edit != "none")
     fresh = fxpath.compile(model, (6,), dtype=torch.float64)
