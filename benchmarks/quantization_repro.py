@@ -41,7 +41,7 @@ from bench_path import machine
 from torch import nn
 
 import fxpath
-from fxpath.apps.quantize import SCHEMES
+from fxpath.apps.quantize.rounding import SCHEMES
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

@@ -11,7 +11,8 @@ from fxpath.api import compile, lipschitz_bound, path_magnitude, path_metric, pa
 from fxpath.apps.backend import backend
 from fxpath.apps.equalize import equalize
 from fxpath.apps.prune import PruneReport, prune
-from fxpath.apps.quantize import LayerQuantization, QuantizeReport, quantize
+from fxpath.apps.quantize.api import quantize
+from fxpath.apps.quantize.report import LayerQuantization, QuantizeReport
 from fxpath.apps.rescale import rescale
 from fxpath.errors import (
            ArchitectureMismatchError,

@@ -15,7 +15,8 @@ from conftest import randomize_batchnorm
 from test_readonly import _net, assert_unchanged, snapshot
 
 import fxpath
-from fxpath.apps.quantize import FLOAT_FORMATS, SCHEMES, certify, quantize_tensor, round_float
+from fxpath.apps.quantize.api import certify
+from fxpath.apps.quantize.rounding import FLOAT_FORMATS, SCHEMES, quantize_tensor, round_float
 
 ROUNDINGS = ("nearest", "toward_zero")
 NETS = ("mlp_with_bias", "conv_bn_fold", "residual_add_fold", "concat_net")

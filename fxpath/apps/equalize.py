@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from fxpath.api import compile as compile_program
-from fxpath.apps.quantize import is_linear_layer
+from fxpath.apps.quantize.targets import is_linear_layer
 from fxpath.apps.rescale import (
     channel_count,
     channel_maps,
