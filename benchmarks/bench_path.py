@@ -29,7 +29,7 @@ import torch.nn as nn
 
 import fxpath
 from fxpath.engine.precision import ieee_float32
-from fxpath.tools.zoo import cpu_name, git_commit
+from fxpath.tools.zoo.provenance import cpu_name, git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

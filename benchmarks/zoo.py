@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fxpath.tools.zoo import main
+from fxpath.tools.zoo.command import main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

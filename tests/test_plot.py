@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import fxpath
-from fxpath.tools import plot, zoo
+from fxpath.tools import plot
+from fxpath.tools.zoo.report import write_csv
+from fxpath.tools.zoo.result import ZooResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,12 +45,12 @@ def test_sparsity_picture(tmp_path: Path) -> None:
 
 
 def test_zoo_picture_from_a_sweep_csv(tmp_path: Path) -> None:
-    rows = [zoo.ZooResult(f"net{i}", "timm", fam, "", 10 ** (5 + i % 4), "3x224x224",
-                          "supported", log10_path_norm=float(i))
+    rows = [ZooResult(f"net{i}", "timm", fam, "", 10 ** (5 + i % 4), "3x224x224",
+                      "supported", log10_path_norm=float(i))
             for i, fam in enumerate(["resnet", "resnet", "vgg", "dla", "regnet"] * 3)]
-    rows.append(zoo.ZooResult("vit", "timm", "vit", "", 10**8, "3x224x224", "refused",
-                              "GELU: not positively homogeneous"))
-    zoo.write_csv(rows, tmp_path / "z.csv", {"commit": "test"})
+    rows.append(ZooResult("vit", "timm", "vit", "", 10**8, "3x224x224", "refused",
+                          "GELU: not positively homogeneous"))
+    write_csv(rows, tmp_path / "z.csv", {"commit": "test"})
     path = plot.plot_zoo(tmp_path / "z.csv", tmp_path / "zoo.png", families=2)
     assert path.read_bytes()[:8] == PNG
 
@@ -60,8 +62,8 @@ def test_bad_inputs(tmp_path: Path) -> None:
         plot.plot_mass({}, tmp_path / "m.png", "toy")
     with pytest.raises(fxpath.FxPathError, match="nothing was pruned"):
         plot.plot_sparsity({}, 0.0, tmp_path / "s.png", "toy")
-    zoo.write_csv([zoo.ZooResult("x", "timm", status="gap", reason="r")], tmp_path / "z.csv",
-                  {"commit": "test"})
+    write_csv([ZooResult("x", "timm", status="gap", reason="r")], tmp_path / "z.csv",
+              {"commit": "test"})
     with pytest.raises(fxpath.FxPathError, match="run 'fxpath zoo' in full mode"):
         plot.plot_zoo(tmp_path / "z.csv", tmp_path / "zoo.png")
     assert not (tmp_path / "zoo.png").exists()

@@ -2,8 +2,8 @@
 or is refused with `UnsupportedModelError`; never another exception. Compiled models also get
 the same path-norm (and, below 3e7 parameters, the same scores) with and without the
 compressed-image convs of ``interior``. Models from the ReLU-DAG families that no issue names
-pass the zoo sweep's three self-checks (`fxpath.tools.zoo.check_model`). Whether each model's status
-is the expected one is tests/test_zoo_expected.py's job.
+pass the zoo sweep's three self-checks (`fxpath.tools.zoo.checks.check_model`). Whether each
+model's status is the expected one is tests/test_zoo_expected.py's job.
 
 ``FXPATH_ZOO_SAMPLE=N`` sweeps a fixed random sample of N models (CI; ``FXPATH_ZOO_SEED`` picks
 another sample), 0 sweeps them all.
@@ -79,9 +79,10 @@ SELF_CHECKED = [("torchvision", "squeezenet1_1", 64), ("timm", "regnetx_004", 64
 @pytest.mark.parametrize(("source", "name", "side"),
                          SELF_CHECKED if SAMPLE <= 0 else SELF_CHECKED[:max(3, SAMPLE)])
 def test_self_checks_pass(source: str, name: str, side: int) -> None:
-    from fxpath.tools import zoo
+    from fxpath.tools.zoo.catalogue import ZooModel, architecture
+    from fxpath.tools.zoo.checks import check_model
 
-    m = zoo.ZooModel(name, source, "", zoo.architecture(name))
-    r = zoo.check_model(m, (3, side, side), repeats=1)
+    m = ZooModel(name, source, "", architecture(name))
+    r = check_model(m, (3, side, side), repeats=1)
     assert r.status == "supported", r.reason
     assert r.checks == "pass", (r.checks, r.function_err, r.rescale_err, r.lipschitz_ratio)

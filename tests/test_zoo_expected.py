@@ -10,9 +10,9 @@ tiny model (timings and the three self-checks).
 Marker ``zoo`` (``FXPATH_ZOO_SAMPLE=N`` models, 0 = all): each model's status, compiled on the
 meta device, is the one the file records. A known gap is reported as an expected failure that
 names its reason; a model whose status changed fails, with the command that regenerates the
-file (``fxpath.tools.zoo.EXPECTED_COMMAND``). Also under ``zoo``, being slow on 2 cores: the worker
-pool against a crash and a hang (two workers, a 2 s time limit), and the full-mode row of a
-torchvision model.
+file (``fxpath.tools.zoo.report.EXPECTED_COMMAND``). Also under ``zoo``, being slow on 2 cores:
+the worker pool against a crash and a hang (two workers, a 2 s time limit), and the full-mode row
+of a torchvision model.
 """
 
 from __future__ import annotations
@@ -27,21 +27,30 @@ import pytest
 import torch
 
 from fxpath.errors import ArgumentError, UnsupportedOp
-from fxpath.tools import zoo
+from fxpath.frontend.refusals import NOT_HOMOGENEOUS
+from fxpath.tools.zoo import checks
+from fxpath.tools.zoo.catalogue import ZooModel, architecture, catalog, parse_shard, select, shard
+from fxpath.tools.zoo.checks import check_model, check_status
+from fxpath.tools.zoo.command import Progress
+from fxpath.tools.zoo.pool import sweep
+from fxpath.tools.zoo.provenance import provenance
+from fxpath.tools.zoo.report import EXPECTED_COMMAND, read_csv, read_info, write_csv, write_markdown
+from fxpath.tools.zoo.result import STATUSES, ZooResult, classify_refusal, is_genuine
+from fxpath.tools.zoo.selfcheck import FUNCTION_TOL, RESCALE_TOL, function_error, lipschitz_ratio
 
 EXPECTED = Path(__file__).with_name("zoo_expected.csv")
-REGENERATE = f"regenerate the file with: {zoo.EXPECTED_COMMAND}"
+REGENERATE = f"regenerate the file with: {EXPECTED_COMMAND}"
 
 
-def expected_rows() -> dict[tuple[str, str], zoo.ZooResult]:
-    return {(r.source, r.model): r for r in zoo.read_csv(EXPECTED)}
+def expected_rows() -> dict[tuple[str, str], ZooResult]:
+    return {(r.source, r.model): r for r in read_csv(EXPECTED)}
 
 
 def same_versions() -> bool:
     import timm
     import torchvision
 
-    info = zoo.read_info(EXPECTED)
+    info = read_info(EXPECTED)
     return info.get("timm") == timm.__version__ and info.get("torchvision") == \
         torchvision.__version__
 
@@ -51,9 +60,9 @@ def same_versions() -> bool:
 def test_file_lists_every_classifier() -> None:
     if not same_versions():
         pytest.skip(f"{EXPECTED.name} was made with other timm/torchvision versions "
-                    f"({zoo.read_info(EXPECTED)}); {REGENERATE}")
+                    f"({read_info(EXPECTED)}); {REGENERATE}")
     listed = set(expected_rows())
-    registry = {(m.source, m.name) for m in zoo.catalog()}
+    registry = {(m.source, m.name) for m in catalog()}
     missing, extra = sorted(registry - listed), sorted(listed - registry)
     assert not missing and not extra, (f"not in {EXPECTED.name}: {missing[:10]}; no longer in "
                                        f"the registries: {extra[:10]}; {REGENERATE}")
@@ -64,14 +73,14 @@ def test_file_reasons_are_classified() -> None:
     rows = list(expected_rows().values())
     assert rows
     for r in rows:
-        assert r.status in zoo.STATUSES, r
+        assert r.status in STATUSES, r
         assert (r.status == "supported") == (r.reason == ""), r
         if r.status == "refused":
             reason = r.reason.split(": ", 1)[1]
-            assert zoo.is_genuine(reason), f"{r.model}: refused for {r.reason!r}, which is no " \
-                                           "genuine non-ReLU-DAG op: it must be a gap"
+            assert is_genuine(reason), f"{r.model}: refused for {r.reason!r}, which is no " \
+                                       "genuine non-ReLU-DAG op: it must be a gap"
         if r.status == "gap":
-            assert not zoo.is_genuine(r.reason.split(": ", 1)[-1]), r
+            assert not is_genuine(r.reason.split(": ", 1)[-1]), r
 
 
 def test_torchvision_relu_dags_are_listed() -> None:
@@ -95,14 +104,14 @@ def _sample() -> list[tuple[str, str]]:
     return sorted(random.Random(int(os.environ.get("FXPATH_ZOO_SEED", "0"))).sample(keys, n))
 
 
-def verdict(want: zoo.ZooResult, got: zoo.ZooResult) -> tuple[str, str]:
+def verdict(want: ZooResult, got: ZooResult) -> tuple[str, str]:
     """``("ok" | "known gap" | "changed", message)`` for a model's status against the file's."""
     if (got.status, got.reason if got.status == "gap" else "") != \
             (want.status, want.reason if want.status == "gap" else ""):
         return "changed", (f"{got.source}:{got.model} was {want.status} "
                            f"({want.reason or 'no reason'}), now {got.status} "
                            f"({got.reason or 'no reason'}); if that is intended, {REGENERATE}")
-    if got.status == "refused" and not zoo.is_genuine(got.reason.split(": ", 1)[-1]):
+    if got.status == "refused" and not is_genuine(got.reason.split(": ", 1)[-1]):
         return "changed", f"{got.model}: refused for {got.reason!r}, no genuine non-ReLU op"
     if got.status == "gap":
         return "known gap", f"known gap: {got.reason} (at {got.where or '<model>'})"
@@ -113,7 +122,7 @@ def verdict(want: zoo.ZooResult, got: zoo.ZooResult) -> tuple[str, str]:
 @pytest.mark.parametrize(("source", "name"), _sample() if EXPECTED.exists() else [])
 def test_status_is_the_expected_one(source: str, name: str) -> None:
     want = expected_rows()[source, name]
-    got = zoo.check_status(zoo.ZooModel(name, source, want.family, zoo.architecture(name)))
+    got = check_status(ZooModel(name, source, want.family, architecture(name)))
     outcome, message = verdict(want, got)
     if outcome == "changed":
         pytest.fail(message)
@@ -122,13 +131,13 @@ def test_status_is_the_expected_one(source: str, name: str) -> None:
 
 
 def test_verdicts() -> None:
-    def row(status: str, reason: str = "") -> zoo.ZooResult:
-        return zoo.ZooResult("m", "timm", "f", status=status, reason=reason, where="blocks.0")
+    def row(status: str, reason: str = "") -> ZooResult:
+        return ZooResult("m", "timm", "f", status=status, reason=reason, where="blocks.0")
 
-    sigmoid = f"Sigmoid: {zoo.NOT_HOMOGENEOUS}"
+    sigmoid = f"Sigmoid: {NOT_HOMOGENEOUS}"
     upsample = "Upsample: no path-lifting rule for module type Upsample"
     assert verdict(row("supported"), row("supported")) == ("ok", "")
-    assert verdict(row("refused", sigmoid), row("refused", "SiLU: " + zoo.NOT_HOMOGENEOUS))[0] \
+    assert verdict(row("refused", sigmoid), row("refused", "SiLU: " + NOT_HOMOGENEOUS))[0] \
         == "ok"  # another genuine op first: still refused
     assert verdict(row("gap", upsample), row("gap", upsample)) == (
         "known gap", f"known gap: {upsample} (at blocks.0)")
@@ -151,39 +160,39 @@ def test_verdicts() -> None:
     ("shufflenet_v2_x0_5", "shufflenet_v2_x#"),
 ])
 def test_architecture(name: str, arch: str) -> None:
-    assert zoo.architecture(name) == arch
+    assert architecture(name) == arch
 
 
-def _models(names: list[str], source: str = "timm") -> list[zoo.ZooModel]:
-    return [zoo.ZooModel(n, source, n.rstrip("0123456789"), zoo.architecture(n)) for n in names]
+def _models(names: list[str], source: str = "timm") -> list[ZooModel]:
+    return [ZooModel(n, source, n.rstrip("0123456789"), architecture(n)) for n in names]
 
 
 def test_select_one_per_architecture_and_globs() -> None:
     models = _models(["resnet101", "resnet18", "resnet50", "resnet50d", "vgg16", "vgg11"])
-    assert [m.name for m in zoo.select(models)] == ["resnet18", "resnet50d", "vgg11"]
-    assert len(zoo.select(models, every=True)) == 6
-    assert [m.name for m in zoo.select(models, every=True, patterns=["resnet5*"])] == [
+    assert [m.name for m in select(models)] == ["resnet18", "resnet50d", "vgg11"]
+    assert len(select(models, every=True)) == 6
+    assert [m.name for m in select(models, every=True, patterns=["resnet5*"])] == [
         "resnet50", "resnet50d"]
-    assert [m.name for m in zoo.select(models, every=True, families=["vgg*"])] == ["vgg16",
-                                                                                    "vgg11"]
-    assert zoo.select(models, patterns=["timm:vgg16"], every=True)[0].name == "vgg16"
+    assert [m.name for m in select(models, every=True, families=["vgg*"])] == ["vgg16",
+                                                                                "vgg11"]
+    assert select(models, patterns=["timm:vgg16"], every=True)[0].name == "vgg16"
 
 
 def test_shards_are_disjoint_deterministic_and_complete() -> None:
     models = _models([f"net{i}" for i in range(23)])
-    shards = [zoo.shard(models, i, 4) for i in range(4)]
+    shards = [shard(models, i, 4) for i in range(4)]
     names = [m.name for s in shards for m in s]
     assert sorted(names) == sorted(m.name for m in models) and len(set(names)) == 23
-    assert zoo.shard(list(reversed(models)), 1, 4) == shards[1]  # input order does not matter
+    assert shard(list(reversed(models)), 1, 4) == shards[1]  # input order does not matter
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert zoo.parse_shard("2/4") == (2, 4)
+    assert parse_shard("2/4") == (2, 4)
     for bad in ("4/4", "1", "a/b", "-1/3"):
         with pytest.raises(ArgumentError):
-            zoo.parse_shard(bad)
+            parse_shard(bad)
 
 
 def test_catalog_has_both_registries() -> None:
-    models = zoo.catalog()
+    models = catalog()
     tv = [m for m in models if m.source == "torchvision"]
     assert {m.name for m in tv} >= {"resnet18", "vgg11_bn", "inception_v3", "regnet_x_400mf"}
     assert {m.family for m in tv if m.name.startswith("resnext")} == {"resnet"}
@@ -194,28 +203,28 @@ def test_catalog_has_both_registries() -> None:
 # -- classification and files ----------------------------------------------------------------
 
 def test_classify_refusal() -> None:
-    gate = UnsupportedOp("Sigmoid", "se.gate", zoo.NOT_HOMOGENEOUS)
+    gate = UnsupportedOp("Sigmoid", "se.gate", NOT_HOMOGENEOUS)
     gap = UnsupportedOp("Upsample", "fuse.0", "no path-lifting rule for module type Upsample")
-    assert zoo.classify_refusal([gap, gate]) == ("refused", gate)  # any genuine op decides
-    assert zoo.classify_refusal([gap]) == ("gap", gap)
+    assert classify_refusal([gap, gate]) == ("refused", gate)  # any genuine op decides
+    assert classify_refusal([gap]) == ("gap", gap)
 
 
 def test_csv_round_trip_has_no_local_paths(tmp_path: Path) -> None:
-    rows = [zoo.ZooResult("resnet18", "timm", "resnet", "resnet#", 11689512, "3x224x224",
-                          "supported", log10_path_norm=8.27608, forward_ms=12.5, path_norm_x=0.3,
-                          checks="pass"),
-            zoo.ZooResult("hrnet_w18", "timm", "hrnet", "hrnet_w#", 1, "3x224x224", "gap",
-                          "Upsample: no path-lifting rule, with a comma", "stage2")]
-    info = zoo.provenance(mode="test")
-    zoo.write_csv(rows, tmp_path / "z.csv", info)
-    back = zoo.read_csv(tmp_path / "z.csv")
+    rows = [ZooResult("resnet18", "timm", "resnet", "resnet#", 11689512, "3x224x224",
+                      "supported", log10_path_norm=8.27608, forward_ms=12.5, path_norm_x=0.3,
+                      checks="pass"),
+            ZooResult("hrnet_w18", "timm", "hrnet", "hrnet_w#", 1, "3x224x224", "gap",
+                      "Upsample: no path-lifting rule, with a comma", "stage2")]
+    info = provenance(mode="test")
+    write_csv(rows, tmp_path / "z.csv", info)
+    back = read_csv(tmp_path / "z.csv")
     assert [(r.model, r.status, r.reason, r.params, r.log10_path_norm) for r in back] == [
         ("hrnet_w18", "gap", "Upsample: no path-lifting rule, with a comma", 1, None),
         ("resnet18", "supported", "", 11689512, 8.27608)]
-    assert zoo.read_info(tmp_path / "z.csv")["commit"] == info["commit"]
-    zoo.write_markdown(back, tmp_path / "z.md", info)
+    assert read_info(tmp_path / "z.csv")["commit"] == info["commit"]
+    write_markdown(back, tmp_path / "z.md", info)
     text = (tmp_path / "z.csv").read_text() + (tmp_path / "z.md").read_text()
-    assert str(Path.home()) not in text and str(Path(zoo.__file__).parent) not in text
+    assert str(Path.home()) not in text and str(Path(checks.__file__).parents[1]) not in text
     assert "| timm | hrnet | 1 | 0 | 0 | 1 | 0 |" in text
 
 
@@ -227,27 +236,27 @@ def test_sweep_in_a_worker_and_in_process() -> None:
     import zoo_tasks
 
     seen: list[str] = []
-    got = zoo.sweep(["a", "raise", "b"], zoo_tasks.task, {"tag": "t"},
-                    failure=zoo_tasks.failure, jobs=1, timeout=60.0, tasks_per_worker=3,
-                    on_result=seen.append)
+    got = sweep(["a", "raise", "b"], zoo_tasks.task, {"tag": "t"},
+                failure=zoo_tasks.failure, jobs=1, timeout=60.0, tasks_per_worker=3,
+                on_result=seen.append)
     assert seen == got and len(got) == 3
     assert got[1] == "raise failed: worker error: ValueError: a bug in the task"
     pids = {got[0].split(":")[2], got[2].split(":")[2]}
     assert got[0].startswith("a:t:") and got[2].startswith("b:t:")
     assert len(pids) == 1 and str(os.getpid()) not in pids  # one worker, not this process
-    assert zoo.sweep(["x"], zoo_tasks.task, {"tag": "u"}, failure=zoo_tasks.failure,
-                     jobs=0)[0] == f"x:u:{os.getpid()}"  # jobs=0: in this process
+    assert sweep(["x"], zoo_tasks.task, {"tag": "u"}, failure=zoo_tasks.failure,
+                 jobs=0)[0] == f"x:u:{os.getpid()}"  # jobs=0: in this process
 
 
 def test_progress_bar_counts_statuses(capsys: pytest.CaptureFixture[str]) -> None:
-    bar = zoo._Progress(2, enabled=True)
-    bar.update(zoo.ZooResult("resnet18", "timm", status="supported"))
-    bar.update(zoo.ZooResult("vit_tiny", "timm", status="refused", reason="GELU: x"))
+    bar = Progress(2, enabled=True)
+    bar.update(ZooResult("resnet18", "timm", status="supported"))
+    bar.update(ZooResult("vit_tiny", "timm", status="refused", reason="GELU: x"))
     bar.close()
     err = capsys.readouterr().err
     assert "2/2" in err and "supported=1 refused=1 last=vit_tiny" in err
-    quiet = zoo._Progress(2, enabled=False)
-    quiet.update(zoo.ZooResult("resnet18", "timm", status="supported"))
+    quiet = Progress(2, enabled=False)
+    quiet.update(ZooResult("resnet18", "timm", status="supported"))
     quiet.close()
     assert capsys.readouterr().err == ""
 
@@ -258,8 +267,8 @@ def test_sweep_survives_crashes_hangs_and_bugs() -> None:
 
     items = ["crash", "hang", "a", "raise", "b"]
     t0 = time.monotonic()
-    got = zoo.sweep(items, zoo_tasks.task, {"tag": "t"}, failure=zoo_tasks.failure, jobs=2,
-                    timeout=2.0, tasks_per_worker=5)
+    got = sweep(items, zoo_tasks.task, {"tag": "t"}, failure=zoo_tasks.failure, jobs=2,
+                timeout=2.0, tasks_per_worker=5)
     assert time.monotonic() - t0 < 120
     assert len(got) == 5
     by_item = {g.split(":")[0].split(" ")[0]: g for g in got}
@@ -267,8 +276,8 @@ def test_sweep_survives_crashes_hangs_and_bugs() -> None:
     assert by_item["hang"] == "hang failed: timeout after 2 s"
     assert by_item["raise"] == "raise failed: worker error: ValueError: a bug in the task"
     assert by_item["a"].startswith("a:t:") and by_item["b"].startswith("b:t:")
-    assert zoo.sweep(["x"], zoo_tasks.task, {"tag": "u"}, failure=zoo_tasks.failure,
-                     jobs=0)[0] == f"x:u:{os.getpid()}"  # jobs=0: in this process
+    assert sweep(["x"], zoo_tasks.task, {"tag": "u"}, failure=zoo_tasks.failure,
+                 jobs=0)[0] == f"x:u:{os.getpid()}"  # jobs=0: in this process
 
 
 # -- the full-mode row of one model ----------------------------------------------------------
@@ -283,32 +292,32 @@ def tiny_net() -> torch.nn.Module:
 def test_check_model_row_of_a_tiny_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The full-mode path end to end (status on the meta device, build, timings, the three
     self-checks) with the registry's builder replaced by a tiny net."""
-    def build(m: zoo.ZooModel, device: object = None) -> torch.nn.Module:
+    def build(m: ZooModel, device: object = None) -> torch.nn.Module:
         with torch.device(device) if device is not None else torch.device("cpu"):
             return tiny_net().eval()
 
-    monkeypatch.setattr(zoo, "build", build)
-    m = zoo.ZooModel("tiny", "torchvision", "tiny", "tiny")
-    r = zoo.check_model(m, (3, 10, 10), repeats=1)
+    monkeypatch.setattr(checks, "build", build)
+    m = ZooModel("tiny", "torchvision", "tiny", "tiny")
+    r = check_model(m, (3, 10, 10), repeats=1)
     assert r.status == "supported" and r.checks == "pass", r
     assert r.params == sum(p.numel() for p in tiny_net().parameters())
     assert r.input_size == "3x10x10" and r.forward_ms is not None and r.forward_ms > 0
     assert r.log10_path_norm is not None and math.isfinite(r.log10_path_norm)
     assert r.path_norm_x is not None and r.path_norm_x > 0
     assert r.scores_x is not None and r.scores_x > 0
-    assert r.function_err is not None and r.function_err < zoo.FUNCTION_TOL
-    assert r.rescale_err is not None and r.rescale_err < zoo.RESCALE_TOL
+    assert r.function_err is not None and r.function_err < FUNCTION_TOL
+    assert r.rescale_err is not None and r.rescale_err < RESCALE_TOL
     assert r.lipschitz_ratio is not None and 0 < r.lipschitz_ratio <= 1
 
 
 @pytest.mark.zoo
 def test_check_model_times_and_self_checks() -> None:
-    m = zoo.ZooModel("squeezenet1_1", "torchvision", "squeezenet", "squeezenet#")
-    r = zoo.check_model(m, (3, 48, 48), repeats=1)
+    m = ZooModel("squeezenet1_1", "torchvision", "squeezenet", "squeezenet#")
+    r = check_model(m, (3, 48, 48), repeats=1)
     assert r.status == "supported" and r.checks == "pass", r
     assert r.params == 1235496 and r.input_size == "3x48x48"
-    assert r.function_err is not None and r.function_err < zoo.FUNCTION_TOL
-    assert r.rescale_err is not None and r.rescale_err < zoo.RESCALE_TOL
+    assert r.function_err is not None and r.function_err < FUNCTION_TOL
+    assert r.rescale_err is not None and r.rescale_err < RESCALE_TOL
     assert r.lipschitz_ratio is not None and 0 < r.lipschitz_ratio <= 1
     assert r.path_norm_x is not None and r.path_norm_x > 0 and r.forward_ms > 0
 
@@ -326,10 +335,10 @@ def test_self_checks_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     net, other = net.double().eval(), other.double().eval()
     x = torch.randn(16, 4, dtype=torch.float64)
     prog = fxpath.compile(net, (4,), dtype=torch.float64)
-    assert zoo.function_error(prog, net, x) < 1e-12
-    assert zoo.function_error(prog, other, x) > 1e-3  # the ReLU is missing in `other`
-    assert 0 < zoo.lipschitz_ratio(net, x) <= 1
+    assert function_error(prog, net, x) < 1e-12
+    assert function_error(prog, other, x) > 1e-3  # the ReLU is missing in `other`
+    assert 0 < lipschitz_ratio(net, x) <= 1
     real = fxpath.api.lipschitz_bound
     monkeypatch.setattr(fxpath.api, "lipschitz_bound",
                         lambda *args, **kw: real(*args, **kw) * 1e-6)
-    assert zoo.lipschitz_ratio(net, x) > 1
+    assert lipschitz_ratio(net, x) > 1

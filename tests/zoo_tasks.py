@@ -1,5 +1,5 @@
-"""Tasks for the worker-pool tests of `fxpath.tools.zoo.sweep` (module-level: workers are spawned
-and import them by name)."""
+"""Tasks for the worker-pool tests of `fxpath.tools.zoo.pool.sweep` (module-level: workers are
+spawned and import them by name)."""
 
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def plot_sparsity(sparsity: Mapping[str, float], overall: float, path: str | Pat
 def plot_zoo(csv_path: str | Path, path: str | Path, families: int = 12) -> Path:
     """Scatter of log10 l^1 path-norm against log10 parameter count of the supported models
     of a ``fxpath zoo`` CSV (full mode), the ``families`` largest families in colour."""
-    from fxpath.tools.zoo import read_csv
+    from fxpath.tools.zoo.report import read_csv
 
     plt = _pyplot()
     try:
@@ -190,7 +190,7 @@ def plot_zoo(csv_path: str | Path, path: str | Path, families: int = 12) -> Path
                    edgecolors="none")
     ax.set_xlabel("log10 parameter count")
     ax.set_ylabel("log10 l^1 path-norm (random init)")
-    from fxpath.tools.zoo import read_info
+    from fxpath.tools.zoo.report import read_info
 
     size = read_info(csv_path).get("size")
     where = f" at {size}" if size else " at their own input sizes"
