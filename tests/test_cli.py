@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 import fxpath
-from fxpath.tools import cli
+from fxpath.tools import arguments, cli, cli_docs, commands, models
 
 TINY_SHAPE = (3, 8, 8)
 
@@ -91,19 +91,19 @@ def test_rejected_at_parse_time(capsys: pytest.CaptureFixture[str], tiny_model: 
 
 @pytest.mark.parametrize("text", ["1", "3", "224"])
 def test_positive_int_accepts(text: str) -> None:
-    assert cli.positive_int()(text) == int(text)
+    assert arguments.positive_int()(text) == int(text)
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "x", ""])
 def test_positive_int_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.positive_int()(text)
+        arguments.positive_int()(text)
 
 
 def test_q_accepts_finite_positive() -> None:
-    assert cli.exponent("2") == 2.0
-    assert cli.exponent("0.5") == 0.5
-    assert cli.fraction("0") == 0.0 and cli.fraction("1") == 1.0
+    assert arguments.exponent("2") == 2.0
+    assert arguments.exponent("0.5") == 0.5
+    assert arguments.fraction("0") == 0.0 and arguments.fraction("1") == 1.0
 
 
 # -- model names -------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_build_failure_names_the_model(capsys: pytest.CaptureFixture[str],
 
 def test_build_model_raises_fxpath_error_for_bad_prefix() -> None:
     with pytest.raises(fxpath.FxPathError, match="unknown model prefix"):
-        cli.build_model("hf-hub:timm/resnet18")
+        models.build_model("hf-hub:timm/resnet18")
 
 
 def test_build_model_torchvision_random_eval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +153,7 @@ def test_build_model_torchvision_random_eval(monkeypatch: pytest.MonkeyPatch) ->
         return tiny().train()
 
     monkeypatch.setattr(torchvision.models, "get_model", get_model)
-    model, shape = cli.build_model("torchvision:resnet18")
+    model, shape = models.build_model("torchvision:resnet18")
     assert calls == [("resnet18", None)]
     assert not model.training and shape == (3, 224, 224)
 
@@ -308,7 +308,7 @@ def test_scores_save(capsys: pytest.CaptureFixture[str], tiny_model: list[str], 
     path = str(tmp_path / f"scores{suffix}")
     code, out, _ = run(capsys, "scores", "tiny", "--save", path)
     assert code == 0 and f"saved 4 score tensors to {path}" in out
-    saved = cli.commands.load_state(path)
+    saved = commands.load_state(path)
     want = fxpath.compile(seeded_tiny(), TINY_SHAPE, dtype=torch.float32).path_magnitude()
     assert sorted(saved) == sorted(want)
     for key in want:
@@ -324,7 +324,7 @@ def test_prune_out_export_then_metric_and_norm(capsys: pytest.CaptureFixture[str
                        "--export", pt2, "--float64")
     assert code == 0 and f"saved the pruned weights to {ckpt}" in out and pt2 in out
     printed = re.search(r"dense model: (\S+) ", out).group(1)  # type: ignore[union-attr]
-    state = cli.commands.load_state(ckpt)
+    state = commands.load_state(ckpt)
     assert "0.weight_orig" not in state and "0.weight" in state  # pruning made permanent
     zeros = sum(int((state[k] == 0).sum()) for k in ("0.weight", "4.weight"))
     assert zeros == round(0.5 * (4 * 3 * 9 + 2 * 4))
@@ -433,7 +433,7 @@ def test_module_factory_models(capsys: pytest.CaptureFixture[str], tmp_path,
     (tmp_path / "fxpath_cli_user_nets.py").write_text(FACTORY_MODULE)
     monkeypatch.chdir(tmp_path)
     spec = "fxpath_cli_user_nets:build"
-    assert cli.parse_model(spec) == ("factory", spec)
+    assert models.parse_model(spec) == ("factory", spec)
     code, out, _ = run(capsys, "norm", spec, "--size", "3", "8", "8", "--q", "1")
     assert code == 0
     want = fxpath.compile(seeded_tiny(), TINY_SHAPE, dtype=torch.float32).path_norm()
@@ -540,12 +540,28 @@ def test_subcommand_help_has_examples_and_defaults(capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
     assert "examples:" in out and f"fxpath {command} " in out and "exit codes:" in out
-    sub = next(a for a in cli.build_parser()._actions
+    sub = next(a for a in arguments.build_parser()._actions
                if isinstance(a, argparse._SubParsersAction)).choices[command]
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert "(default:" in (action.help or ""), action.option_strings
             assert action.option_strings[0] in out
+
+
+def test_docs_are_generated_from_the_parser() -> None:
+    """docs/cli.md is what `cli_docs.render` writes, and it names every flag of every command."""
+    from pathlib import Path
+
+    text = cli_docs.render()
+    docs = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    assert docs.read_text() == text, "docs/cli.md is stale: python -m fxpath.tools.cli_docs"
+    sub = next(a for a in arguments.build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert f"### `fxpath {name}`" in text
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert f"`{option}" in text, (name, option)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

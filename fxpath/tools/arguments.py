@@ -1,0 +1,368 @@
+"""The argparse parser of the ``fxpath`` command line: its help texts (descriptions, examples,
+exit codes), the parse-time checks of the flag values (the ``type=`` functions) and
+`build_parser`. `fxpath.tools.cli_docs` renders docs/cli.md from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from fxpath.apps.quantize.rounding import ROUNDINGS, SCHEMES
+from fxpath.tools.models import parse_model
+
+__all__ = ["EXIT_HELP", "MODEL_HELP", "budget", "build_parser", "exponent", "fraction",
+           "model_spec", "non_negative_int", "positive_int", "seed"]
+
+MODEL_HELP = """\
+MODEL is a timm model name (resnet18, also with a pretrained tag: resnet18.a1_in1k),
+timm:NAME, torchvision:NAME (torchvision:resnet18), smp:ARCH:ENCODER for a
+segmentation_models_pytorch model (smp:Unet:resnet34, at 3x256x256), module.path:factory
+for your own model (factory() builds it; run from the directory that holds the module), or a saved
+ExportedProgram FILE.pt2 (torch.export.save). Registry models are built with random
+weights (seeded by --seed, no download) and put in eval mode; --checkpoint FILE loads
+weights (.pt or .safetensors) instead. A misspelt name is answered with the closest
+registered names."""
+
+EXIT_HELP = """\
+exit codes:
+  0    success
+  1    internal error: a bug in fxpath or a library it calls (message and traceback
+       on stderr; please report it)
+  2    usage error: a bad flag value, an unknown model, a model that cannot be built
+       or that fxpath refuses (not a ReLU network, wrong --size); one line
+       'fxpath: ...' or the usage and the error on stderr
+  3    fxpath check: the model is not supported (the report says why)
+  130  interrupted (Ctrl-C)"""
+
+_EXAMPLES = {
+    None: """\
+  fxpath norm resnet18                         # l^1 and l^2 path-norms, timm ResNet-18
+  fxpath norm torchvision:resnet18 --float64   # torchvision's, computed in float64
+  fxpath scores resnet18 --top 5               # the 5 tensors with the most path mass
+  fxpath scores resnet18 --save scores.safetensors   # every score, keyed by state_dict name
+  fxpath prune torchvision:resnet18 --amount 0.6 --steps 5
+  fxpath prune resnet18 --out pruned.pt --export pruned.pt2   # checkpoint + ExportedProgram
+  fxpath metric resnet18 pruned.pt             # certified path-metric, dense vs pruned
+  fxpath norm pruned.pt2 --json                # a saved ExportedProgram; JSON results
+  fxpath norm mypkg.nets:make_net --size 3 32 32   # your own model: module.path:factory
+  fxpath check efficientnet_b0                 # every op: supported, or why not
+  fxpath zoo --filter 'resnet*' --jobs 2       # sweep the timm and torchvision zoo
+  fxpath plot mass resnet18 --out mass.png     # pictures: mass, scores, sparsity, zoo
+  fxpath quantize torchvision:resnet18 --scheme int8 --per-channel
+  fxpath norm --help                           # the flags of one subcommand""",
+    "norm": """\
+  fxpath norm resnet18
+  fxpath norm torchvision:resnet18 --float64
+  fxpath norm timm:resnet50 --q 1 2 4 --size 3 160 160
+  fxpath norm torchvision:vgg11 --seed 1""",
+    "scores": """\
+  fxpath scores resnet18 --top 5
+  fxpath scores torchvision:resnet18 --top 20 --float64
+  fxpath scores resnet18 --save scores.safetensors    # all scores (or scores.pt)
+  fxpath scores resnet18 --checkpoint my_weights.pt --json""",
+    "prune": """\
+  fxpath prune resnet18                               # 60% of conv/linear weights
+  fxpath prune torchvision:resnet18 --amount 0.9 --steps 10
+  fxpath prune resnet18 --criterion magnitude --scope layer
+  fxpath prune resnet18 --out pruned.safetensors      # the pruned weights (zeros kept)
+  fxpath prune resnet18 --export pruned.pt2           # and/or a torch.export program
+  fxpath metric resnet18 pruned.safetensors           # the metric again, from the files""",
+    "quantize": """\
+  fxpath quantize torchvision:resnet18 --scheme int8            # per tensor, to nearest
+  fxpath quantize torchvision:resnet18 --scheme int4 --per-channel --rounding toward_zero
+  fxpath quantize resnet18 --scheme float8_e4m3fn --fold-bn --out resnet18_fp8.pt
+  fxpath quantize torchvision:resnet18 --budget 0.01 --per-channel --size 3 64 64""",
+    "metric": """\
+  fxpath prune resnet18 --out pruned.pt && fxpath metric resnet18 pruned.pt
+  fxpath metric resnet18 b.safetensors --checkpoint a.safetensors   # two checkpoints
+  fxpath metric torchvision:resnet18 other.pt --float64 --json""",
+    "check": """\
+  fxpath check resnet18                     # supported: every op listed
+  fxpath check efficientnet_b0              # refused: SiLU, Sigmoid, mul, where they sit
+  fxpath check mypkg.nets:make_net --size 3 32 32 --json""",
+    "zoo": """\
+  fxpath zoo --filter 'resnet*' 'vgg*'             # one model per architecture
+  fxpath zoo --source torchvision --all --jobs 2   # every torchvision classifier
+  fxpath zoo --mode status --all --out zoo_status  # status of all, meta device, minutes
+  fxpath zoo --all --shard $I/$N --out zoo_$I      # shard I of N (Slurm array, k8s jobs)
+  fxpath zoo --merge zoo_*.csv --out zoo           # one table from the shards
+  fxpath zoo --size 3 64 64 --timeout 120 --resume""",
+    "plot": """\
+  fxpath plot mass resnet18 --out mass.png              # path mass per tensor
+  fxpath plot scores torchvision:vgg11 --out scores.png # score distribution per tensor
+  fxpath plot sparsity resnet18 --amount 0.9 --out sparsity.png
+  fxpath plot zoo zoo.csv --out zoo.png                 # log10 path-norm vs parameters""",
+}
+
+_SUBCOMMANDS = {
+    "norm": ("l^q path-norms (value and log10)",
+             "Print the l^q path-norm ||Phi(theta)||_q of MODEL for each --q, with its value\n"
+             "(10 significant digits; inf only beyond float64) and its log10."),
+    "scores": ("path mass through each parameter tensor",
+               "Print the parameter tensors of MODEL that carry the most l^1 path mass: the\n"
+               "sum of the path-magnitude scores of the tensor's entries, largest first."),
+    "prune": ("prune by path-magnitude and print the certified path-metric",
+              "Prune the conv and linear weights of MODEL and print the overall sparsity and\n"
+              "the certified l^1 path-metric between the dense and the pruned model: the\n"
+              "outputs move by at most max(1, ||x||_inf) times this value."),
+    "quantize": ("quantize the weights and print the certified path-metric",
+                 "Quantize the conv and linear weights of a copy of MODEL and print the\n"
+                 "certified l^1 path-metric between the model and the copy (exact when\n"
+                 "rounding toward zero), the bits per weight and the layers that contribute\n"
+                 "most. With --budget EPS the bits of each layer are chosen (from 2 to 8) so\n"
+                 "that the certified relative path-metric is at most EPS."),
+    "metric": ("certified l^1 path-metric between two weight sets of one model",
+               "Print the l^1 path-metric ||Phi(theta) - Phi(theta')||_1 between MODEL (with\n"
+               "--checkpoint's weights, else random ones of --seed) and OTHER, a checkpoint\n"
+               "(.pt, .safetensors) or ExportedProgram (.pt2) of the same architecture, e.g.\n"
+               "the output of 'fxpath prune --out'. Exact when one set dominates the other\n"
+               "(pruning), else a certified upper bound; with it, the Lipschitz certificate\n"
+               "||R(x) - R'(x)||_1 <= max(1, ||x||_inf) * metric."),
+    "check": ("the support report: every op, supported or why not",
+              "Trace MODEL and list every op kind it uses, how often, and whether fxpath\n"
+              "supports it (and what it lowers to) or why not, with where the unsupported\n"
+              "ops sit; then compile it to confirm. Exit code 3 when it is not supported."),
+    "zoo": ("sweep the timm and torchvision classifiers",
+            "Compile every timm and torchvision classifier (one per architecture unless\n"
+            "--all), time its path-norm and scores against its forward and run three\n"
+            "self-checks (the function through the IR interpreter, the path-norm under\n"
+            "fxpath.rescale, the Lipschitz bound on a perturbation); or, with --mode\n"
+            "status, only decide supported or why not. Each model runs in a worker process\n"
+            "with a time limit; writes STEM.csv and STEM.md (docs/zoo.md)."),
+    "plot": ("pictures: path mass, score distributions, sparsity, the zoo",
+             "Write a PNG: 'mass' (path mass per parameter tensor), 'scores' (distribution\n"
+             "of the scores of each weight tensor), 'sparsity' (zeros per tensor after\n"
+             "'fxpath prune' with --amount/--criterion/--scope), or 'zoo' (log10 path-norm\n"
+             "against parameter count by family, from the CSV of 'fxpath zoo'). Needs\n"
+             "matplotlib: pip install \"fxpath[plot]\"."),
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written; a wider column for the flags."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+# -- parse-time validation (argparse ``type=`` functions) -----------------------------------
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+
+
+def positive_int(what: str = "the value") -> Callable[[str], int]:
+    """A ``type=`` function accepting integers >= 1; ``what`` names them in messages."""
+
+    def parse(text: str) -> int:
+        value = _parse_int(text, what)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer >= 1, got {text!r}")
+        return value
+
+    return parse
+
+
+def seed(text: str) -> int:
+    """A seed ``torch.manual_seed`` accepts: an integer in [-2**63, 2**64 - 1]."""
+    value = _parse_int(text, "seed")
+    if not -(2**63) <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"seed must be in [-2**63, 2**64 - 1], got {text}")
+    return value
+
+
+def _parse_float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+
+
+def exponent(text: str) -> float:
+    """A path-norm exponent ``q``: a finite number > 0."""
+    q = _parse_float(text, "q")
+    if q == math.inf:
+        raise argparse.ArgumentTypeError(
+            f"q={text}: the l^inf path-norm is not supported; use a finite q > 0")
+    if math.isnan(q) or q <= 0:
+        raise argparse.ArgumentTypeError(f"q must be a finite number > 0, got {text!r}")
+    return q
+
+
+def fraction(text: str) -> float:
+    """A pruning amount: a number in [0, 1]."""
+    value = _parse_float(text, "amount")
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"amount must be in [0, 1], got {text!r}")
+    return value
+
+
+def budget(text: str) -> float:
+    """A quantization budget: a finite number > 0 (the largest relative path-metric)."""
+    value = _parse_float(text, "budget")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"budget must be a finite number > 0, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A ``type=`` function accepting integers >= 0."""
+    value = _parse_int(text, "the value")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the value must be an integer >= 0, got {text!r}")
+    return value
+
+
+def model_spec(text: str) -> str:
+    """A ``type=`` function for MODEL: ``text`` itself once `parse_model` accepts its form."""
+    parse_model(text)
+    return text
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+def _add_common(c: argparse.ArgumentParser) -> None:
+    c.add_argument("model", metavar="MODEL", type=model_spec,
+                   help="timm name, timm:NAME, torchvision:NAME, module.path:factory or "
+                        "FILE.pt2 (see 'fxpath --help')")
+    c.add_argument("--checkpoint", metavar="FILE",
+                   help="load these weights into MODEL (.pt or .safetensors state dict; "
+                        "strict) (default: random weights of --seed)")
+    c.add_argument("--size", metavar="DIM", type=positive_int("each input dimension"), nargs="+",
+                   help="per-sample input shape without the batch dimension, positive "
+                        "integers, e.g. --size 3 160 160 (default: the model's own: timm's "
+                        "input_size, 3 224 224 for torchvision)")
+    c.add_argument("--seed", metavar="N", type=seed, default=0,
+                   help="seed of the random weights (default: %(default)s)")
+    c.add_argument("--float64", action="store_true",
+                   help="compute the path network in float64 (default: float32)")
+
+
+def _add_subcommand(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    short, description = _SUBCOMMANDS[name]
+    c = sub.add_parser(name, help=short, formatter_class=_Formatter,
+                       description=f"{description}\n\n{MODEL_HELP}",
+                       epilog=f"examples:\n{_EXAMPLES[name]}\n\n{EXIT_HELP}")
+    _add_common(c)
+    return c
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fxpath`` argument parser: subcommands ``norm``, ``scores``, ``prune``,
+    ``quantize``, ``metric``, ``check``, ``zoo`` and ``plot``."""
+    from importlib.metadata import version
+
+    __version__ = version("fxpath")
+
+    p = argparse.ArgumentParser(
+        prog="fxpath", formatter_class=_Formatter,
+        description="Path-norms, path-magnitude scores and path-magnitude pruning of timm and "
+                    f"torchvision\nReLU networks.\n\n{MODEL_HELP}",
+        epilog=f"examples:\n{_EXAMPLES[None]}\n\n{EXIT_HELP}")
+    p.add_argument("--version", action="version", version=f"fxpath {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands")
+    c = _add_subcommand(sub, "norm")
+    c.add_argument("--q", metavar="Q", type=exponent, nargs="+", default=[1.0, 2.0],
+                   help="exponents of the l^q path-norms, finite numbers > 0 (default: 1 2)")
+    _add_json(c)
+    c = _add_subcommand(sub, "scores")
+    c.add_argument("--top", metavar="N", type=positive_int(), default=10,
+                   help="how many tensors to print, N >= 1 (default: %(default)s)")
+    c.add_argument("--save", metavar="FILE",
+                   help="save every score tensor, keyed by state_dict name, to FILE.pt "
+                        "(torch.save) or FILE.safetensors (default: print only)")
+    _add_json(c)
+    c = _add_subcommand(sub, "prune")
+    c.add_argument("--amount", metavar="A", type=fraction, default=0.6,
+                   help="fraction of the conv/linear weights to set to zero, in [0, 1] "
+                        "(default: %(default)s)")
+    c.add_argument("--criterion", default="path_magnitude",
+                   choices=["path_magnitude", "magnitude"],
+                   help="score of a weight: its share of path mass, or |w| "
+                        "(default: %(default)s)")
+    c.add_argument("--scope", default="global", choices=["global", "layer"],
+                   help="one threshold over all weights, or one per tensor "
+                        "(default: %(default)s)")
+    c.add_argument("--steps", metavar="N", type=positive_int(), default=1,
+                   help="prune-and-rescore rounds, N >= 1; the kept fraction shrinks "
+                        "geometrically to 1 - A (default: %(default)s)")
+    c.add_argument("--out", metavar="FILE",
+                   help="save the pruned weights (a state dict, zeros in place) to FILE.pt or "
+                        "FILE.safetensors (default: none)")
+    c.add_argument("--export", metavar="FILE.pt2",
+                   help="save the pruned model as an ExportedProgram (torch.export.save; "
+                        "batch dimension dynamic where it exports) (default: none)")
+    _add_json(c)
+    _add_quantize(sub)
+    _add_tools(sub)
+    return p
+
+
+def _add_json(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--json", action="store_true",
+                   help="print the results as one JSON object (default: text)")
+
+
+def _add_tools(sub: argparse._SubParsersAction) -> None:
+    """The subcommands metric, check, zoo and plot."""
+    from fxpath.tools import plot
+    from fxpath.tools.zoo import command as zoo_command
+
+    c = _add_subcommand(sub, "metric")
+    c.add_argument("other", metavar="OTHER",
+                   help="the other weights: a checkpoint (.pt, .safetensors) or a .pt2 of "
+                        "MODEL's architecture")
+    _add_json(c)
+    _add_json(_add_subcommand(sub, "check"))
+    short, description = _SUBCOMMANDS["zoo"]
+    c = sub.add_parser("zoo", help=short, formatter_class=_Formatter, description=description,
+                       epilog=f"examples:\n{_EXAMPLES['zoo']}\n\n{EXIT_HELP}")
+    zoo_command.add_arguments(c)
+    short, description = _SUBCOMMANDS["plot"]
+    c = sub.add_parser("plot", help=short, formatter_class=_Formatter,
+                       description=f"{description}\n\n{MODEL_HELP}",
+                       epilog=f"examples:\n{_EXAMPLES['plot']}\n\n{EXIT_HELP}")
+    c.add_argument("kind", metavar="KIND", choices=plot.KINDS,
+                   help="mass, scores, sparsity (of MODEL) or zoo (MODEL is then the CSV of "
+                        "'fxpath zoo')")
+    _add_common(c)
+    c.add_argument("--out", metavar="FILE.png",
+                   help="the picture (default: KIND_MODEL.png in the working directory)")
+    c.add_argument("--amount", metavar="A", type=fraction, default=0.6,
+                   help="sparsity: fraction of the conv/linear weights to prune "
+                        "(default: %(default)s)")
+    c.add_argument("--criterion", default="path_magnitude",
+                   choices=["path_magnitude", "magnitude"],
+                   help="sparsity: the pruning criterion (default: %(default)s)")
+    c.add_argument("--scope", default="global", choices=["global", "layer"],
+                   help="sparsity: one threshold or one per tensor (default: %(default)s)")
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    c = _add_subcommand(sub, "quantize")
+    c.add_argument("--scheme", default="int8", choices=list(SCHEMES), metavar="SCHEME",
+                   help="number format of the weights: " + ", ".join(SCHEMES)
+                        + " (default: %(default)s; with --budget the bits come from 2 to 8)")
+    c.add_argument("--per-channel", action="store_true",
+                   help="one scale per output channel (default: one per tensor)")
+    c.add_argument("--rounding", default="nearest", choices=list(ROUNDINGS),
+                   help="to nearest (ties to even) or toward zero, which makes the certified "
+                        "metric exact (default: %(default)s)")
+    c.add_argument("--biases", action="store_true", help="quantize the biases too")
+    c.add_argument("--fold-bn", action="store_true",
+                   help="fuse BatchNorms into their convs first (torch's conv-BN fusion) and "
+                        "quantize the fused weights")
+    c.add_argument("--budget", metavar="EPS", type=budget,
+                   help="choose the bits of each layer (2 to 8) to keep the certified relative "
+                        "path-metric at most EPS, a number > 0")
+    c.add_argument("--top", metavar="N", type=non_negative_int, default=5,
+                   help="print the N layers with the largest share of the metric, each "
+                        "certified alone; 0 skips them (default: %(default)s)")
+    c.add_argument("--out", metavar="FILE",
+                   help="save the quantized copy's state_dict there (torch.save)")

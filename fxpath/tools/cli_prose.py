@@ -1,0 +1,332 @@
+"""The hand-written prose of docs/cli.md, around what `fxpath.tools.cli_docs` generates from
+the parser: `INTRO` (the title and the first paragraphs, before the synopsis) and `GUIDE` (what
+each command prints, the flags' fine print, MODEL, exit codes, worked examples and outputs,
+before the reference). Markdown; regenerate docs/cli.md after editing it:
+``python -m fxpath.tools.cli_docs``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GUIDE", "INTRO"]
+
+INTRO = """\
+# The `fxpath` command line
+
+`fxpath` builds a timm or torchvision model with random weights and prints its path-norms, the
+path mass carried by each parameter tensor, or prunes it and prints the certified path-metric
+between the dense and the pruned network, or quantizes it and prints the certified path-metric
+between the model and its quantized copy. It is installed with the package as a console script
+(`python -m fxpath.tools.cli` runs the same program).
+
+The [reference](#reference) at the end is generated from the argparse parser: it is the text
+of `fxpath --help` and `fxpath COMMAND --help`, which also show example invocations.
+"""
+
+GUIDE = """\
+| command  | what it prints                                                                  |
+|----------|---------------------------------------------------------------------------------|
+| `norm`   | one line per `--q`: the l^q path-norm, its value (10 significant digits) and its log10 |
+| `scores` | the `--top` parameter tensors carrying the most l^1 path mass (sum of the path-magnitude scores of their entries), largest first |
+| `prune`  | the overall sparsity of the conv/linear weights after pruning, and the certified l^1 path-metric between the dense and the pruned model (value, log10, relative to the dense path-norm, exact or upper bound) |
+| `metric` | the certified l^1 path-metric between MODEL and OTHER (a checkpoint or `.pt2` of the same architecture), exact or upper bound, and the Lipschitz certificate it gives ([below](#metric)) |
+| `check` | the support report: every op kind of MODEL, how often, supported (and what it lowers to) or why not, and where the unsupported ones sit ([below](#check)) |
+| `plot` | a PNG: path mass per tensor, score distribution per tensor, sparsity per tensor after pruning, or the zoo's path-norms against parameter counts ([below](#plot)) |
+| `zoo` | sweeps the timm and torchvision classifiers into a CSV and a markdown table ([zoo.md](zoo.md)) |
+| `quantize` | the scheme and the average bits per weight, the certified l^1 path-metric between the model and its quantized copy (value, log10, relative, exact or upper bound), with `--budget` the margin by which it is met, and the `--top` layers with the largest share of it ([below](#quantize)) |
+
+Each command also prints one timing line to stderr, e.g. `(3.21 s, torch.float32)`: the time
+spent on the path computations, after the model was built, and the compute dtype.
+
+## Flags
+
+The [reference](#reference) below lists every flag of every command, its accepted values and
+its default. Besides:
+
+- `--seed N` takes any integer in [-2^63, 2^64 - 1]; `torch.manual_seed(N)` runs right before
+  the model is built.
+- `--float64` is honoured by every command that takes it, `prune` and `quantize` included.
+- `--checkpoint FILE` reads a `.pt`/`.pth`/`.bin` state dict (`torch.save`, loaded with
+  `weights_only=True`) or a `.safetensors` one; a dict holding it under a `state_dict` or
+  `model` key is unwrapped. Loading is strict: every name and every shape must fit. A `.pt2`
+  MODEL holds its own weights and refuses it.
+- `scores --save` keys the scores by state_dict name, as `fxpath.path_magnitude` returns them;
+  `prune --out` writes the plain state_dict names, the pruning made permanent and the zeros in
+  place.
+- `quantize --top N` ranks the layers by their share of the metric, each layer certified alone
+  (one path-metric per layer); `--top 0` skips that work. `--biases` quantizes the
+  conv/linear biases with one scale per tensor.
+- `plot --out` defaults to `KIND_MODEL.png`, and to `zoo.png` for `plot zoo`.
+
+Every value is checked while the command line is parsed, before any model is built: a bad value
+is answered with the usage line and one error naming the flag, e.g.
+
+```
+$ fxpath norm resnet18 --size 3 0 0
+usage: fxpath norm [-h] [--checkpoint FILE] [--size DIM [DIM ...]] [--seed N]
+                   [--float64] [--q Q [Q ...]] [--json]
+                   MODEL
+fxpath norm: error: argument --size: each input dimension must be an integer >= 1, got '0'
+$ fxpath norm resnet18 --q inf
+...
+fxpath norm: error: argument --q: q=inf: the l^inf path-norm is not supported; use a finite q > 0
+```
+
+A negative value that looks like a flag must be attached with `=`: `--q=-1` (it is then
+rejected as not > 0).
+
+Without `--float64` the path network is computed in float32, passed explicitly to the library
+by every command; with it, in float64. When float32 overflows inside a layer, the error says so
+and suggests `--float64`.
+
+## MODEL
+
+| MODEL | built with |
+|-------|------------|
+| `NAME`, e.g. `resnet18` or `resnet18.a1_in1k` | `timm.create_model(NAME, pretrained=False)` |
+| `timm:NAME` | the same |
+| `torchvision:NAME`, e.g. `torchvision:resnet18` | `torchvision.models.get_model(NAME, weights=None)` |
+| `smp:ARCH:ENCODER`, e.g. `smp:Unet:resnet34` | `segmentation_models_pytorch.create_model(ARCH, encoder_name=ENCODER, encoder_weights=None)`; input size 3x256x256 |
+| `module.path:factory`, e.g. `mypkg.nets:make_net` | `factory()` from `import module.path` (the working directory is on the import path, as for `python -m`); its input size is its `pretrained_cfg["input_size"]` when it has one, else give `--size` |
+| `FILE.pt2` | `torch.export.load(FILE)`, a saved ExportedProgram (`fxpath prune --export` writes one); its input size is its own. A program exported with a dynamic batch is exported again at a fixed batch of 2 (fxpath reads static shapes). `prune` and `plot sparsity` need a module and refuse it |
+
+Registry models get random weights (nothing is downloaded), or `--checkpoint`'s, and are put in
+eval mode. A prefix that is neither a registry nor an importable module (`foo:bar`,
+`hf-hub:...`) is a usage error. An unknown name is answered with the closest
+registered names (the name's own registry first; a name that exists only in the other registry
+is offered with its prefix):
+
+```
+$ fxpath norm torchvision:resnet19
+fxpath: unknown torchvision model 'resnet19' in 'torchvision:resnet19'; did you mean torchvision:resnet18, torchvision:resnet152, torchvision:resnet101, torchvision:resnet50, torchvision:resnet34?
+$ fxpath norm alexnet
+fxpath: unknown timm model 'alexnet'; did you mean torchvision:alexnet, haloregnetz_b?
+$ fxpath norm not_a_model
+fxpath: unknown timm model 'not_a_model'; no close match among the 1371 timm models (timm.list_models() lists them)
+```
+
+(The number of timm models depends on the installed timm version.) Any other failure while a
+registry builds the model is reported as `fxpath: could not build 'MODEL': <error>`.
+
+## Exit codes
+
+| code | meaning | on stderr |
+|------|---------|-----------|
+| 0 | success | the timing line |
+| 1 | internal error: an unexpected exception, a bug in fxpath or in a library it calls | `fxpath: internal error, please report: <error>`, a short paragraph asking for a report with the command line and the versions of torch, torchvision and timm, then the traceback |
+| 2 | usage error: a malformed command line or flag value, an unknown model, a model that cannot be built, a model fxpath refuses (not a ReLU network, an input shape that does not fit it: any `fxpath.FxPathError`), a checkpoint that does not fit, or running out of memory | the usage and `fxpath COMMAND: error: ...` for command-line errors, otherwise one message `fxpath: ...`; never a traceback |
+| 3 | `fxpath check` only: the report was printed and the model is not supported | the report on stdout |
+| 130 | interrupted with Ctrl-C | `fxpath: interrupted` |
+
+When the reader of the output closes the pipe early (`fxpath scores resnet18 --top 40 | head -3`)
+the command stops quietly with code 0.
+
+## Examples
+
+The outputs below are stdout, verbatim (seed 0; the timing line on stderr is left out).
+
+```
+$ fxpath norm resnet18
+l^1 path-norm of resnet18 at (3, 224, 224): 188834624 (log10 8.2760816279)
+l^2 path-norm of resnet18 at (3, 224, 224): 2.341847169 (log10 0.3695585492)
+```
+
+```
+$ fxpath norm torchvision:resnet18 --float64
+l^1 path-norm of torchvision:resnet18 at (3, 224, 224): 6.282851162e+30 (log10 30.7981567716)
+l^2 path-norm of torchvision:resnet18 at (3, 224, 224): 512.0112247 (log10 2.7092794820)
+```
+
+The same in float32 (`fxpath norm torchvision:resnet18`) printed
+`6.282850349e+30 (log10 30.7981567154)` and `512.0111388 (log10 2.7092794091)`: about seven
+significant digits agree; the last digits of a float32 run may differ between machines.
+
+```
+$ fxpath scores resnet18 --top 5
+path mass fraction through each tensor of resnet18 at (3, 224, 224) (top 5 of 42):
+    1.000000  conv1.weight
+    1.000000  fc.weight
+    1.000000  layer4.0.downsample.0.weight
+    1.000000  layer3.0.downsample.0.weight
+    1.000000  layer2.0.downsample.0.weight
+```
+
+Every path goes through the stem convolution and the classifier, hence their mass of 1. The
+downsampling shortcuts carry all the rest because timm initializes the last BatchNorm of every
+residual block with zero scale, so at random initialization no path crosses a residual branch
+(with `fxpath scores torchvision:resnet18`, whose builder does not do this, the convolutions of
+the residual branches carry nearly all the mass instead).
+
+More invocations:
+
+```
+fxpath norm timm:resnet50 --q 1 2 4 --size 3 160 160
+fxpath norm torchvision:vgg11 --seed 1
+fxpath prune resnet18                                  # 60% of the conv/linear weights
+fxpath prune torchvision:resnet18 --amount 0.9 --steps 10
+fxpath prune resnet18 --criterion magnitude --scope layer --float64
+```
+
+## quantize
+
+`fxpath quantize MODEL` quantizes the conv and linear weights of a copy of the model with
+`fxpath.quantize` ([quantization.md](quantization.md)) and prints the certified l^1 path-metric
+between the model and the copy: the outputs of the copy differ from the model's by at most
+`max(1, ||x||_inf)` times this value, for every input `x`. Rounding to nearest gives a certified
+upper bound; `--rounding toward_zero` gives the metric itself (`exact`). Then come the `--top`
+layers whose quantization alone moves the path-lifting most, with their share of the whole
+metric (toward zero the shares sum to 1 or more: a path through several layers counts in
+each). With `--budget
+EPS` the bits of each layer are chosen from 2 to 8 (per tensor, or per channel with
+`--per-channel`) to make the model small while the certified relative metric stays at most
+`EPS`; a budget that even 8 bits everywhere cannot meet is a usage error that gives the
+certified value at 8 bits. Without `--float64` the certificate is computed in float32 (the
+library's default is float64).
+
+```
+$ fxpath quantize torchvision:resnet18 --scheme int8 --per-channel
+torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per channel, nearest), 8.000 bits per weight
+certified l^1 path-metric to the model: 9.403271344e+29 (log10 29.9732789684, relative 0.149666, upper bound)
+layers with the largest share of the metric (top 5 of 21; each certified alone):
+    0.063656  8 bits  layer4.1.conv1
+    0.063273  8 bits  layer4.1.conv2
+    0.062662  8 bits  layer4.0.conv2
+    0.060307  8 bits  layer3.1.conv2
+    0.059798  8 bits  layer3.0.conv2
+```
+
+```
+$ fxpath quantize torchvision:resnet18 --scheme int8 --rounding toward_zero --fold-bn --top 3
+torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per tensor, toward_zero), 8.000 bits per weight
+certified l^1 path-metric to the model: 2.085734934e+30 (log10 30.3192591151, relative 0.331973, exact)
+layers with the largest share of the metric (top 3 of 21; each certified alone):
+    0.079791  8 bits  layer4.1.conv2
+    0.076481  8 bits  layer4.0.conv2
+    0.076240  8 bits  layer2.1.conv1
+```
+
+```
+$ fxpath quantize torchvision:resnet18 --budget 0.5 --per-channel --top 3
+torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (budget 0.5, integer bits, per channel, nearest), 5.628 bits per weight
+certified l^1 path-metric to the model: 2.817387418e+30 (log10 30.4498465707, relative 0.448425, upper bound)
+budget 0.5: met with margin 0.051575 after 2 certified check(s)
+layers with the largest share of the metric (top 3 of 21; each certified alone):
+    0.179942  5 bits  layer4.1.conv1
+    0.178711  5 bits  layer4.1.conv2
+    0.176879  5 bits  layer4.0.conv2
+```
+
+Each took about 5 s on one CPU thread (float32). The relative metrics are large: to first order
+the relative metric is the sum over the layers of their path-mass-weighted relative weight
+changes ([quantization.md](quantization.md#per-layer-shares-and-the-first-order-estimate)), so
+it grows with depth; here 21 layers of about 0.7% each. `--out FILE` saves the quantized
+`state_dict`; with `--fold-bn` it belongs to the fused architecture (BatchNorms replaced by
+`nn.Identity`, convs with biases).
+
+## metric
+
+`fxpath metric MODEL OTHER` prints the l^1 path-metric `||Phi(theta) - Phi(theta')||_1` between
+MODEL's weights (`--checkpoint`'s, else the random ones of `--seed`) and OTHER, a checkpoint
+(`.pt`, `.safetensors`) or a `.pt2` program of the same architecture. It is exact when one set
+dominates the other with the same signs (a pruned copy), otherwise a certified upper bound, and
+it gives the Lipschitz certificate on the outputs. A model and its pruned version:
+
+```
+$ fxpath prune resnet18 --out pruned.pt --export pruned.pt2
+resnet18 at (3, 224, 224): pruned 60.0% of the conv/linear weights by path_magnitude (global)
+certified l^1 path-metric to the dense model: 0 (log10 -inf, relative 0, exact)
+certified bound: ||R(x) - R_pruned(x)||_1 <= max(1, ||x||_inf) * 0 for every input x
+saved the pruned weights to pruned.pt
+saved the pruned model as an ExportedProgram (dynamic batch) to pruned.pt2
+$ fxpath metric resnet18 pruned.pt
+certified l^1 path-metric between resnet18 and pruned.pt at (3, 224, 224): 0 (log10 -inf, relative 0, exact)
+certified bound: ||R(x) - R_other(x)||_1 <= max(1, ||x||_inf) * 0 for every input x
+$ fxpath norm pruned.pt2
+l^1 path-norm of pruned.pt2 at (3, 224, 224): 188834624 (log10 8.2760816279)
+l^2 path-norm of pruned.pt2 at (3, 224, 224): 2.341847169 (log10 0.3695585492)
+```
+
+(At timm's initialization no path crosses a residual branch, and the pruned 60% carry no path
+mass: the metric is exactly 0 and the path-norms are the dense model's. With trained weights,
+`--checkpoint`, it is not.) Two checkpoints: `fxpath metric resnet18 b.safetensors
+--checkpoint a.safetensors`. The checkpoints `prune --out` writes hold the plain state_dict
+names with the zeros in place (the pruning is made permanent); any state dict that
+`model.load_state_dict(strict=True)` accepts works.
+
+## check
+
+`fxpath check MODEL` is the support report: every op kind of the traced model, how often it
+occurs, supported (with the IR op it lowers to) or why not, and where the unsupported ones sit.
+The model is then compiled to confirm the verdict. Exit code 0 when it is supported, 3 when not.
+
+```
+$ fxpath check efficientnet_b0
+efficientnet_b0 at (3, 224, 224) (fx front end): NOT supported: 81 unsupported op(s); the first: SiLU at bn1.act: not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)
+  op                 count  status
+  Conv2d                81  supported (linear)
+  batch_norm            49  supported (batchnorm)
+  Identity              90  supported (identity)
+  SiLU                  49  UNSUPPORTED: not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)
+                            at bn1.act, blocks.0.0.bn1.act, blocks.0.0.se.act1, blocks.1.0.bn1.act, blocks.1.0.bn2.act and 44 more
+  mean                  16  supported (mean)
+  Sigmoid               16  UNSUPPORTED: not positively homogeneous (a ReLU-DAG has ReLU, identity or max-pool neurons)
+                            at blocks.0.0.se.gate, blocks.1.0.se.gate, blocks.1.1.se.gate, blocks.2.0.se.gate, blocks.2.1.se.gate and 11 more
+  mul                   16  UNSUPPORTED: product of two activations (e.g. a squeeze-excitation gate or attention)
+                            at blocks.0.0.se, blocks.1.0.se, blocks.1.1.se, blocks.2.0.se, blocks.2.1.se and 11 more
+  add                    9  supported (add)
+  AdaptiveAvgPool2d      1  supported (adaptive_avgpool)
+  Flatten                1  supported (reshape)
+  Linear                 1  supported (linear)
+```
+
+When torch.fx cannot trace the model, the report comes from the torch.export front end (its
+first line says which).
+
+## JSON
+
+With `--json`, `norm`, `scores`, `prune`, `metric` and `check` print one JSON object on stdout
+instead of text (the timing line still goes to stderr). Values beyond float64 (`inf`) and
+`-inf` logarithms are written as strings.
+
+```
+$ fxpath norm resnet18 --json --q 1
+{
+  "model": "resnet18",
+  "input_shape": [3, 224, 224],
+  "dtype": "torch.float32",
+  "path_norms": [{"q": 1.0, "value": 188834623.99999997, "log10": 8.27608162785131, "log2": 27.492548075140405}]
+}
+```
+
+(shown compacted; the output is indented). `scores --json` lists the `--top` tensors with their
+mass and entry count, `prune --json` the sparsity of every tensor, the metric and the files
+written, `metric --json` the metric and the dense path-norm, `check --json` every op row.
+
+## plot
+
+`fxpath plot KIND MODEL --out FILE.png` draws, with matplotlib's Agg backend. matplotlib is an
+optional dependency: `pip install "fxpath[plot]"` installs it (the `test` extra has it too);
+without it `fxpath plot` stops with exit code 2 and that command, before building the model.
+
+| KIND | picture |
+|---|---|
+| `mass` | the path mass through each parameter tensor (the sum of its scores), in the model's order |
+| `scores` | the distribution of log10 of the scores of each weight tensor (box: quartiles, whiskers: 1st and 99th percentiles; zeros left out) |
+| `sparsity` | the fraction of zeros in each tensor after `fxpath prune` with `--amount`, `--criterion`, `--scope`, and the overall sparsity |
+| `zoo` | log10 of the l^1 path-norm against log10 of the parameter count of every supported model of a `fxpath zoo` CSV, the largest families in colour (`fxpath plot zoo zoo.csv --out zoo.png`) |
+
+`fxpath plot mass torchvision:resnet18`, `fxpath plot scores torchvision:resnet18` and
+`fxpath plot sparsity torchvision:resnet18 --amount 0.9`:
+
+![path mass per tensor](images/mass_resnet18.png)
+![score distributions per tensor](images/scores_resnet18.png)
+![sparsity per tensor after pruning 90%](images/sparsity_resnet18.png)
+
+The residual branches of torchvision's ResNet-18 carry nearly all the path mass (the
+downsample shortcuts almost none); the scores shrink with depth, and pruning 90% by
+path-magnitude empties the last stage and keeps the stem.
+
+## zoo
+
+`fxpath zoo` sweeps the timm and torchvision classifiers: see [zoo.md](zoo.md) for the flags,
+the statuses, the self-checks, sharding over a batch system and the committed results.
+"""  # noqa: E501
