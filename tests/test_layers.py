@@ -118,3 +118,14 @@ def test_no_file_over_650_lines(folder: str) -> None:
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / folder).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 650}
     assert long == {}
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists every package folder (a wheel would silently leave one out)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {"fxpath.passes"} | {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "fxpath").rglob("__init__.py")}
+    assert found == listed
