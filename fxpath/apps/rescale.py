@@ -20,23 +20,23 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from fxpath import ops
 from fxpath.errors import ArgumentError
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import Rescaling, rule_of
 from fxpath.ops.rescaling import channel_ids
+from fxpath.ops.walk import walk
 from fxpath.program import PathProgram
 from fxpath.validate import check_model
 
 __all__ = ["channel_count", "channel_maps", "copy_model", "rescalable_neurons", "rescale",
            "rescale_channels"]
 
-_STOP = ops.Rescaling("stops")
+_STOP = Rescaling("stops")
 
 
-def _rescaling(node: Node) -> ops.Rescaling:
+def _rescaling(node: Node) -> Rescaling:
     """The op's rescaling rule; an op it does not apply to stops rescaling."""
-    rule = ops.get(node.op).rescale_rule
-    return rule if isinstance(rule, ops.Rescaling) else _STOP
+    return rule_of(node, "rescale_rule", _STOP)
 
 
 def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
@@ -65,16 +65,16 @@ def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
     return consumers or None
 
 
-def _produces(node: Node) -> bool:
-    rule = _rescaling(node)
+def _produces(rule: Rescaling, node: Node, ins: list[bool]) -> bool:
     return rule.produces is not None and rule.produces(node)
 
 
 def rescalable_neurons(graph: Graph) -> dict[str, dict[str, Tensor]]:
     """Producers whose output channels can be rescaled, with channel ids at each consumer."""
+    produces = walk(graph, "rescale_rule", _produces, otherwise=lambda n, why: False)
     out: dict[str, dict[str, Tensor]] = {}
     for node in graph:
-        if _produces(node):
+        if produces[node.name]:
             consumers = _propagate(graph, node)
             if consumers:
                 out[node.name] = consumers

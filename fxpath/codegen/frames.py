@@ -16,10 +16,10 @@ itself.
 
 from __future__ import annotations
 
-from fxpath import ops
-from fxpath.ir.graph import Graph
+from fxpath.ir.graph import Graph, Node
 from fxpath.kernels.geometry import Frame, tensor_frame, window_frame
 from fxpath.ops.linear import zero_padded_conv
+from fxpath.ops.walk import BY_RULE, walk
 
 __all__ = ["Frame", "interior_frames", "tensor_frame", "window_frame", "zero_padded_conv"]
 
@@ -32,15 +32,12 @@ def interior_frames(graph: Graph) -> dict[str, Frame | None]:
     removes) give ``None``, as do rules that know no frame (transposed convs, dense layers on
     sequences), and so does everything computed from a ``None``.
     """
-    frames: dict[str, Frame | None] = {}
-    for n in graph:
+    def constant(n: Node) -> Frame | object:
         spatial = n.shape[1:]
         if len(n.shape) <= 1 or all(s == 1 for s in spatial):
-            frames[n.name] = tuple((0, 0) for _ in spatial)
-            continue
-        rule = ops.get(n.op).frame_rule
-        if isinstance(rule, ops.NotApplicable):
-            frames[n.name] = None
-            continue
-        frames[n.name] = rule(n, [frames[i] for i in n.inputs], [graph[i].shape for i in n.inputs])
-    return frames
+            return tuple((0, 0) for _ in spatial)
+        return BY_RULE
+
+    return walk(graph, "frame_rule",
+                lambda rule, n, ins: rule(n, ins, [graph[i].shape for i in n.inputs]),
+                fixed=constant, otherwise=lambda n, why: None)

@@ -31,11 +31,12 @@ from collections.abc import Sequence
 import torch
 import torch.fx as fx
 
-from fxpath import ops
 from fxpath.codegen.lift import Slot
 from fxpath.ir.graph import Graph, Node
 from fxpath.kernels.emit import Emitter, Value
+from fxpath.ops.core import PathRule, op_of
 from fxpath.ops.linear import tapped
+from fxpath.ops.walk import walk
 
 __all__ = ["generate", "tapped_nodes"]
 
@@ -103,11 +104,11 @@ def generate(graph: Graph, slots: Sequence[Slot], *, mode: str = "norm", q: floa
     e.tapped_inputs = [] if taps else None
     by_node = _arguments(e, graph, slots, scaled, taps)
     e.zero = e.buffer("zero", torch.zeros(()))
-    env: dict[str, Value] = {}
-    for n in graph:
-        rule = ops.rule_of(n, "path_rule")
-        ins = [env[i] for i in n.inputs]
-        if not ops.get(n.op).compact:  # compact values (`fxpath.layout`) are expanded first
+
+    def emit(rule: PathRule, n: Node, ins: list[Value]) -> Value:
+        if not op_of(n).compact:  # compact values (`fxpath.layout`) are expanded first
             ins = [e.full(v, i) for v, i in zip(ins, n.inputs)]
-        env[n.name] = rule(e, n, ins, by_node.get(n.name, []))
+        return rule(e, n, ins, by_node.get(n.name, []))
+
+    walk(graph, "path_rule", emit)
     return fx.GraphModule(e.root, e.graph, class_name)

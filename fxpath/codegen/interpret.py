@@ -9,14 +9,14 @@ test and debugging tool, not a fast path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from fxpath import ops
 from fxpath.ir.graph import Graph
 from fxpath.ir.params import ParamSource
+from fxpath.ops.core import RunContext
+from fxpath.ops.walk import walk
 
 __all__ = ["run"]
 
@@ -30,9 +30,6 @@ def run(graph: Graph, model: torch.nn.Module, inputs: Tensor | Sequence[Tensor])
     def fetch(name: str) -> Tensor:
         return source.fetch(name, ref.dtype, ref.device)
 
-    ctx = ops.RunContext(fetch, iter(xs))
-    env: dict[str, Any] = {}
-    for n in graph:
-        rule = ops.rule_of(n, "interpret_rule")
-        env[n.name] = rule(n, [env[i] for i in n.inputs], ctx)
+    ctx = RunContext(fetch, iter(xs))
+    env = walk(graph, "interpret_rule", lambda rule, n, ins: rule(n, ins, ctx))
     return list(env[graph.output.name])

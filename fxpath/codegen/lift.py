@@ -16,36 +16,35 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fxpath import ops
 from fxpath.ir.coordinates import Factored, Fetch, Slot
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import Coordinates
+from fxpath.ops.walk import BY_RULE, walk
 
 __all__ = ["Slot", "factored", "lift", "slots", "split_power"]
 
 
 def slots(graph: Graph) -> tuple[Slot, ...]:
     """The coordinate tensors of the path network, in the order the network takes them."""
-    out: list[Slot] = []
-    for n in graph:
-        rule = ops.get(n.op).slots_rule
-        if isinstance(rule, ops.Coordinates):
-            out.extend(rule.slots(n))
-    return tuple(out)
+    per_node = walk(graph, "slots_rule", lambda rule, n, ins: rule.slots(n),
+                    otherwise=lambda n, why: [])
+    return tuple(s for node_slots in per_node.values() for s in node_slots)
 
 
 def _walk(graph: Graph, order: tuple[Slot, ...] | None,
-          rule_values: Callable[[Node, ops.Coordinates, list[Slot]], list[Any]]
+          rule_values: Callable[[Node, Coordinates, list[Slot]], list[Any]]
           ) -> dict[str, Any]:
     """Slot name -> value, in ``order`` (default `slots`): ``rule_values(node, its coordinate
     rule, its slots)`` gives one value per slot of each node."""
     by_node: dict[str, list[Slot]] = {}
     for slot in order or slots(graph):
         by_node.setdefault(slot.node, []).append(slot)
+    per_node = walk(graph, "slots_rule",
+                    lambda rule, n, ins: rule_values(n, rule, by_node[n.name]),
+                    fixed=lambda n: BY_RULE if n.name in by_node else None)
     values: dict[str, Any] = {}
     for node_name, node_slots in by_node.items():
-        n = graph[node_name]
-        rule: ops.Coordinates = ops.rule_of(n, "slots_rule")
-        for slot, value in zip(node_slots, rule_values(n, rule, node_slots)):
+        for slot, value in zip(node_slots, per_node[node_name]):
             values[slot.name] = value
     return values
 

@@ -1,9 +1,12 @@
 """The op record: one definition per IR op, holding its schema and every rule read about it.
 
-Each interpreter of the IR is a loop that looks a rule up by ``node.op``: the code generator
-(`path_rule`), the reference interpreter (`interpret_rule`), the constant-interior analysis
-(`frame_rule`), neuron rescaling (`rescale_rule`) and the path-lifting coordinates
-(`slots_rule`). A rule that does not apply to an op is a `NotApplicable` that says why.
+Each interpreter of the IR walks the graph (`fxpath.ops.walk`) and looks a rule up by the
+node's op: the code generator (`path_rule`), the reference interpreter (`interpret_rule`), the
+constant-interior analysis (`frame_rule`), neuron rescaling (`rescale_rule`) and the
+path-lifting coordinates (`slots_rule`). A rule that does not apply to an op is a
+`NotApplicable` that says why. `register` returns the `Op`: each family module keeps it as a
+typed handle (``LINEAR``, ``RELU``...), and code asks ``op_of(node) is LINEAR`` rather than
+comparing op names.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from fxpath.kernels.geometry import Frame
 
 __all__ = ["INT", "INTS", "REAL", "REGISTRY", "RULES", "Attr", "Check", "Coordinates",
            "NotApplicable", "Op", "Rescaling", "RunContext", "When", "does_not_apply", "get",
-           "is_a", "one_of", "register", "rule_of", "summary"]
+           "is_a", "no_rule", "one_of", "op_of", "register", "rule_of", "summary"]
 
 
 @dataclass(frozen=True)
@@ -226,22 +229,47 @@ def register(op: Op) -> Op:
     return op
 
 
+def _unknown(name: str) -> str:
+    return (f"unknown IR op {name!r}: no definition in fxpath.ops "
+            f"(registered: {', '.join(sorted(REGISTRY))})")
+
+
 def get(name: str) -> Op:
     """The definition of op ``name``; `IRVerificationError` naming the known ops if none."""
     op = REGISTRY.get(name)
     if op is None:
-        raise IRVerificationError(f"unknown IR op {name!r}: no definition in fxpath.ops "
-                                  f"(registered: {', '.join(sorted(REGISTRY))})")
+        raise IRVerificationError(_unknown(name))
     return op
 
 
-def rule_of(node: Node, slot: str) -> Any:
-    """``node``'s op's rule ``slot``; `IRVerificationError` naming the node if it has none."""
-    rule = getattr(get(node.op), slot)
+def op_of(node: Node) -> Op:
+    """The registered `Op` of ``node``, to compare with the family modules' handles
+    (``op_of(n) is LINEAR``); `IRVerificationError` naming the node if its op is unknown."""
+    op = REGISTRY.get(node.op)
+    if op is None:
+        raise IRVerificationError(f"{node.describe()}: {_unknown(node.op)}")
+    return op
+
+
+#: `rule_of` without a default: raise where the rule does not apply
+_REQUIRED: Any = object()
+
+
+def rule_of(node: Node, slot: str, default: Any = _REQUIRED) -> Any:
+    """``node``'s op's rule ``slot``. Where it does not apply: ``default`` when given, else
+    `IRVerificationError` naming the node and the reason."""
+    rule = getattr(op_of(node), slot)
     if isinstance(rule, NotApplicable):
-        raise IRVerificationError(f"{node.describe()}: op {node.op!r} has no {slot} "
-                                  f"({rule.reason})")
+        if default is not _REQUIRED:
+            return default
+        raise no_rule(node, slot, rule)
     return rule
+
+
+def no_rule(node: Node, slot: str, rule: NotApplicable) -> IRVerificationError:
+    """The error for a node whose op's rule ``slot`` does not apply: names both, and why."""
+    return IRVerificationError(f"{node.describe()}: op {node.op!r} has no {slot} "
+                               f"({rule.reason})")
 
 
 def summary(rule: Any) -> str:
