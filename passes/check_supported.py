@@ -6,6 +6,9 @@ import math
 
 from fxpath.errors import UnsupportedModelError, UnsupportedOp
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import op_of
+from fxpath.ops.pre_norm import MAXPOOL, UNSUPPORTED
+from fxpath.ops.reindex import RESHAPE
 
 
 def _selects_padding(pad: Node, pool: Node) -> bool:
@@ -35,10 +38,10 @@ def _bad_padding(graph: Graph) -> list[UnsupportedOp]:
             users.setdefault(i, []).append(n)
     bad = []
     for n in graph:
-        if n.op != "reshape" or n.attrs.get("value") != -math.inf:
+        if op_of(n) is not RESHAPE or n.attrs.get("value") != -math.inf:
             continue
         for u in users.get(n.name, []):
-            if u.op != "maxpool":
+            if op_of(u) is not MAXPOOL:
                 why = (f"constant padding with -inf feeds {u.op} ({u.source}): only a max-pool "
                        "never selects it")
             elif _selects_padding(n, u):
@@ -57,7 +60,7 @@ def check_supported(graph: Graph) -> Graph:
     max-pools that never select it. When a lowering rule failed with an exception (kept in the
     node's ``attrs["error"]``), the first one is the error's ``__cause__``.
     """
-    nodes = [n for n in graph if n.op == "unsupported"]
+    nodes = [n for n in graph if op_of(n) is UNSUPPORTED]
     ops = [UnsupportedOp(n.attrs["what"], n.attrs["where"], n.attrs["reason"]) for n in nodes]
     ops += _bad_padding(graph)
     if not ops:

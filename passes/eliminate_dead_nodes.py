@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fxpath.ir.graph import Graph
+from fxpath.ops.core import op_of
+from fxpath.ops.io import INPUT
 
 
 def eliminate_dead_nodes(graph: Graph) -> Graph:
@@ -14,4 +16,4 @@ def eliminate_dead_nodes(graph: Graph) -> Graph:
     for node in reversed(graph.nodes):
         if node.name in live:
             live.update(node.inputs)
-    return Graph(tuple(n for n in graph if n.name in live or n.op == "input"))
+    return Graph(tuple(n for n in graph if n.name in live or op_of(n) is INPUT))

@@ -13,10 +13,13 @@ from __future__ import annotations
 from fxpath.passes._rebuild import rebuild
 
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import op_of
+from fxpath.ops.linear import LINEAR
+from fxpath.ops.pre_norm import BATCHNORM
 
 
 def _foldable(producer: Node, users: list[str]) -> bool:
-    if producer.op != "linear" or "bn" in producer.attrs or len(users) != 1:
+    if op_of(producer) is not LINEAR or "bn" in producer.attrs or len(users) != 1:
         return False
     kind = producer.attrs["kind"]
     if kind == "dense":
@@ -37,7 +40,7 @@ def fold_batchnorm(graph: Graph, fold: bool = True) -> Graph:
     Guarantees: the function is unchanged; no ``batchnorm`` node remains.
     """
     users = graph.users()
-    folded = {n.inputs[0]: n for n in graph if n.op == "batchnorm"
+    folded = {n.inputs[0]: n for n in graph if op_of(n) is BATCHNORM
               and fold and _foldable(graph[n.inputs[0]], users[n.inputs[0]])}
 
     def rule(node: Node) -> list[Node] | str:
@@ -45,7 +48,7 @@ def fold_batchnorm(graph: Graph, fold: bool = True) -> Graph:
             bn = folded[node.name]
             return [node.replace(attrs={**node.attrs, "bn": bn.attrs["bn"]},
                                  source=f"{node.source} + {bn.source}")]
-        if node.op == "batchnorm":
+        if op_of(node) is BATCHNORM:
             if node.inputs[0] in folded:
                 return node.inputs[0]
             return [node.replace(op="affine", attrs={"kind": "batchnorm", **node.attrs})]

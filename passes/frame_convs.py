@@ -20,7 +20,8 @@ import math
 from fxpath.codegen.frames import interior_frames
 from fxpath.ir.graph import Graph, Node
 from fxpath.kernels.frame_conv import compression
-from fxpath.ops.linear import MAX_KEPT, zero_padded_conv
+from fxpath.ops.core import op_of
+from fxpath.ops.linear import LINEAR, MAX_KEPT, zero_padded_conv
 
 
 def _pays(graph: Graph, n: Node, frame: tuple[tuple[int, int], ...], min_macs: int) -> bool:
@@ -44,7 +45,7 @@ def frame_convs(graph: Graph, *, min_macs: int = 0) -> Graph:
     nodes = []
     for n in graph:
         frame = frames.get(n.inputs[0]) if n.inputs else None
-        if n.op == "linear" and zero_padded_conv(n) and frame is not None \
+        if op_of(n) is LINEAR and zero_padded_conv(n) and frame is not None \
                 and _pays(graph, n, frame, min_macs):
             n = n.replace(op="frame_conv", attrs={**n.attrs, "frame": frame})
         nodes.append(n)

@@ -17,6 +17,15 @@ from fxpath.passes._rebuild import rebuild, unsupported_op
 
 from fxpath.errors import UnsupportedModelError
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import op_of
+from fxpath.ops.pre_norm import (
+    ADAPTIVE_MAXPOOL,
+    ADAPTIVE_POOLS,
+    AVGPOOL,
+    MAXPOOL,
+    MEAN,
+    WINDOW_POOLS,
+)
 from fxpath.runtime import window_sum
 
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -27,10 +36,10 @@ def _regular(node: Node, in_spatial: tuple[int, ...]) -> Node:
     if any(d != 1 for d in a["dilation"]):
         raise UnsupportedModelError([unsupported_op(node, "dilation > 1 is not supported yet",
                                                     "dilated max-pooling")])
-    attrs = {"reduce": "max" if node.op == "maxpool" else "sum", "window": "regular",
+    attrs = {"reduce": "max" if op_of(node) is MAXPOOL else "sum", "window": "regular",
              "ndim": a["ndim"], "kernel": a["kernel"], "stride": a["stride"],
              "padding": a["padding"], "ceil_mode": a["ceil_mode"], "coeff": None, "count": None}
-    if node.op == "avgpool":
+    if op_of(node) is AVGPOOL:
         ones = torch.ones((1, 1, *in_spatial), dtype=torch.float64)
         nd = a["ndim"]
         if nd == 1:
@@ -60,7 +69,7 @@ def _adaptive(node: Node, in_spatial: tuple[int, ...]) -> Node:
             start, end = (i * n) // o, -((-(i + 1) * n) // o)
             size *= end - start
         counts[(0, 0, *idx)] = size
-    reduce = "max" if node.op == "adaptive_maxpool" else "sum"
+    reduce = "max" if op_of(node) is ADAPTIVE_MAXPOOL else "sum"
     return node.replace(op="pool", attrs={
         "reduce": reduce, "window": "adaptive", "ndim": nd, "output_size": out_spatial,
         "count": counts[0], "coeff": None if reduce == "max" else 1.0 / counts[0]})
@@ -86,11 +95,12 @@ def lower_pooling(graph: Graph) -> Graph:
     shapes = {n.name: n.shape for n in graph}
 
     def rule(node: Node) -> list[Node]:
-        if node.op in ("avgpool", "maxpool"):
+        op = op_of(node)
+        if op in WINDOW_POOLS:
             return [_regular(node, shapes[node.inputs[0]][1:])]
-        if node.op in ("adaptive_avgpool", "adaptive_maxpool"):
+        if op in ADAPTIVE_POOLS:
             return [_adaptive(node, shapes[node.inputs[0]][1:])]
-        if node.op == "mean":
+        if op is MEAN:
             return [_global(node, shapes[node.inputs[0]])]
         return [node]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from fxpath.passes._rebuild import rebuild
 
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import op_of
+from fxpath.ops.pre_norm import IDENTITY
+from fxpath.ops.reindex import RESHAPE
 
 
 def remove_identities(graph: Graph) -> Graph:
@@ -15,9 +18,9 @@ def remove_identities(graph: Graph) -> Graph:
     shapes = {n.name: n.shape for n in graph}
 
     def rule(node: Node) -> list[Node] | str:
-        if node.op == "identity":
+        if op_of(node) is IDENTITY:
             return node.inputs[0]
-        if node.op == "reshape" and node.attrs.get("fn") == "view" \
+        if op_of(node) is RESHAPE and node.attrs.get("fn") == "view" \
                 and shapes[node.inputs[0]] == node.shape:
             return node.inputs[0]
         return [node]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from fxpath.passes._rebuild import rebuild
 
 from fxpath.ir.graph import Graph, Node
+from fxpath.ops.core import op_of
+from fxpath.ops.pre_norm import HARDTANH, LEAKY_RELU, PRELU, RELU6
 
 
 def _shift(x: str, node: Node, name: str, const: float) -> list[Node]:
@@ -73,13 +75,14 @@ def rewrite_activations(graph: Graph) -> Graph:
     rewritten node keeps its name, so its users are untouched.
     """
     def rule(node: Node) -> list[Node]:
-        if node.op == "relu6":
+        op = op_of(node)
+        if op is RELU6:
             return _hardtanh(node, 0.0, 6.0)
-        if node.op == "hardtanh":
+        if op is HARDTANH:
             return _hardtanh(node, float(node.attrs["lo"]), node.attrs["hi"])
-        if node.op == "leaky_relu":
+        if op is LEAKY_RELU:
             return _leaky(node)
-        if node.op == "prelu":
+        if op is PRELU:
             return _prelu(node)
         return [node]
 

@@ -18,7 +18,10 @@ from fxpath import ops
 from fxpath.errors import IRVerificationError
 from fxpath.ir.graph import Graph, Node
 from fxpath.ops.__main__ import main as write_docs
+from fxpath.ops.core import op_of
+from fxpath.ops.linear import LINEAR, LINEAR_OPS
 from fxpath.ops.verify import check_ops, verify
+from fxpath.ops.walk import BY_RULE, walk
 from fxpath.program import PathProgram
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
@@ -77,6 +80,38 @@ def test_registry_lookups_fail_clearly() -> None:
     node = Node("bn1", "batchnorm", ("x",), (3,))
     with pytest.raises(IRVerificationError, match="bn1 .*no path_rule .*fold_batchnorm"):
         ops.rule_of(node, "path_rule")
+    assert ops.rule_of(node, "path_rule", None) is None
+    with pytest.raises(IRVerificationError, match="s = softmax.*unknown IR op 'softmax'"):
+        op_of(Node("s", "softmax", ("x",), (3,)))
+
+
+# -- the one walk every driver runs -----------------------------------------------------------
+def test_walk_feeds_inputs_and_names_the_node_it_fails_on() -> None:
+    x = Node("x", "input", (), (3,))
+    bn = Node("bn", "batchnorm", ("x",), (3,))
+    g = Graph((x, Node("r", "relu", ("x",), (3,)), bn, Node("output", "output", ("bn",), ())))
+    seen = walk(g, "interpret_rule", lambda rule, n, ins: [n.name, *ins])
+    assert seen["output"] == ["output", ["bn", ["x"]]]
+    fixed = walk(g, "path_rule", lambda rule, n, ins: n.name,
+                 fixed=lambda n: "fixed" if n.name == "r" else BY_RULE,
+                 otherwise=lambda n, why: why.reason)
+    assert fixed == {"x": "x", "r": "fixed", "bn": "rewritten away by fold_batchnorm",
+                     "output": "output"}
+    with pytest.raises(IRVerificationError, match="bn = batchnorm.*no path_rule"):
+        walk(g, "path_rule", lambda rule, n, ins: None)
+    with pytest.raises(ZeroDivisionError) as failed:
+        walk(g, "interpret_rule", lambda rule, n, ins: 1 / 0 if n.name == "r" else 0)
+    assert any("r = relu" in note for note in failed.value.__notes__)
+    with pytest.raises(IRVerificationError, match="r = relu.*'x' has no value.*topological"):
+        walk(Graph((Node("r", "relu", ("x",), (3,)), x)), "interpret_rule",
+             lambda rule, n, ins: 0)
+
+
+def test_op_handles_are_the_registered_ops() -> None:
+    assert op_of(Node("c", "linear", ("x",), (3,), {"kind": "dense"})) is LINEAR
+    assert {op.name for op in LINEAR_OPS} == {"linear", "frame_conv"}
+    for op in ops.REGISTRY.values():
+        assert ops.get(op.name) is op
 
 
 # -- the verifier checks every node against its op's schema -----------------------------------

@@ -12,6 +12,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import Tensor
 
 from fxpath.errors import ArgumentError, FxPathError
+from fxpath.ops.core import op_of
 from fxpath.ops.linear import LINEAR_OPS
 from fxpath.program import PathProgram
 from fxpath.quantities.results import PathMetric
@@ -60,7 +61,7 @@ def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
 def _selected(prog: PathProgram, prunable: Prunable) -> list[str]:
     derived = prog.graph.derived()  # computed at run time: zeroing a parameter entry
     weights = [s.param for s in prog.slots if s.role == "weight" and s.param is not None
-               and prog.graph[s.node].op in LINEAR_OPS and s.param not in derived]
+               and op_of(prog.graph[s.node]) in LINEAR_OPS and s.param not in derived]
     if prunable is None:
         return weights
     if callable(prunable):

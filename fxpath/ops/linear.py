@@ -47,17 +47,16 @@ from fxpath.ops.core import (
     When,
     is_a,
     one_of,
+    op_of,
     register,
 )
 from fxpath.ops.rescaling import per_channel, scale_rows, writable
 
-__all__ = ["LINEAR_OPS", "MAX_KEPT", "bn_forward", "tapped", "zero_padded_conv"]
+__all__ = ["AFFINE", "FRAME_CONV", "LINEAR", "LINEAR_OPS", "MAX_KEPT", "bn_forward", "tapped",
+           "zero_padded_conv"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-#: the ops of parameterized linear maps (``frame_conv`` is a ``linear`` conv, compressed)
-LINEAR_OPS = ("linear", "frame_conv")
 
 #: a conv runs on the compressed image when that shrinks its output at least this much
 #: (whole-model A/B: benchmarks/interior_ab.py)
@@ -67,13 +66,13 @@ MAX_KEPT = 0.5
 def zero_padded_conv(n: Node) -> bool:
     """A conv with explicit zero padding: the windowed op `window_frame` describes."""
     a = n.attrs
-    return (n.op in LINEAR_OPS and a["kind"] == "conv"
+    return (op_of(n) in LINEAR_OPS and a["kind"] == "conv"
             and "padding_mode" not in a and not isinstance(a["padding"], str))
 
 
 def tapped(n: Node) -> bool:
     """A dense layer on vectors (see `fxpath.codegen.generate.tapped_nodes`)."""
-    return n.op == "linear" and n.attrs["kind"] == "dense" and len(n.shape) == 1
+    return op_of(n) is LINEAR and n.attrs["kind"] == "dense" and len(n.shape) == 1
 
 
 def bn_forward(x: Tensor, bn: BatchNormRef, fetch: Fetch) -> Tensor:
@@ -399,3 +398,6 @@ AFFINE = register(Op(
     slots_rule=Coordinates("BatchNorm: `scale` s and `shift` t; PReLU: `scale` -a",
                            _affine_slots, _affine_lift), compact=True,
 ))
+
+#: the ops of parameterized linear maps (``frame_conv`` is a ``linear`` conv, compressed)
+LINEAR_OPS = frozenset({LINEAR, FRAME_CONV})

@@ -35,7 +35,7 @@ from fxpath.ops.core import (
     register,
 )
 
-__all__ = ["ADAPTIVE_AVG", "ADAPTIVE_MAX", "AVG", "MAX"]
+__all__ = ["ADAPTIVE_AVG", "ADAPTIVE_MAX", "AVG", "MAX", "POOL"]
 
 MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}

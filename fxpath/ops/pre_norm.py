@@ -30,6 +30,10 @@ from fxpath.ops.core import (
 from fxpath.ops.linear import bn_forward
 from fxpath.ops.pool import ADAPTIVE_AVG, ADAPTIVE_MAX, AVG, MAX
 
+__all__ = ["ADAPTIVE_AVGPOOL", "ADAPTIVE_MAXPOOL", "ADAPTIVE_POOLS", "AVGPOOL", "BATCHNORM",
+           "HARDTANH", "IDENTITY", "LEAKY_RELU", "MAXPOOL", "MEAN", "PRELU", "RELU6", "UNSUPPORTED",
+           "WINDOW_POOLS"]
+
 
 def _pre_norm(name: str, doc: str, attrs: Mapping[str, Attr],
               interpret: InterpretRule | NotApplicable, lowered_by: str,
@@ -107,28 +111,38 @@ _WINDOW = {"ndim": Attr(INT), "kernel": Attr(INTS), "stride": Attr(INTS),
 _POOLING = "lower_pooling"
 _ACTIVATIONS = "rewrite_activations"
 
-_pre_norm("batchnorm", "a frozen BatchNorm (eval mode, running statistics)",
-          {"bn": Attr(is_a(BatchNormRef))}, _batchnorm, "fold_batchnorm")
-_pre_norm("maxpool", "max-pooling", _WINDOW, _maxpool, _POOLING)
-_pre_norm("avgpool", "average pooling",
-          {**_WINDOW, "count_include_pad": Attr(is_a(bool, int)),
-           "divisor_override": Attr(is_a(int, type(None)))}, _avgpool, _POOLING)
-_pre_norm("adaptive_avgpool", "adaptive average pooling to the node's spatial shape",
-          {"ndim": Attr(INT)}, _adaptive_avgpool, _POOLING)
-_pre_norm("adaptive_maxpool", "adaptive max-pooling to the node's spatial shape",
-          {"ndim": Attr(INT)}, _adaptive_maxpool, _POOLING)
-_pre_norm("mean", "a mean or sum over non-batch `dims`",
-          {"dims": Attr(INTS), "keepdim": Attr(is_a(bool)), "reduce": Attr(one_of("mean", "sum"))},
-          _mean, _POOLING)
-_pre_norm("relu6", "ReLU6", {}, _relu6, _ACTIVATIONS)
-_pre_norm("leaky_relu", "LeakyReLU", {"slope": Attr(REAL)}, _leaky_relu, _ACTIVATIONS)
-_pre_norm("hardtanh", "Hardtanh / clamp (`hi` None: clamp from below only)",
-          {"lo": Attr(REAL), "hi": Attr(is_a(float, int, type(None)))}, _hardtanh, _ACTIVATIONS)
-_pre_norm("prelu", "PReLU (parameter `weight`: the slopes)", {}, _prelu, _ACTIVATIONS)
-_pre_norm("identity", "a no-op (eval-mode dropout, nn.Identity, contiguous...)", {},
-          _identity, "remove_identities")
-_pre_norm("unsupported", "a model op that is not part of a ReLU-DAG (kept to be reported)",
-          {"what": Attr(is_a(str)), "reason": Attr(is_a(str)), "where": Attr(is_a(str)),
-           "error": Attr(is_a(BaseException), required=False)},
-          does_not_apply("not a ReLU-DAG op: check_supported refuses the model"),
-          "check_supported", fate="refused")
+BATCHNORM = _pre_norm("batchnorm", "a frozen BatchNorm (eval mode, running statistics)",
+                      {"bn": Attr(is_a(BatchNormRef))}, _batchnorm, "fold_batchnorm")
+MAXPOOL = _pre_norm("maxpool", "max-pooling", _WINDOW, _maxpool, _POOLING)
+AVGPOOL = _pre_norm("avgpool", "average pooling",
+                    {**_WINDOW, "count_include_pad": Attr(is_a(bool, int)),
+                     "divisor_override": Attr(is_a(int, type(None)))}, _avgpool, _POOLING)
+ADAPTIVE_AVGPOOL = _pre_norm("adaptive_avgpool",
+                             "adaptive average pooling to the node's spatial shape",
+                             {"ndim": Attr(INT)}, _adaptive_avgpool, _POOLING)
+ADAPTIVE_MAXPOOL = _pre_norm("adaptive_maxpool",
+                             "adaptive max-pooling to the node's spatial shape",
+                             {"ndim": Attr(INT)}, _adaptive_maxpool, _POOLING)
+MEAN = _pre_norm("mean", "a mean or sum over non-batch `dims`",
+                 {"dims": Attr(INTS), "keepdim": Attr(is_a(bool)),
+                  "reduce": Attr(one_of("mean", "sum"))}, _mean, _POOLING)
+RELU6 = _pre_norm("relu6", "ReLU6", {}, _relu6, _ACTIVATIONS)
+LEAKY_RELU = _pre_norm("leaky_relu", "LeakyReLU", {"slope": Attr(REAL)}, _leaky_relu,
+                       _ACTIVATIONS)
+HARDTANH = _pre_norm("hardtanh", "Hardtanh / clamp (`hi` None: clamp from below only)",
+                     {"lo": Attr(REAL), "hi": Attr(is_a(float, int, type(None)))}, _hardtanh,
+                     _ACTIVATIONS)
+PRELU = _pre_norm("prelu", "PReLU (parameter `weight`: the slopes)", {}, _prelu, _ACTIVATIONS)
+IDENTITY = _pre_norm("identity", "a no-op (eval-mode dropout, nn.Identity, contiguous...)", {},
+                     _identity, "remove_identities")
+UNSUPPORTED = _pre_norm(
+    "unsupported", "a model op that is not part of a ReLU-DAG (kept to be reported)",
+    {"what": Attr(is_a(str)), "reason": Attr(is_a(str)), "where": Attr(is_a(str)),
+     "error": Attr(is_a(BaseException), required=False)},
+    does_not_apply("not a ReLU-DAG op: check_supported refuses the model"),
+    "check_supported", fate="refused")
+
+#: pooling over explicit windows (kernel, stride, padding)
+WINDOW_POOLS = frozenset({MAXPOOL, AVGPOOL})
+#: pooling to the node's spatial shape
+ADAPTIVE_POOLS = frozenset({ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL})

@@ -14,7 +14,8 @@ from fxpath.engine.memory import empty_scores
 from fxpath.engine.precision import ieee_float32
 from fxpath.errors import ArgumentError
 from fxpath.ir.graph import Node
-from fxpath.ops.linear import LINEAR_OPS
+from fxpath.ops.core import op_of
+from fxpath.ops.linear import AFFINE, LINEAR_OPS
 
 if TYPE_CHECKING:
     from fxpath.engine.compiled import CompiledNetwork
@@ -112,10 +113,10 @@ def neuron_mass(net: CompiledNetwork) -> dict[str, Tensor]:
         total, _exp, probes = runner.network(1.0, "norm", probes=True)(*leaves)
         net.check_total(total)
         grads = log_gradient(total, probes)
-    owners = [n for n in runner.graph if n.op in (*LINEAR_OPS, "affine")]
+    owners = [n for n in runner.graph if op_of(n) in LINEAR_OPS or op_of(n) is AFFINE]
     out: dict[str, Tensor] = {}
     for node, h, g in zip(owners, probes, grads):
-        if node.op == "affine" and node.attrs["kind"] == "prelu":
+        if op_of(node) is AFFINE and node.attrs["kind"] == "prelu":
             continue
         mass = (h.detach() * g) if g is not None else torch.zeros_like(h)
         dims = [d for d in range(mass.dim()) if d != node.channel_dim()]
@@ -131,6 +132,6 @@ def log_gradient(total: Tensor, targets: Sequence[Tensor]) -> tuple[Tensor | Non
 
 
 def _owner_name(node: Node) -> str:
-    if node.op in LINEAR_OPS:
+    if op_of(node) in LINEAR_OPS:
         return node.params["weight"].rpartition(".")[0]
     return node.attrs["bn"].running_mean.rpartition(".")[0]
