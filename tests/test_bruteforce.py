@@ -5,19 +5,19 @@ from __future__ import annotations
 import copy
 import itertools
 
-import bruteforce as bf
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bruteforce import builders, cases, lowering, oracle
 from torch import nn
 
-FACTORIES = sorted(bf.ALL_FACTORIES)
+FACTORIES = sorted(cases.ALL_FACTORIES)
 
 
-def _case(name: str) -> bf.Case:
+def _case(name: str) -> cases.Case:
     """Factory result by name."""
-    return bf.ALL_FACTORIES[name]()
+    return cases.ALL_FACTORIES[name]()
 
 
 def _inputs(shape: tuple[int, ...], n: int = 3, scale: float = 5.0, seed: int = 0) -> list:
@@ -26,7 +26,7 @@ def _inputs(shape: tuple[int, ...], n: int = 3, scale: float = 5.0, seed: int = 
     return [scale * torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(n)]
 
 
-def _linear_map(dag: bf.NeuronDAG) -> np.ndarray:
+def _linear_map(dag: oracle.NeuronDAG) -> np.ndarray:
     """Matrix of a DAG of inputs feeding identity output neurons directly (one op)."""
     col = {nid: j for j, nid in enumerate(dag.inputs)}
     mat = np.zeros((len(dag.outputs), len(dag.inputs)))
@@ -36,10 +36,10 @@ def _linear_map(dag: bf.NeuronDAG) -> np.ndarray:
     return mat
 
 
-def _single_op(op: nn.Module, shape: tuple[int, ...]) -> tuple[bf.SpecNet, bf.NeuronDAG]:
+def _single_op(op: nn.Module, shape: tuple[int, ...]) -> tuple[builders.SpecNet, oracle.NeuronDAG]:
     """SpecNet and DAG of one float64 module applied to the input."""
-    net = bf.Spec(shape).node("op", op).build().double()
-    return net, bf.build_dag(net)
+    net = builders.Spec(shape).node("op", op).build().double()
+    return net, lowering.build_dag(net)
 
 
 # ---- the DAG computes the module's function -------------------------------------------------
@@ -51,7 +51,7 @@ def test_dag_forward_matches_module(name: str) -> None:
     dag = build(module)
     assert module.input_shape == shape and not module.training
     for x in _inputs(shape):
-        np.testing.assert_allclose(dag.forward(x), bf.module_output(module, x),
+        np.testing.assert_allclose(dag.forward(x), builders.module_output(module, x),
                                    rtol=1e-10, atol=1e-12)
 
 
@@ -80,12 +80,12 @@ def test_module_is_fx_traceable_with_state_dict_names(name: str) -> None:
 
 def test_rewrites_hit_both_regimes() -> None:
     """The activation nets' forward check is meaningful: saturation and negative side reached."""
-    module, shape, build = bf.activations("relu6")
+    module, shape, build = cases.activations("relu6")
     dag = build(module)
     conv1 = dag.node_neurons["conv1"].reshape(-1)
     vals = []
     for x in _inputs(shape, n=10, scale=6.0):
-        sub = bf.NeuronDAG(shape)
+        sub = oracle.NeuronDAG(shape)
         sub.neurons, sub.inputs, sub.outputs = dag.neurons, dag.inputs, [int(n) for n in conv1]
         vals.append(sub.forward(x))
     v = np.concatenate(vals)
@@ -155,20 +155,20 @@ def test_conv2d_matches_torch() -> None:
 
 
 def test_path_norm_closed_form_bias_free_mlp() -> None:
-    module, _, build = bf.mlp_no_bias()
+    module, _, build = cases.mlp_no_bias()
     dag = build(module)
     w1 = module.fc1.weight.detach().numpy()  # (h, d)
     w2 = module.fc2.weight.detach().numpy()  # (o, h)
     l1 = sum(abs(w2[k, j]) * abs(w1[j, i]) for i in range(4) for j in range(5) for k in range(3))
     l2 = np.sqrt(sum((w2[k, j] * w1[j, i]) ** 2
                      for i in range(4) for j in range(5) for k in range(3)))
-    assert len(bf.path_lifting(dag)) == 4 * 5 * 3
-    assert bf.path_norm(dag, 1) == pytest.approx(l1, rel=1e-13)
-    assert bf.path_norm(dag, 2) == pytest.approx(l2, rel=1e-13)
-    assert bf.path_norm(dag, float("inf")) == pytest.approx(
+    assert len(oracle.path_lifting(dag)) == 4 * 5 * 3
+    assert oracle.path_norm(dag, 1) == pytest.approx(l1, rel=1e-13)
+    assert oracle.path_norm(dag, 2) == pytest.approx(l2, rel=1e-13)
+    assert oracle.path_norm(dag, float("inf")) == pytest.approx(
         np.max(np.abs(w2)[:, :, None] * np.abs(w1)[None]), rel=1e-13)
     # s_ij for fc1: |W1_ji| * sum_k |W2_kj|
-    mass = bf.mass_by_parameter(dag)
+    mass = oracle.mass_by_parameter(dag)
     np.testing.assert_allclose(mass["fc1.weight"],
                                np.abs(w1) * np.abs(w2).sum(0)[:, None], rtol=1e-13)
     np.testing.assert_allclose(mass["fc2.weight"],
@@ -176,10 +176,10 @@ def test_path_norm_closed_form_bias_free_mlp() -> None:
 
 
 def test_mlp_with_bias_path_count() -> None:
-    module, _, build = bf.mlp_with_bias()
+    module, _, build = cases.mlp_with_bias()
     dag = build(module)
     # inputs 6*5*4*3, fc1 biases 5*4*3, fc2 biases 4*3, fc3 biases 3
-    assert len(bf.path_lifting(dag)) == bf.count_paths(dag) == 360 + 60 + 12 + 3
+    assert len(oracle.path_lifting(dag)) == oracle.count_paths(dag) == 360 + 60 + 12 + 3
 
 
 # ---- enumeration vs dynamic programming (licenses the *_dp helpers) --------------------------
@@ -189,25 +189,25 @@ def test_mlp_with_bias_path_count() -> None:
 def test_enumeration_equals_dp(name: str) -> None:
     module, _, build = _case(name)
     dag = build(module)
-    paths = bf.path_lifting(dag)
-    assert len(paths) == bf.count_paths(dag)
-    assert bf.path_norm(dag, 1) == bf.path_norm(paths, 1)
+    paths = oracle.path_lifting(dag)
+    assert len(paths) == oracle.count_paths(dag)
+    assert oracle.path_norm(dag, 1) == oracle.path_norm(paths, 1)
     for q in (1.0, 2.0, 3.5):
-        assert bf.path_norm(paths, q) == pytest.approx(bf.path_norm_dp(dag, q), rel=1e-12)
-    m_enum, m_dp = bf.mass_by_parameter(dag, paths), bf.mass_by_parameter_dp(dag)
-    assert m_enum.keys() == m_dp.keys() == bf.parameter_mask(dag).keys()
+        assert oracle.path_norm(paths, q) == pytest.approx(oracle.path_norm_dp(dag, q), rel=1e-12)
+    m_enum, m_dp = oracle.mass_by_parameter(dag, paths), oracle.mass_by_parameter_dp(dag)
+    assert m_enum.keys() == m_dp.keys() == oracle.parameter_mask(dag).keys()
     for k in m_enum:
         np.testing.assert_allclose(m_enum[k], m_dp[k], rtol=1e-11, atol=0)
     rng = np.random.default_rng(0)
-    nm = bf.neuron_mass_dp(dag)
+    nm = oracle.neuron_mass_dp(dag)
     for nid in rng.choice(len(dag), size=3, replace=False):
-        assert bf.path_mass_through_neurons(paths, [nid]) == pytest.approx(nm[nid], rel=1e-11)
+        assert oracle.path_mass_through_neurons(paths, [nid]) == pytest.approx(nm[nid], rel=1e-11)
 
 
 # ---- parameter attribution ------------------------------------------------------------------
 
 
-def _zeroed(module: bf.SpecNet, pname: str, idx: tuple[int, ...]) -> bf.SpecNet:
+def _zeroed(module: builders.SpecNet, pname: str, idx: tuple[int, ...]) -> builders.SpecNet:
     """Deep copy of module with one parameter coordinate set to 0."""
     m = copy.deepcopy(module)
     with torch.no_grad():
@@ -238,22 +238,24 @@ def test_mass_equals_norm_drop(name: str, pnames: list[str]) -> None:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.zero_()
     dag = build(module)
-    paths = bf.path_lifting(dag)
-    norm = bf.path_norm(paths, 1)
-    mass = bf.mass_by_parameter(dag, paths)
+    paths = oracle.path_lifting(dag)
+    norm = oracle.path_norm(paths, 1)
+    mass = oracle.mass_by_parameter(dag, paths)
     rng = np.random.default_rng(1)
     for pname in pnames:
         shape = mass[pname].shape
         for flat in rng.choice(int(np.prod(shape)), size=min(3, int(np.prod(shape))),
                                replace=False):
             idx = np.unravel_index(flat, shape)
-            dropped = norm - bf.path_norm_dp(build(_zeroed(module, pname, idx)), 1)
+            dropped = norm - oracle.path_norm_dp(build(_zeroed(module, pname, idx)), 1)
             assert mass[pname][idx] == pytest.approx(dropped, rel=1e-9, abs=1e-12)
 
 
 def test_attribution_names() -> None:
-    fold = bf.mass_by_parameter_dp(bf.conv_bn(fold=True).build(bf.conv_bn(fold=True).module))
-    nofold = bf.mass_by_parameter_dp(bf.conv_bn(fold=False).build(bf.conv_bn(fold=False).module))
+    fold = oracle.mass_by_parameter_dp(
+        cases.conv_bn(fold=True).build(cases.conv_bn(fold=True).module))
+    nofold = oracle.mass_by_parameter_dp(
+        cases.conv_bn(fold=False).build(cases.conv_bn(fold=False).module))
     # folded: W*s -> conv weight, combined bias -> BN bias; BN weight and conv bias absorbed
     assert set(fold) == {"conv1.weight", "bn1.bias", "conv2.weight", "bn2.bias",
                          "fc.weight", "bn3.bias"}
@@ -262,21 +264,21 @@ def test_attribution_names() -> None:
                            "bn3.weight", "bn3.bias"}
     for m in (fold, nofold):
         assert all((v > 0).all() for v in m.values())
-    ba = bf.mass_by_parameter_dp(bf.bn_after_concat().build(bf.bn_after_concat().module))
+    ba = oracle.mass_by_parameter_dp(cases.bn_after_concat().build(cases.bn_after_concat().module))
     assert {"bn.weight", "bn.bias", "bn_b.weight", "bn_b.bias", "conv_b.bias"} <= set(ba)
 
 
 def test_mass_through_single_edge_and_bias() -> None:
-    module, _, build = bf.mlp_with_bias()
+    module, _, build = cases.mlp_with_bias()
     dag = build(module)
-    mass = bf.mass_by_parameter(dag)
+    mass = oracle.mass_by_parameter(dag)
     fc2 = dag.node_neurons["fc2"]
     relu1 = dag.node_neurons["relu1"]
     k = [e.src for e in dag.neurons[int(fc2[1])].edges].index(int(relu1[3]))
     assert dag.neurons[int(fc2[1])].edges[k].index == (1, 3)
-    assert bf.path_mass_through_edge(dag, int(fc2[1]), k) == pytest.approx(
+    assert oracle.path_mass_through_edge(dag, int(fc2[1]), k) == pytest.approx(
         mass["fc2.weight"][1, 3], rel=1e-13)
-    assert bf.path_mass_through_bias(dag, int(fc2[2])) == pytest.approx(
+    assert oracle.path_mass_through_bias(dag, int(fc2[2])) == pytest.approx(
         mass["fc2.bias"][2], rel=1e-13)
 
 
@@ -284,7 +286,7 @@ def test_mass_through_single_edge_and_bias() -> None:
 
 
 def test_relu_in_place_and_fold_structure() -> None:
-    module, _, build = bf.bn_after_concat()
+    module, _, build = cases.bn_after_concat()
     dag = build(module)
     nn_ = dag.node_neurons
     # conv_b has two consumers: its BN is standalone (new neurons), cat+BN standalone too
@@ -293,19 +295,19 @@ def test_relu_in_place_and_fold_structure() -> None:
     assert all(dag.neurons[int(n)].act == "relu" for n in nn_["relu"].ravel())
     assert (nn_["relu"] == nn_["bn"]).all()  # fresh standalone-BN neurons switched in place
     assert len(dag.outputs) == 2 + 1
-    m2, _, b2 = bf.conv_bn(fold=True)
+    m2, _, b2 = cases.conv_bn(fold=True)
     d2 = b2(m2)
     assert (d2.node_neurons["bn1"] == d2.node_neurons["conv1"]).all()
     assert (d2.node_neurons["relu1"] == d2.node_neurons["conv1"]).all()
 
 
 def test_fold_equivalent_function_and_smaller_norm() -> None:
-    mf, shape, bld = bf.conv_bn(fold=True)
-    mu, _, _ = bf.conv_bn(fold=False)
+    mf, shape, bld = cases.conv_bn(fold=True)
+    mu, _, _ = cases.conv_bn(fold=False)
     df, du = bld(mf), bld(mu)
     for x in _inputs(shape):
         np.testing.assert_allclose(df.forward(x), du.forward(x), rtol=1e-10, atol=1e-12)
-    assert bf.path_norm_dp(df, 1) < bf.path_norm_dp(du, 1)
+    assert oracle.path_norm_dp(df, 1) < oracle.path_norm_dp(du, 1)
 
 
 @pytest.mark.parametrize("name", ["conv_bn_fold", "concat_net", "pools", "activations_leaky"])
@@ -325,16 +327,16 @@ def test_pruning_keeps_keys_and_metric_is_norm_difference(name: str) -> None:
         pairs = [(na.bias, nb.bias)] + [(ea.weight, eb.weight)
                                         for ea, eb in zip(na.edges, nb.edges, strict=True)]
         assert all(b == 0 or (a * b > 0 and abs(b) <= abs(a)) for a, b in pairs)
-    pa, pb = bf.path_lifting(da), bf.path_lifting(db)
+    pa, pb = oracle.path_lifting(da), oracle.path_lifting(db)
     assert pa.keys() == pb.keys()
     assert any(v == 0.0 for v in pb.values())
-    metric = bf.path_metric(pa, pb)
-    assert metric == pytest.approx(bf.path_norm(pa, 1) - bf.path_norm(pb, 1), rel=1e-10)
-    assert bf.path_metric(pb, pa) == metric
-    assert bf.path_metric(pa, pa) == 0.0
+    metric = oracle.path_metric(pa, pb)
+    assert metric == pytest.approx(oracle.path_norm(pa, 1) - oracle.path_norm(pb, 1), rel=1e-10)
+    assert oracle.path_metric(pb, pa) == metric
+    assert oracle.path_metric(pa, pa) == 0.0
 
 
-def _rescale_mlp(module: bf.SpecNet, lam: torch.Tensor) -> bf.SpecNet:
+def _rescale_mlp(module: builders.SpecNet, lam: torch.Tensor) -> builders.SpecNet:
     """Rescale hidden neurons of fc1 by lam, the matching fc2 inputs by 1/lam."""
     m = copy.deepcopy(module)
     with torch.no_grad():
@@ -344,7 +346,7 @@ def _rescale_mlp(module: bf.SpecNet, lam: torch.Tensor) -> bf.SpecNet:
     return m
 
 
-def _rescale_conv_bn(module: bf.SpecNet, lam: torch.Tensor) -> bf.SpecNet:
+def _rescale_conv_bn(module: builders.SpecNet, lam: torch.Tensor) -> builders.SpecNet:
     """Rescale conv1's output channels through bn1 by lam, conv2's input channels by 1/lam."""
     m = copy.deepcopy(module)
     with torch.no_grad():
@@ -366,15 +368,15 @@ def test_rescaling_invariance(name: str, rescale, n: int) -> None:
     lam = torch.tensor([1.0, 128.0, 4096.0, 1 / 64, 3.0][:n], dtype=torch.float64)
     scaled = rescale(module, lam)
     for x in _inputs(shape):
-        np.testing.assert_allclose(bf.module_output(scaled, x), bf.module_output(module, x),
-                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(builders.module_output(scaled, x),
+                                   builders.module_output(module, x), rtol=1e-9, atol=1e-9)
     da, db = build(module), build(scaled)
-    pa, pb = bf.path_lifting(da), bf.path_lifting(db)
+    pa, pb = oracle.path_lifting(da), oracle.path_lifting(db)
     assert pa.keys() == pb.keys()
     keys = list(pa)
     np.testing.assert_allclose([pb[k] for k in keys], [pa[k] for k in keys],
                                rtol=1e-9, atol=1e-12)
-    assert bf.path_metric(da, db) <= 1e-9 * bf.path_norm(da, 1)
+    assert oracle.path_metric(da, db) <= 1e-9 * oracle.path_norm(da, 1)
 
 
 @pytest.mark.parametrize("name", ["mlp_with_bias", "conv_bn_nofold", "pools", "concat_net",
@@ -389,7 +391,7 @@ def test_lipschitz_bound_same_signs(name: str) -> None:
             if pname.endswith("weight") and p.dim() >= 2:  # conv / linear weights only
                 p.mul_(0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype))
     da, db = build(module), build(other)
-    metric = bf.path_metric(da, db)
+    metric = oracle.path_metric(da, db)
     assert metric > 0
     for x in _inputs(shape, n=5, scale=2.0, seed=7):
         lhs = np.abs(da.forward(x) - db.forward(x)).sum()
@@ -397,17 +399,17 @@ def test_lipschitz_bound_same_signs(name: str) -> None:
 
 
 def test_unsupported_and_train_mode_refused() -> None:
-    net = bf.Spec((3,)).node("fc", nn.Linear(3, 2)).node("act", nn.SiLU()).build()
+    net = builders.Spec((3,)).node("fc", nn.Linear(3, 2)).node("act", nn.SiLU()).build()
     with pytest.raises(NotImplementedError, match="act"):
-        bf.build_dag(net)
-    module, _, build = bf.conv_bn()
+        lowering.build_dag(net)
+    module, _, build = cases.conv_bn()
     with pytest.raises(ValueError, match="eval"):
         build(copy.deepcopy(module).train())
 
 
-@pytest.mark.parametrize("factory", [bf.mlp_with_bias, bf.pools, bf.bn_after_concat])
+@pytest.mark.parametrize("factory", [cases.mlp_with_bias, cases.pools, cases.bn_after_concat])
 def test_keys_depend_only_on_spec(factory) -> None:
     a, b = factory(seed=0), factory(seed=1)
-    pa, pb = bf.path_lifting(a.build(a.module)), bf.path_lifting(b.build(b.module))
+    pa, pb = oracle.path_lifting(a.build(a.module)), oracle.path_lifting(b.build(b.module))
     assert pa.keys() == pb.keys()
     assert any(pa[k] != pb[k] for k in pa)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import bruteforce as bf
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from bruteforce import cases
 from conftest import randomize_batchnorm
 from fxpath.passes.frame_convs import frame_convs
 from fxpath.passes.pipeline import normalize
@@ -218,9 +218,9 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], object, tuple[bool, bool]]] = {
     "sequence_1d": (Sequence1d, (3, 12), (True, False)),
     "two_inputs": (TwoInputs, [(5, 6), (2, 5, 5)], (True, False)),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (3, 32, 32), (True, False)),
-    "learnable_affine": (lambda: bf.learnable_affine_net().module, (2, 4, 4), (True, True)),
-    "constant_padding": (lambda: bf.padded_net().module, (2, 5, 5), (True, True)),
-    "derived_weights": (lambda: bf.derived_weights_net().module, (2, 4, 4), (False, False)),
+    "learnable_affine": (lambda: cases.learnable_affine_net().module, (2, 4, 4), (True, True)),
+    "constant_padding": (lambda: cases.padded_net().module, (2, 5, 5), (True, True)),
+    "derived_weights": (lambda: cases.derived_weights_net().module, (2, 4, 4), (False, False)),
 }
 
 

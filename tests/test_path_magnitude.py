@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import copy
 
-import bruteforce as bf
 import numpy as np
 import pytest
 import timm
 import torch
 import torchvision
 from baselines import published_style_path_magnitude
+from bruteforce import cases, oracle
 from conftest import randomize_batchnorm, small_head
 
 import fxpath
 from fxpath.codegen.generate import tapped_nodes
 
 
-@pytest.mark.parametrize("name", sorted(bf.ALL_FACTORIES))
+@pytest.mark.parametrize("name", sorted(cases.ALL_FACTORIES))
 def test_scores_equal_path_mass_by_enumeration(name: str) -> None:
-    case = bf.ALL_FACTORIES[name]()
+    case = cases.ALL_FACTORIES[name]()
     dag = case.build(case.module)
-    expected = bf.mass_by_parameter(dag)
-    total = bf.path_norm(dag, 1.0)
+    expected = oracle.mass_by_parameter(dag)
+    total = oracle.path_norm(dag, 1.0)
     prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
                           fold_bn=case.module.fold_bn)
     scores = prog.path_magnitude()
@@ -33,16 +33,16 @@ def test_scores_equal_path_mass_by_enumeration(name: str) -> None:
 
 
 def test_neuron_mass_equals_enumeration() -> None:
-    case = bf.conv_bn(fold=True)
+    case = cases.conv_bn(fold=True)
     dag = case.build(case.module)
     prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64)
     mass = prog.path_magnitude(neurons=True)
-    total = bf.path_norm(dag)
+    total = oracle.path_norm(dag)
     for node, neuron_ids in dag.node_neurons.items():
         if node in mass:  # conv / linear outputs: summed over each channel's positions
             ids = np.asarray(neuron_ids).reshape(len(mass[node]), -1)
             for c, row in enumerate(ids):
-                want = bf.path_mass_through_neurons(dag, row.tolist()) / total
+                want = oracle.path_mass_through_neurons(dag, row.tolist()) / total
                 assert mass[node][c].item() == pytest.approx(want, rel=1e-9)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import os
 
-import bruteforce as bf
 import pytest
 import torch
+from bruteforce import cases, oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,7 @@ _PROGRAMS: dict[str, tuple] = {}
 
 def _case(name: str):
     if name not in _PROGRAMS:
-        case = bf.ALL_FACTORIES[name]()
+        case = cases.ALL_FACTORIES[name]()
         prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
                               fold_bn=case.module.fold_bn)
         _PROGRAMS[name] = (case, prog)
@@ -58,7 +58,7 @@ def _perturb(module: torch.nn.Module, kind: str, seed: int) -> torch.nn.Module:
 
 
 def test_factory_names_exist() -> None:
-    assert set(FACTORIES) <= set(bf.ALL_FACTORIES)
+    assert set(FACTORIES) <= set(cases.ALL_FACTORIES)
 
 
 # zeroing or shrinking the parameters of a standardized or weight-normalized layer does not
@@ -74,7 +74,7 @@ def test_dominated_pairs_are_exact(name: str, kind: str) -> None:
         twin = _perturb(case.module, kind, seed)
         metric = prog.path_metric(twin)
         assert metric.exact
-        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        expected = oracle.path_metric(case.build(case.module), case.build(twin))
         assert metric.value == pytest.approx(expected, rel=1e-9)
 
 
@@ -89,7 +89,7 @@ def test_pairs_of_derived_weights_get_the_exactness_of_their_effective_weights(
         dominated = all(bool(((b[k].abs() <= a[k].abs()) & (a[k] * b[k] >= 0)).all())
                         for k in a)
         assert metric.exact == dominated
-        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        expected = oracle.path_metric(case.build(case.module), case.build(twin))
         assert metric.value >= expected * (1 - 1e-12)
         if metric.exact:
             assert metric.value == pytest.approx(expected, rel=1e-9)
@@ -103,7 +103,7 @@ def test_other_pairs_get_a_certified_upper_bound(name: str, kind: str) -> None:
         twin = _perturb(case.module, kind, seed)
         metric = prog.path_metric(twin)
         assert not metric.exact
-        expected = bf.path_metric(case.build(case.module), case.build(twin))
+        expected = oracle.path_metric(case.build(case.module), case.build(twin))
         assert metric.value >= expected * (1 - 1e-12)
 
 
@@ -160,7 +160,7 @@ def test_tiny_weights_of_opposite_signs_are_not_called_the_same_sign(
         dtype: torch.dtype) -> None:
     """``1e-30 * -1e-30`` underflows to -0.0 in float32: a sign test on the product would
     certify 0, exactly, for two different networks."""
-    case = bf.ALL_FACTORIES["mlp_with_bias"]()
+    case = cases.ALL_FACTORIES["mlp_with_bias"]()
     module = case.module.to(dtype)
     twin = copy.deepcopy(module)
     tiny = torch.finfo(dtype).tiny ** 0.75  # its square underflows
@@ -169,6 +169,6 @@ def test_tiny_weights_of_opposite_signs_are_not_called_the_same_sign(
         p.view(-1)[0] = tiny
         dict(twin.named_parameters())[name].view(-1)[0] = -tiny
     metric = fxpath.compile(module, case.input_shape, dtype=dtype).path_metric(twin)
-    expected = bf.path_metric(case.build(module.double()), case.build(twin.double()))
+    expected = oracle.path_metric(case.build(module.double()), case.build(twin.double()))
     assert expected > 0 and not metric.exact
     assert metric.value >= expected * (1 - 1e-5)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import copy
 import math
 
-import bruteforce as bf
 import pytest
 import torch
 import torchvision
+from bruteforce import cases, oracle
 
 import fxpath
 
 
-@pytest.mark.parametrize("name", sorted(bf.ALL_FACTORIES))
+@pytest.mark.parametrize("name", sorted(cases.ALL_FACTORIES))
 @pytest.mark.parametrize("q", [1.0, 2.0, 4.0])
 def test_matches_path_enumeration(name: str, q: float) -> None:
-    module, shape, build = bf.ALL_FACTORIES[name]()
-    expected = bf.path_norm(build(module), q)
+    module, shape, build = cases.ALL_FACTORIES[name]()
+    expected = oracle.path_norm(build(module), q)
     got = fxpath.compile(module, shape, dtype=torch.float64, fold_bn=module.fold_bn).path_norm(q)
     assert got.value == pytest.approx(expected, rel=1e-10)
 
@@ -25,14 +25,14 @@ def test_matches_path_enumeration(name: str, q: float) -> None:
 @pytest.mark.parametrize("fold", [True, False])
 def test_folding_convention(fold: bool) -> None:
     """Folded BN (one combined bias) gives a smaller norm than separate conv and BN biases."""
-    folded = bf.conv_bn(fold=True)
-    separate = bf.conv_bn(fold=False)
-    assert bf.path_norm_dp(folded.build(folded.module)) < bf.path_norm_dp(
+    folded = cases.conv_bn(fold=True)
+    separate = cases.conv_bn(fold=False)
+    assert oracle.path_norm_dp(folded.build(folded.module)) < oracle.path_norm_dp(
         separate.build(separate.module))
     case = folded if fold else separate
     got = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
                          fold_bn=fold).path_norm()
-    assert got.value == pytest.approx(bf.path_norm_dp(case.build(case.module)), rel=1e-10)
+    assert got.value == pytest.approx(oracle.path_norm_dp(case.build(case.module)), rel=1e-10)
 
 
 @pytest.mark.parametrize("arch, l1, l2", [
@@ -60,9 +60,9 @@ def test_pathnorm_fields() -> None:
 
 
 def test_multiple_outputs_are_one_output_layer() -> None:
-    case = bf.concat_net()
+    case = cases.concat_net()
     assert fxpath.compile(case.module, case.input_shape, dtype=torch.float64).path_norm().value \
-        == pytest.approx(bf.path_norm(case.build(case.module)), rel=1e-10)
+        == pytest.approx(oracle.path_norm(case.build(case.module)), rel=1e-10)
 
 
 def test_differentiable_path_norm_regularizes_a_train_mode_network() -> None:
@@ -100,8 +100,8 @@ def test_small_and_large_q_against_path_enumeration(name: str, q: float,
                                                     dtype: torch.dtype) -> None:
     """|w|^q of small weights leaves float32's range for q = 40 (0.3**40 = 1e-21 is fine, but
     the products are not): mantissa/exponent inputs keep every digit."""
-    case = bf.ALL_FACTORIES[name]()
-    expected = bf.path_norm(case.build(case.module), q)
+    case = cases.ALL_FACTORIES[name]()
+    expected = oracle.path_norm(case.build(case.module), q)
     got = fxpath.compile(case.module, case.input_shape, dtype=dtype,
                          fold_bn=case.module.fold_bn).path_norm(q)
     assert got.value == pytest.approx(expected, rel=1e-12 if dtype == torch.float64 else 2e-5)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 
-import bruteforce as bf
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
 import torchvision
+from bruteforce import cases, oracle
 from conftest import randomize_batchnorm
 
 import fxpath
@@ -49,11 +49,11 @@ def test_sparsity_masks_and_exact_metric(resnet: torch.nn.Module, scope: str) ->
 
 
 def test_pruned_metric_equals_enumeration() -> None:
-    case = bf.conv_bn(fold=True)
+    case = cases.conv_bn(fold=True)
     model = copy.deepcopy(case.module)
     report = fxpath.prune(model, 0.4, case.input_shape, dtype=torch.float64)
     assert report.metric.exact
-    expected = bf.path_metric(case.build(case.module), case.build(model))
+    expected = oracle.path_metric(case.build(case.module), case.build(model))
     assert report.metric.value == pytest.approx(expected, rel=1e-9)
 
 
@@ -182,7 +182,7 @@ def test_prune_of_a_train_mode_model_keeps_its_mode(resnet: torch.nn.Module) -> 
 
 
 def test_prune_float64_is_honoured() -> None:
-    case = bf.ALL_FACTORIES["conv_bn_fold"]()
+    case = cases.ALL_FACTORIES["conv_bn_fold"]()
     model = copy.deepcopy(case.module).float()
     report = fxpath.prune(model, 0.4, case.input_shape, dtype=torch.float64)
     assert report.metric.exact

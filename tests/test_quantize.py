@@ -7,10 +7,10 @@ import copy
 import itertools
 import math
 
-import bruteforce as bf
 import pytest
 import torch
 import torch.nn as nn
+from bruteforce import cases, oracle
 from conftest import randomize_batchnorm
 from test_readonly import _net, assert_unchanged, snapshot
 
@@ -140,21 +140,21 @@ def _envelopes(model: nn.Module, q: nn.Module) -> tuple[nn.Module, nn.Module]:
 @pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_metric_matches_path_enumeration(net: str, scheme: str) -> None:
-    case = bf.ALL_FACTORIES[net]()  # float64 models
+    case = cases.ALL_FACTORIES[net]()  # float64 models
     dag = case.build(case.module)
     for rounding, per_channel in zip(ROUNDINGS, (False, True)):
         q, report = fxpath.quantize(case.module, case.input_shape, scheme, rounding=rounding,
                                     per_channel=per_channel, biases=net == "concat_net",
                                     layer_metrics=False)
-        true = bf.path_metric(dag, case.build(q))
+        true = oracle.path_metric(dag, case.build(q))
         if rounding == "toward_zero":
             assert report.exact and report.metric.exact
             assert report.metric.value == pytest.approx(true, rel=1e-10, abs=1e-300)
-            assert report.relative == pytest.approx(true / bf.path_norm(dag), rel=1e-9)
+            assert report.relative == pytest.approx(true / oracle.path_norm(dag), rel=1e-9)
         else:
             hi, lo = _envelopes(case.module, q)
             assert report.metric.value == pytest.approx(
-                bf.path_metric(case.build(hi), case.build(lo)), rel=1e-10)
+                oracle.path_metric(case.build(hi), case.build(lo)), rel=1e-10)
             assert report.metric.value >= true * (1 - 1e-12)
             dominated = all(bool((v.abs() <= w.abs()).all()) for w, v in zip(
                 case.module.state_dict().values(), q.state_dict().values()))
@@ -162,7 +162,7 @@ def test_metric_matches_path_enumeration(net: str, scheme: str) -> None:
 
 
 def test_fold_bn_fuses_with_torch_and_stays_exact() -> None:
-    case = bf.conv_bn(fold=True)
+    case = cases.conv_bn(fold=True)
     model, shape = case.module, case.input_shape
     q, report = fxpath.quantize(model, shape, "int4", rounding="toward_zero", fold_bn=True)
     assert isinstance(q.bn1, nn.Identity) and isinstance(q.bn2, nn.Identity)
@@ -176,9 +176,10 @@ def test_fold_bn_fuses_with_torch_and_stays_exact() -> None:
     fused.fc = torch.nn.utils.fusion.fuse_linear_bn_eval(fused.fc, fused.bn3)
     fused.bn3 = nn.Identity()
     ref_dag = case.build(fused)
-    assert bf.path_norm(ref_dag) == pytest.approx(bf.path_norm(case.build(model)), rel=1e-12)
+    assert oracle.path_norm(ref_dag) == pytest.approx(oracle.path_norm(case.build(model)),
+                                                      rel=1e-12)
     assert report.exact
-    assert report.metric.value == pytest.approx(bf.path_metric(ref_dag, case.build(q)),
+    assert report.metric.value == pytest.approx(oracle.path_metric(ref_dag, case.build(q)),
                                                 rel=1e-10)
     again = certify(model, q, shape)
     assert again.exact and again.value == pytest.approx(report.metric.value, rel=1e-12)

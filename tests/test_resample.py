@@ -12,12 +12,12 @@ torch.export front end against the torch.fx one.
 
 from __future__ import annotations
 
-import bruteforce as bf
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from bruteforce import builders, cases, oracle
 from conftest import assert_same_function
 
 import fxpath
@@ -28,16 +28,16 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 SHAPE = {1: (1, 5), 2: (1, 3, 4), 3: (1, 2, 2, 3)}
 
 
-def _net(op: nn.Module, nd: int, seed: int = 0, head: bool = True) -> bf.Case:
+def _net(op: nn.Module, nd: int, seed: int = 0, head: bool = True) -> cases.Case:
     """conv (2 channels, bias) -> ReLU -> ``op`` -> 1x1 conv (unless not ``head``)."""
-    def spec() -> bf.Spec:
-        s = (bf.Spec(SHAPE[nd]).node("conv", CONV[nd](1, 2, 3, padding=1))
+    def spec() -> builders.Spec:
+        s = (builders.Spec(SHAPE[nd]).node("conv", CONV[nd](1, 2, 3, padding=1))
              .node("relu", nn.ReLU()).node("op", op))
         return s.node("head", CONV[nd](2 if head else 1, 1, 1)) if head else s
-    return bf._make(spec, seed, torch.float64)
+    return cases._make(spec, seed, torch.float64)
 
 
-def check(case: bf.Case, qs: tuple[float, ...] = (1.0, 2.5), export: bool = False) -> None:
+def check(case: cases.Case, qs: tuple[float, ...] = (1.0, 2.5), export: bool = False) -> None:
     """The brute-force DAG computes the module; fxpath's norms, scores and function are the
     DAG's (and, with ``export``, the exported program's norms are the module's)."""
     module, shape, build = case
@@ -45,13 +45,13 @@ def check(case: bf.Case, qs: tuple[float, ...] = (1.0, 2.5), export: bool = Fals
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):
         x = torch.randn(shape, generator=gen, dtype=torch.float64)
-        np.testing.assert_allclose(dag.forward(x), bf.module_output(module, x), rtol=1e-10,
+        np.testing.assert_allclose(dag.forward(x), builders.module_output(module, x), rtol=1e-10,
                                    atol=1e-12)
     prog = fxpath.compile(module, shape, dtype=torch.float64)
     for q in qs:
-        assert prog.path_norm(q).value == pytest.approx(bf.path_norm_dp(dag, q), rel=1e-10)
-    scores, total = prog.path_magnitude(), bf.path_norm_dp(dag, 1.0)
-    for name, mass in bf.mass_by_parameter_dp(dag).items():
+        assert prog.path_norm(q).value == pytest.approx(oracle.path_norm_dp(dag, q), rel=1e-10)
+    scores, total = prog.path_magnitude(), oracle.path_norm_dp(dag, 1.0)
+    for name, mass in oracle.mass_by_parameter_dp(dag).items():
         np.testing.assert_allclose(scores[name].numpy(), mass / total, rtol=1e-9, atol=1e-15)
     assert_same_function(prog.graph, module, shape, batch=2)
     if export:
@@ -91,7 +91,7 @@ def _interp_cases() -> list[tuple[str, int, bool | None, str]]:
     return cases
 
 
-def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> bf.Interpolate:
+def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> builders.Interpolate:
     how, recompute = _SIZES[sizes]
     kwargs = {k: (v[:nd] if isinstance(v, tuple) else v) for k, v in how.items()}
     kwargs = {**kwargs, "mode": mode}
@@ -99,7 +99,7 @@ def _interpolate(mode: str, nd: int, align: bool | None, sizes: str) -> bf.Inter
         kwargs["align_corners"] = align
     if recompute is not None:
         kwargs["recompute_scale_factor"] = recompute
-    return bf.Interpolate(**kwargs)
+    return builders.Interpolate(**kwargs)
 
 
 @pytest.mark.parametrize("mode, nd, align, sizes", _interp_cases(),
@@ -143,7 +143,7 @@ def test_antialiased_modes_match_their_full_map(mode: str, align: bool,
                                                 size: tuple[int, int]) -> None:
     """Antialiased kernels (no hand-written reference): the path-norm of a 1x1 conv followed
     by the interpolation is ``|w|^q`` times the sum of ``|A|^q`` over PyTorch's whole 2-d map."""
-    op = bf.Interpolate(size=size, mode=mode, align_corners=align, antialias=True)
+    op = builders.Interpolate(size=size, mode=mode, align_corners=align, antialias=True)
     net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), op).double().eval()
     a = _full_map(op, (7, 8))
     w = float(net[0].weight.detach())
@@ -157,7 +157,7 @@ def test_antialiased_modes_match_their_full_map(mode: str, align: bool,
 def test_bicubic_taps_on_one_input_are_one_edge() -> None:
     """At a border bicubic reads the first input for two taps: the edge weight is their sum
     (the matrix entry), so the path-norm is the sum of |entries|, not of |taps|."""
-    op = bf.Interpolate(size=(1, 8), mode="bicubic", align_corners=True)
+    op = builders.Interpolate(size=(1, 8), mode="bicubic", align_corners=True)
     net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), op).double().eval()
     with torch.no_grad():
         net[0].weight.fill_(1.0)
@@ -175,7 +175,7 @@ class _ThreeUpsamplings(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 1, 1)
         self.up = nn.Upsample(scale_factor=2, mode="bicubic")
-        self.dec = bf.Interpolate(size=(5, 5), mode="bilinear", align_corners=True)
+        self.dec = builders.Interpolate(size=(5, 5), mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dec(self.up(self.conv(x)))
@@ -189,7 +189,7 @@ def test_a_mode_fxpath_cannot_describe_is_refused_by_name(monkeypatch) -> None:
         raise ValueError("not separable")
 
     monkeypatch.setattr(core, "check_separable", fail)
-    net = nn.Sequential(nn.Conv2d(1, 1, 1), bf.Interpolate(scale_factor=2, mode="bicubic"))
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), builders.Interpolate(scale_factor=2, mode="bicubic"))
     with pytest.raises(fxpath.UnsupportedModelError,
                        match=r"interpolate \(mode 'bicubic'\) at 1: interpolation mode "
                              r"'bicubic': not separable"):
@@ -216,10 +216,10 @@ def test_a_mode_fxpath_cannot_describe_is_refused_by_name(monkeypatch) -> None:
 def test_pixel_shuffles_match_bruteforce(op: nn.Module, shape: tuple[int, ...]) -> None:
     channels = op(torch.zeros(1, *shape)).shape[1]
 
-    def spec() -> bf.Spec:
-        return (bf.Spec(shape).node("conv", nn.Conv2d(shape[0], shape[0], 1)).node("op", op)
+    def spec() -> builders.Spec:
+        return (builders.Spec(shape).node("conv", nn.Conv2d(shape[0], shape[0], 1)).node("op", op)
                 .node("relu", nn.ReLU()).node("head", nn.Conv2d(channels, 2, 3, padding=1)))
-    check(bf._make(spec, 0, torch.float64), export=True)
+    check(cases._make(spec, 0, torch.float64), export=True)
 
 
 def test_pixel_shuffle_functions() -> None:
@@ -254,12 +254,12 @@ def test_transposed_conv_with_output_size(nd: int) -> None:
     conv = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[nd](
         2, 2, 3, stride=2, padding=1)
     size = [2 * s for s in SHAPE[nd][1:]]  # one more than the default output
-    check(_net(bf.ConvTransposeTo(conv, size), nd), export=nd == 2)
+    check(_net(builders.ConvTransposeTo(conv, size), nd), export=nd == 2)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_transposed_conv_functions(nd: int) -> None:
-    op = bf.FunctionalConvTranspose(2, 2, (2,) * nd, stride=2, padding=1, output_padding=1)
+    op = builders.FunctionalConvTranspose(2, 2, (2,) * nd, stride=2, padding=1, output_padding=1)
     check(_net(op, nd), export=nd == 3)
 
 
@@ -291,8 +291,8 @@ def test_pools_in_1d_and_3d_match_bruteforce(op: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("op, reference, nd", [
-    (nn.AdaptiveAvgPool3d((1, 2, 2)), bf.Interpolate(size=(1, 2, 2), mode="area"), 3),
-    (nn.AdaptiveAvgPool1d(3), bf.Interpolate(size=3, mode="area"), 1),
+    (nn.AdaptiveAvgPool3d((1, 2, 2)), builders.Interpolate(size=(1, 2, 2), mode="area"), 3),
+    (nn.AdaptiveAvgPool1d(3), builders.Interpolate(size=3, mode="area"), 1),
     (nn.AdaptiveMaxPool3d((1, 2, 2)), nn.MaxPool3d((2, 1, 2), stride=1), 3),
     (nn.AdaptiveMaxPool1d(4), nn.MaxPool1d(2, stride=1), 1),
 ], ids=["avg3d", "avg1d", "max3d", "max1d"])
@@ -304,7 +304,7 @@ def test_adaptive_pools_in_1d_and_3d_match_bruteforce(op: nn.Module, reference: 
     ref = _net(reference, nd)
     module = _net(op, nd).module
     assert all(torch.equal(v, ref.module.state_dict()[k]) for k, v in module.state_dict().items())
-    check(bf.Case(module, ref.input_shape, lambda _: ref.build(ref.module)), export=nd == 3)
+    check(cases.Case(module, ref.input_shape, lambda _: ref.build(ref.module)), export=nd == 3)
 
 
 class _Unpool(nn.Module):

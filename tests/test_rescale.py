@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import bruteforce as bf
 import pytest
 import timm
 import torch
 import torchvision
+from bruteforce import cases, oracle
 from conftest import randomize_batchnorm
 
 import fxpath
@@ -44,10 +44,10 @@ def test_function_and_path_quantities_unchanged(label: str, model: torch.nn.Modu
 
 def test_bruteforce_factories_keep_their_lifting() -> None:
     for name in ("mlp_with_bias", "conv_bn_fold", "bn_after_concat", "pools"):
-        case = bf.ALL_FACTORIES[name]()
+        case = cases.ALL_FACTORIES[name]()
         twin = fxpath.rescale(case.module, case.input_shape, factors=FACTORS, seed=1)
-        expected = bf.path_lifting(case.build(case.module))
-        got = bf.path_lifting(case.build(twin))
+        expected = oracle.path_lifting(case.build(case.module))
+        got = oracle.path_lifting(case.build(twin))
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12)

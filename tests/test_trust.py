@@ -6,11 +6,11 @@ from __future__ import annotations
 import copy
 import math
 
-import bruteforce as bf
 import pytest
 import torch
 import torch.nn as nn
 import torchvision
+from bruteforce import cases, oracle
 
 import fxpath
 from fxpath.errors import ArchitectureMismatchError, ArgumentError, NonFiniteError
@@ -107,8 +107,8 @@ def test_metric_reuses_the_norm_only_of_the_same_magnitudes(
 
 
 def test_float64_model_is_computed_in_float64() -> None:
-    case = bf.ALL_FACTORIES["conv_bn_fold"]()
-    expected = bf.path_norm(case.build(case.module), 1.0)
+    case = cases.ALL_FACTORIES["conv_bn_fold"]()
+    expected = oracle.path_norm(case.build(case.module), 1.0)
     prog = fxpath.compile(case.module, case.input_shape, fold_bn=case.module.fold_bn)
     assert prog.dtype == torch.float64
     assert prog.path_norm().value == pytest.approx(expected, rel=1e-14)
@@ -268,7 +268,7 @@ def test_train_mode_without_batchnorm_is_analysed_and_left_in_train_mode() -> No
 
 
 def test_train_mode_batchnorm_uses_running_statistics() -> None:
-    case = bf.ALL_FACTORIES["conv_bn_fold"]()
+    case = cases.ALL_FACTORIES["conv_bn_fold"]()
     expected = fxpath.path_norm(case.module.eval(), case.input_shape).value
     case.module.train()
     first = next(m for m in case.module.modules() if isinstance(m, nn.BatchNorm2d))

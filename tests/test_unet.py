@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 
-import bruteforce as bf
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from bruteforce import builders, cases, oracle
 from conftest import assert_same_function, randomize_batchnorm
 from test_dense import dense_checks, flat_outputs, perturbed
 
@@ -28,8 +28,8 @@ F64 = torch.float64
 
 
 @pytest.fixture(scope="module")
-def unet() -> tuple[bf.Case, fxpath.PathProgram]:
-    case = bf.tiny_unet()
+def unet() -> tuple[cases.Case, fxpath.PathProgram]:
+    case = cases.tiny_unet()
     return case, fxpath.compile(case.module, case.input_shape, dtype=F64)
 
 
@@ -46,18 +46,18 @@ def test_tiny_unet_shape_of_the_network(unet) -> None:
 @pytest.mark.parametrize("q", [1.0, 2.0, 0.5])
 def test_tiny_unet_path_norm_is_the_enumeration(unet, q: float) -> None:
     case, prog = unet
-    paths = bf.path_lifting(case.build(case.module))
+    paths = oracle.path_lifting(case.build(case.module))
     assert len(paths) > 10_000
-    assert prog.path_norm(q).value == pytest.approx(bf.path_norm(paths, q), rel=1e-10)
+    assert prog.path_norm(q).value == pytest.approx(oracle.path_norm(paths, q), rel=1e-10)
 
 
 def test_tiny_unet_scores_are_the_enumeration(unet) -> None:
     case, prog = unet
     dag = case.build(case.module)
-    paths = bf.path_lifting(dag)
-    total = bf.path_norm(paths, 1.0)
+    paths = oracle.path_lifting(dag)
+    total = oracle.path_norm(paths, 1.0)
     scores = prog.path_magnitude()
-    expected = bf.mass_by_parameter(dag, paths)
+    expected = oracle.mass_by_parameter(dag, paths)
     assert set(expected) == set(scores)
     for name, mass in expected.items():
         np.testing.assert_allclose(scores[name].numpy(), mass / total, rtol=1e-9, atol=1e-15)
@@ -77,7 +77,7 @@ def test_tiny_unet_metric_and_lipschitz_certificate(unet, kind: str) -> None:
         else:
             twin = perturbed(case.module, kind, seed)
         metric = prog.path_metric(twin)
-        want = bf.path_metric(case.build(case.module), case.build(twin))
+        want = oracle.path_metric(case.build(case.module), case.build(twin))
         if kind == "prune":
             assert metric.exact and metric.value == pytest.approx(want, rel=1e-9)
         else:
@@ -150,7 +150,7 @@ def test_frames_of_interpolation_are_exact(mode: str, size: tuple[int, int],
     an input constant inside its frame gives an output constant inside the output frame."""
     torch.manual_seed(0)
     conv = nn.Conv2d(1, 2, 3, padding=1)
-    up = bf.Interpolate(size=None if scale else size, scale_factor=scale, mode=mode,
+    up = builders.Interpolate(size=None if scale else size, scale_factor=scale, mode=mode,
                         **({} if mode.startswith("nearest") else {"align_corners": False}))
     net = nn.Sequential(conv, nn.ReLU(), conv.__class__(2, 2, 3, padding=1), up).double().eval()
     prog = fxpath.compile(net, (1, 8, 8), dtype=F64)

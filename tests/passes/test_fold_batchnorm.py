@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import bruteforce as bf
 import torch
+from bruteforce import cases
 from conftest import assert_same_function, lowered
 from fxpath.passes.fold_batchnorm import fold_batchnorm
 from fxpath.passes.remove_identities import remove_identities
 
 
 def test_folds_into_lone_producer_and_keeps_function() -> None:
-    case = bf.conv_bn(fold=True)
+    case = cases.conv_bn(fold=True)
     g = remove_identities(lowered(case.module, case.input_shape))
     out = fold_batchnorm(g)
     assert not [n for n in out if n.op == "batchnorm"]
@@ -19,11 +19,11 @@ def test_folds_into_lone_producer_and_keeps_function() -> None:
 
 
 def test_standalone_after_concat_and_when_disabled() -> None:
-    case = bf.bn_after_concat()
+    case = cases.bn_after_concat()
     out = fold_batchnorm(remove_identities(lowered(case.module, case.input_shape)))
     assert sorted(n.name for n in out if n.op == "affine") == ["bn", "bn_b"]
     assert_same_function(out, case.module, case.input_shape)
-    conv = bf.conv_bn(fold=False)
+    conv = cases.conv_bn(fold=False)
     kept = fold_batchnorm(lowered(conv.module, conv.input_shape), fold=False)
     assert not [n for n in kept if "bn" in n.attrs and n.op == "linear"]
     assert len([n for n in kept if n.op == "affine"]) == 3

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-import bruteforce as bf
 import pytest
 import torch
+from bruteforce import cases, indexing
 from conftest import assert_same_function, lowered
 from fxpath.passes.lower_pooling import lower_pooling
 from fxpath.passes.remove_identities import remove_identities
 
 
 def test_pools_become_pool_nodes_and_keep_function() -> None:
-    case = bf.pools()
+    case = cases.pools()
     out = lower_pooling(remove_identities(lowered(case.module, case.input_shape)))
     assert not {n.op for n in out} & {"avgpool", "maxpool", "adaptive_avgpool",
                                       "adaptive_maxpool", "mean"}
@@ -27,12 +27,12 @@ def test_avg_pool_coefficients_are_each_windows_divisor(
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), pool).double().eval()
     graph = lower_pooling(lowered(net, (1, h, w)))
     coeff = next(n for n in graph if n.op == "pool").attrs["coeff"][0]
-    assert coeff.shape == (bf.pool_output_size(h, k, s, p, 1, ceil_mode),
-                           bf.pool_output_size(w, k, s, p, 1, ceil_mode))
+    assert coeff.shape == (indexing.pool_output_size(h, k, s, p, 1, ceil_mode),
+                           indexing.pool_output_size(w, k, s, p, 1, ceil_mode))
     for i in range(coeff.shape[0]):
         for j in range(coeff.shape[1]):
-            divisor = bf.avgpool_divisor(bf.avgpool_window(i, h, k, s, p),
-                                         bf.avgpool_window(j, w, k, s, p), count_include_pad,
+            divisor = indexing.avgpool_divisor(indexing.avgpool_window(i, h, k, s, p),
+                                         indexing.avgpool_window(j, w, k, s, p), count_include_pad,
                                          divisor_override)
             assert coeff[i, j].item() == 1.0 / divisor
     assert_same_function(graph, net, (1, h, w))
@@ -53,7 +53,7 @@ def test_global_mean_sum_and_adaptive_windows() -> None:
                     and n.attrs["window"] == "adaptive")
     for i in range(2):
         for j in range(3):
-            r0, r1 = bf.adaptive_window(i, 5, 2)
-            c0, c1 = bf.adaptive_window(j, 7, 3)
+            r0, r1 = indexing.adaptive_window(i, 5, 2)
+            c0, c1 = indexing.adaptive_window(j, 7, 3)
             assert adaptive.attrs["count"][0, i, j].item() == (r1 - r0) * (c1 - c0)
     assert_same_function(graph, net, (2, 5, 7))

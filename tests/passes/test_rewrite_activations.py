@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-import bruteforce as bf
 import pytest
 import torch
+from bruteforce import cases
 from conftest import assert_same_function, lowered
 from fxpath.passes.rewrite_activations import rewrite_activations
 
 
 @pytest.mark.parametrize("kind", ["relu6", "leaky", "hardtanh", "prelu", "prelu1"])
 def test_rewrites_are_exact(kind: str) -> None:
-    case = bf.activations(kind)
+    case = cases.activations(kind)
     out = rewrite_activations(lowered(case.module, case.input_shape))
     assert not {n.op for n in out} & {"relu6", "leaky_relu", "hardtanh", "prelu"}
     assert any(n.op == "relu" for n in out)
