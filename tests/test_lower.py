@@ -11,7 +11,7 @@ from fxpath.passes.check_supported import check_supported
 from fxpath.passes.pipeline import normalize
 
 import fxpath
-import fxpath.frontend.lower.fx as lower_mod
+import fxpath.frontend.lower.fx_rules as lower_mod
 from fxpath import UnsupportedModelError
 from fxpath.ir.graph import Graph, Node
 
@@ -174,7 +174,7 @@ def test_a_failing_rule_becomes_an_unsupported_op_with_its_cause(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(lower_mod._FUNCTION_RULES, torch.relu, broken)
+    monkeypatch.setitem(lower_mod.RULES, torch.relu, broken)
     info = _refusal(_Net(lambda m, x: torch.sigmoid(torch.relu(m.conv(x)))), (4, 6, 6))
     text = str(info)
     assert "relu at body: fxpath cannot lower this call (RuntimeError: boom)" in text

@@ -1,10 +1,12 @@
-"""Front ends: a model (an ``nn.Module`` or a ``torch.export.ExportedProgram``) into the IR.
+"""The choice of front end: a model (an ``nn.Module`` or an ``ExportedProgram``) into the IR.
 
-Two lowerings produce the same IR nodes: `fxpath.frontend.lower` from a torch.fx trace of a module,
-`fxpath.frontend.export` from an ATen graph. A module goes through torch.fx by default
-(``front_end="fx"``) and through torch.export on request (``front_end="export"``) or when
-torch.fx cannot follow its forward (with a warning). An ``ExportedProgram`` always goes through
-its own graph; its parameters are read live from its ``state_dict`` (and ``constants``).
+Two front ends produce the same IR nodes: `fxpath.frontend.lower.fx` lowers a torch.fx trace of
+a module (`fxpath.frontend.tracer`), `fxpath.frontend.lower.aten` an ATen graph (exported by
+`fxpath.frontend.export`). A module goes through torch.fx by default (``front_end="fx"``) and
+through torch.export on request (``front_end="export"``) or when torch.fx cannot follow its
+forward (with a warning). An ``ExportedProgram`` always goes through its own graph; its
+parameters are read live from its ``state_dict`` (and ``constants``). `build_ir` then normalizes
+the IR (`fxpath.passes.pipeline.normalize`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Why an op is refused: the reasons and the refusal tables both front ends use.
 
-`fxpath.frontend.lower` (torch.fx) looks modules, functions and methods up here;
-`fxpath.frontend.export` (torch.export) looks ATen ops up by overload packet name, and refuses the
-same torch.nn module types as a whole. One place, so that the two front ends refuse the same
-networks for the same stated reasons.
+The torch.fx graph reader (`fxpath.frontend.lower.fx_reader`) looks modules, functions and
+methods without a rule up here; the ATen graph reader (`fxpath.frontend.lower.aten_reader`)
+looks ATen ops up by overload packet name, and refuses the same torch.nn module types as a
+whole. The rules and op builders (`fxpath.frontend.lower.core`) raise with the reasons below.
+One place, so that the two front ends refuse the same networks for the same stated reasons.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""The front-end-neutral half of lowering: the IR builder and one builder per IR op.
+"""The front-end-neutral half of lowering: the IR builder and one builder per IR op form.
 
 A front end (`fxpath.frontend.lower.fx` for torch.fx traces, `fxpath.frontend.lower.aten` for
-torch.export's ATen graphs) walks its graph and, for each call, parses the arguments into plain
-Python values (ints, tuples, state_dict names, the IR names of the input activations). It then calls
-one of the op builders below, which checks what is the same in every front end (a pool of the right
-rank, a permutation that keeps the batch first, a clamp that is a ReLU or a Hardtanh...), forms
-the IR attributes and emits the node. What a front end adds is only how it names nodes, reads
-shapes and finds parameters: the three methods of `Lowering` a subclass provides.
+torch.export's ATen graphs) walks its graph with its reader (a subclass of `Lowering`) and, for
+each call, runs the rule of its table: the rule parses the arguments into plain Python values
+(ints, tuples, state_dict names, the IR names of the input activations) and calls one of the op
+builders below, which checks what is the same in every front end (a pool of the right rank, a
+permutation that keeps the batch first, a clamp that is a ReLU or a Hardtanh...), forms the IR
+attributes and emits the node. What a reader adds is how it names nodes, reads shapes, locates
+and describes them, and walks its graph: the methods of `Lowering` a subclass provides.
 
-Every refusal raises `Refuse` with a reason from `fxpath.frontend.refusals` or a reason stated here;
-the walk (`Lowering.run`) turns it into an ``unsupported`` node that the pipeline's first pass
-reports together with every other one.
+Every refusal raises `Refuse` with a reason from `fxpath.frontend.refusals` or a reason stated
+here; the walk (`Lowering.run`) turns it into an ``unsupported`` node that the pipeline's first
+pass reports together with every other one.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from fxpath.ir.coordinates import ident
 from fxpath.ir.graph import DERIVED, BatchNormRef, Derived, Graph, Node
 from fxpath.ops.resample import NEAREST, check_separable, kernel
 
-__all__ = ["Lowering", "ParamRef", "Refuse", "adaptive_pool", "add", "batchnorm",
+__all__ = ["Lowering", "ParamRef", "Refuse", "adaptive_pool", "add", "add_scaled", "batchnorm",
            "batchnorm_ref", "cat", "clamp", "conv", "dense", "derive", "divide", "getitem",
-           "hardtanh",
-           "identity", "leaky_relu", "mean", "multiply", "ntuple", "output_name", "pad",
-           "param_scale", "permute", "piece_index", "pixel_shuffle", "pool", "pool_rank",
-           "prelu", "relu", "relu6", "resample", "scale", "scalar", "spatial_rank",
+           "hardtanh", "identity", "leaky_relu", "mean", "multiply", "ntuple", "output_name",
+           "pad", "param_scale", "permute", "piece_index", "pixel_shuffle", "pool", "pool_rank",
+           "prelu", "relu", "relu6", "resample", "scalar", "spatial_rank",
            "transposed_output_padding"]
 
 
@@ -96,7 +96,8 @@ class Lowering:
     """The IR made so far and the map from a front end's graph nodes to IR node names.
 
     A subclass provides `node_name` (the IR name of a graph node), `shape` (its per-sample
-    shape) and `where` (the model location messages print), and walks its graph with `run`.
+    shape), `where` (the model location messages print), `what` (how messages name its op) and
+    `lower_node` (one step of the walk), and walks its graph with `run`.
     """
 
     def __init__(self) -> None:
@@ -354,8 +355,9 @@ def identity(lw: Lowering, n: Any, x: str, *, training: bool = False,
     lw.emit(n, "identity", (x,), what=what)
 
 
-def scale(lw: Lowering, n: Any, x: str, coeff: float, what: str = "") -> None:
-    """``coeff * x``: an ``add`` node of one input."""
+def add_scaled(lw: Lowering, n: Any, x: str, coeff: float, what: str = "") -> None:
+    """``coeff * x`` by a number: an ``add`` node of one input (a ``scale`` node multiplies by
+    model tensors: `param_scale`)."""
     lw.emit(n, "add", (x,), {"coeffs": (float(coeff),), "const": 0.0}, what=what)
 
 
@@ -392,12 +394,13 @@ def add(lw: Lowering, n: Any, a: str | float | ParamRef, b: str | float | ParamR
 
 
 def multiply(lw: Lowering, n: Any, a: str | Any, b: str | Any, what: str = "") -> None:
-    """``a * b``: an activation times a number scales, times a model tensor (`ParamRef`) is
-    a ``scale`` node; two activations, or an activation and a computed tensor, are refused."""
+    """``a * b``: an activation times a number is an ``add`` node (`add_scaled`), times a model
+    tensor (`ParamRef`) a ``scale`` node; two activations, or an activation and a computed
+    tensor, are refused."""
     if isinstance(b, str) and not isinstance(a, str):
         a, b = b, a
     if isinstance(a, str) and scalar(b):
-        scale(lw, n, a, b, what)
+        add_scaled(lw, n, a, b, what)
     elif isinstance(a, str) and isinstance(b, ParamRef):
         param_scale(lw, n, a, weight=b, what=what)
     elif isinstance(a, str) and isinstance(b, str):
@@ -407,9 +410,9 @@ def multiply(lw: Lowering, n: Any, a: str | Any, b: str | Any, what: str = "") -
 
 
 def divide(lw: Lowering, n: Any, a: str | Any, b: Any, what: str = "") -> None:
-    """``a / b``: an activation divided by a non-zero number."""
+    """``a / b``: an activation divided by a non-zero number (an ``add`` node: `add_scaled`)."""
     if isinstance(a, str) and scalar(b) and b != 0:
-        scale(lw, n, a, 1.0 / b, what)
+        add_scaled(lw, n, a, 1.0 / b, what)
     elif isinstance(a, str) and scalar(b):
         raise Refuse("division by zero")
     elif isinstance(a, str) and isinstance(b, ParamRef):
