@@ -66,7 +66,7 @@ def compile(model: Model, input_shape: Shape | None = None, *,  # noqa: A001
         >>> prog.path_norm().value, prog.path_norm(q=2).value
     """
     return PathProgram(model, input_shape, dtype=dtype, device=device, fold_bn=fold_bn,
-                       compile=torch_compile, cuda_graphs=cuda_graphs, interior=interior,
+                       torch_compile=torch_compile, cuda_graphs=cuda_graphs, interior=interior,
                        debug=debug, front_end=front_end, output=output)
 
 

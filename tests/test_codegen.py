@@ -12,6 +12,7 @@ from conftest import randomize_batchnorm, small_head
 
 import fxpath
 from fxpath.codegen.generate import tapped_nodes
+from fxpath.program import PathProgram
 
 
 class DeepResidual(torch.nn.Module):
@@ -123,6 +124,17 @@ def test_torch_compile_option_gives_the_same_norm_and_scores() -> None:
     scores = prog.path_magnitude()  # the tapped score network, compiled, with its backward
     for name, s in fxpath.path_magnitude(model, (3, 16, 16)).items():
         torch.testing.assert_close(scores[name], s, rtol=1e-5, atol=1e-9)
+
+
+def test_compile_is_the_deprecated_name_of_torch_compile() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    assert PathProgram(model, (3,), torch_compile=True).runner.use_compile
+    with pytest.warns(DeprecationWarning, match=r"PathProgram\(compile=...\).*torch_compile"):
+        old = PathProgram(model, (3,), compile=True)
+    assert old.runner.use_compile
+    with pytest.warns(DeprecationWarning):
+        assert not PathProgram(model, (3,), compile=False).runner.use_compile
+    assert not fxpath.compile(model, (3,)).runner.use_compile
 
 
 @pytest.mark.parametrize("kind", ["norm", "diff", "taps"])

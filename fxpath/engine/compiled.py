@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,14 +50,24 @@ class CompiledNetwork:
     Nothing is copied: every quantity reads the model's live parameters through
     `live_source` or `source_for`, which first prove that the model (or another parameter
     set) is still the compiled network.
+
+    The arguments are those of `fxpath.compile`; ``compile`` is the deprecated name of
+    ``torch_compile`` (a `DeprecationWarning`).
     """
 
     def __init__(self, model: Model,
                  input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
                  *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 fold_bn: bool = True, compile: bool = False, cuda_graphs: bool | None = None,
-                 interior: bool | None = None, debug: bool = False,
-                 front_end: str = "fx", output: str | Sequence[str] | None = None) -> None:
+                 fold_bn: bool = True, torch_compile: bool = False,
+                 cuda_graphs: bool | None = None, interior: bool | None = None,
+                 debug: bool = False, front_end: str = "fx",
+                 output: str | Sequence[str] | None = None,
+                 compile: bool | None = None,  # noqa: A002
+                 ) -> None:
+        if compile is not None:  # the switch's old name
+            warnings.warn(f"{type(self).__name__}(compile=...) is deprecated: pass "
+                          "torch_compile=... instead", DeprecationWarning, stacklevel=2)
+            torch_compile = bool(compile) or torch_compile
         self.model = check_model(model)
         outputs = check_output(output)
         self.input_shapes = _input_shapes(model, input_shape)
@@ -88,7 +99,7 @@ class CompiledNetwork:
         self._bn_eps = {bn.running_var: bn.eps for n in self.graph
                         if isinstance(bn := n.attrs.get("bn"), BatchNormRef)}
         self.runner = Runner(self.graph, self.slots, dtype=self.dtype, device=self.device,
-                             compile=compile, cuda_graphs=cuda_graphs,
+                             torch_compile=torch_compile, cuda_graphs=cuda_graphs,
                              grad_frames=use_interior)
         self._verified: dict[int, tuple[weakref.ref, ModuleTree | None]] = {}
 

@@ -46,7 +46,7 @@ class Runner:
     """
 
     def __init__(self, graph: Graph, slots: Sequence[Slot], *, dtype: torch.dtype,
-                 device: torch.device, compile: bool = False,  # noqa: A002
+                 device: torch.device, torch_compile: bool = False,
                  cuda_graphs: bool | None = None, grad_frames: bool = False) -> None:
         if cuda_graphs and device.type != "cuda":
             raise ArgumentError(f"cuda_graphs=True needs a CUDA device, the program runs on "
@@ -54,9 +54,9 @@ class Runner:
         self.graph = graph
         self.slots = tuple(slots)
         self.dtype, self.device = dtype, device
-        self.use_compile = bool(compile)
+        self.use_compile = bool(torch_compile)
         self.grad_frames = bool(grad_frames)
-        self.use_graphs = (device.type == "cuda" and not compile if cuda_graphs is None
+        self.use_graphs = (device.type == "cuda" and not torch_compile if cuda_graphs is None
                            else bool(cuda_graphs))
         self._networks: dict[tuple[str, float, bool, bool], Any] = {}
         self._graphed: dict[tuple[Any, ...], GraphedCall] = {}

@@ -7,9 +7,13 @@ the nodes. Shapes never include the batch dimension.
 Node ops are defined in `fxpath.ops`, one definition each (its attributes, checked by
 `fxpath.ops.verify`, and the rules every interpreter of the IR looks up); ``docs/ops.md`` lists
 them. After normalization (`fxpath.passes.pipeline`) a graph holds only ``input``,
-``linear``, ``affine``, ``relu``, ``pool``, ``add``, ``concat``, ``reshape`` and ``output``
-nodes; the lowering also emits ops that the passes rewrite away (``batchnorm``, the pools,
-``mean``, the ReLU-like activations, ``identity`` and ``unsupported``).
+``linear`` (or ``frame_conv``, a conv on its compressed image), ``affine``, ``scale``,
+``relu``, ``add``, ``pool``, ``resample``, ``reshape``, ``concat`` and ``output`` nodes; the
+lowering also emits ops that the passes rewrite away (``batchnorm``, ``maxpool``,
+``avgpool``, ``adaptive_avgpool``, ``adaptive_maxpool``, ``mean``, the ReLU-like
+activations ``relu6``, ``leaky_relu``, ``hardtanh`` and ``prelu``, ``identity`` and
+``unsupported``). The op names are strings here (this layer sits below the registry); code
+above it compares nodes with the registry's handles: ``fxpath.ops.core.op_of(n) is LINEAR``.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ An `Op` holds the op's attribute schema and its rules: how the code generator em
 (`path_rule`), what it computes in the model (`interpret_rule`), its constant-interior frame
 (`frame_rule`), how neuron rescaling crosses it (`rescale_rule`) and its coordinates
 (`slots_rule`); an op that exists only before normalization names the pass that removes it
-(`lowered_by`). Interpreters look rules up by ``node.op``; none holds a per-op branch.
+(`lowered_by`). Interpreters walk the graph with `fxpath.ops.walk.walk`, which looks each
+node's rule up; none holds a per-op branch. Each family module keeps the `Op` it registers
+as a handle (``fxpath.ops.linear.LINEAR``): compare ``fxpath.ops.core.op_of(node)`` with it.
 
-Families: `fxpath.ops.io` (input, output), `fxpath.ops.linear` (linear, affine),
+Families: `fxpath.ops.io` (input, output), `fxpath.ops.linear` (linear, frame_conv, affine),
 `fxpath.ops.elementwise` (relu, add), `fxpath.ops.pool` (pool), `fxpath.ops.resample`
 (resample: interpolation), `fxpath.ops.reindex` (reshape, concat), `fxpath.ops.scale` (scale:
 multiplication by, and addition of, model tensors), `fxpath.ops.pre_norm` (the ops

@@ -176,7 +176,7 @@ class Op:
         path_rule: emit the node's path-network value (`fxpath.codegen.generate`).
         interpret_rule: compute the node as the model does (`fxpath.codegen.interpret`).
         frame_rule: the node's constant-interior frame from its inputs' (`fxpath.codegen.frames`).
-        rescale_rule: how neuron rescaling crosses it (`fxpath.rescale`).
+        rescale_rule: how neuron rescaling crosses it (`fxpath.apps.rescale`).
         slots_rule: its coordinate tensors (`fxpath.codegen.lift`).
         lowered_by: for ops that exist only before normalization, the pass that rewrites
             them away (`fxpath.passes.pipeline`); ``None`` for the ops codegen accepts.

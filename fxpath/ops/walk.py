@@ -62,7 +62,8 @@ def _value(env: dict[str, Any], node: Node, slot: str, apply: Apply,
     try:
         return apply(rule, node, ins)
     except Exception as exc:
-        exc.add_note(f"fxpath: while applying the {slot} of {node.describe()}")
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(f"fxpath: while applying the {slot} of {node.describe()}")
         raise
 
 
@@ -75,7 +76,7 @@ def walk(graph: Graph, slot: str, apply: Apply, *, fixed: Fixed | None = None,
     `fxpath.ops.core.Op`) and the values of its inputs, in order; where that rule does not
     apply, ``otherwise(node, the NotApplicable)`` or, without ``otherwise``,
     `IRVerificationError` naming the node and the reason. An exception a rule raises gets a
-    note naming the node (its message is unchanged).
+    note naming the node (Python >= 3.11; its message is unchanged).
     """
     env: dict[str, Any] = {}
     for n in graph:
