@@ -1,4 +1,4 @@
-"""Tests of the brute-force reference (tests/bruteforce.py) itself, against torch and algebra."""
+"""Tests of the brute-force reference (tests/bruteforce/) itself, against torch and algebra."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Interpolation in every fixed-weight mode (nearest, nearest-exact, linear, biline
 bicubic, area; align_corners both ways; by size or scale factor, integer or not, with and
 without recompute_scale_factor), PixelShuffle / PixelUnshuffle, transposed convs (1-, 2-, 3-d,
 with output_size, as functions), reflect / replicate / circular padding in 1-, 2- and 3-d, and
-1-d / 3-d pools. The brute-force DAG (`tests/bruteforce.py`) writes PyTorch's index rules out by
+1-d / 3-d pools. The brute-force DAG (`tests/bruteforce/`) writes PyTorch's index rules out by
 hand; each case first checks that DAG against the module itself, then fxpath's path-norms
 (q = 1 and a scaled q), path-magnitude scores and reference interpreter against it, and the
 torch.export front end against the torch.fx one.

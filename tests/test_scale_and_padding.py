@@ -2,7 +2,7 @@
 time (derived coordinates) and constant padding with a value.
 
 Brute-force agreement is in the factories ``learnable_affine_net``, ``derived_weights_net``
-and ``padded_net`` (`bruteforce.ALL_FACTORIES`: path-norms, scores, metric, export); here: the
+and ``padded_net`` (`bruteforce.cases.ALL_FACTORIES`: path-norms, scores, metric, export); here: the
 refusals, the conventions, and the timm families that needed them.
 """
 

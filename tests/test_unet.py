@@ -1,7 +1,7 @@
 """U-Nets: a tiny one against brute-force path enumeration, a 3-d one of standard layers, and
 the constant-interior frames that interpolation passes on.
 
-The tiny U-Net (`bruteforce.tiny_unet`) goes down by max-pooling and up by a transposed conv
+The tiny U-Net (`bruteforce.cases.tiny_unet`) goes down by max-pooling and up by a transposed conv
 (with a folded BatchNorm) and by bilinear upsampling, concatenates skips, and returns two
 outputs. Its path-norms, scores and path-metric must be the enumeration's (float64, 1e-10),
 and the Lipschitz certificate must hold on every pixel of both outputs.
