@@ -54,6 +54,10 @@ from fxpath.frontend.lower.core import ParamRef, Refuse
 from fxpath.frontend.refusals import ATEN_OPS as UNSUPPORTED_OPS
 from fxpath.frontend.refusals import MIXES_PARAMS, MIXES_SAMPLES, MODULES, PRODUCT, RUNTIME_WEIGHT
 from fxpath.frontend.tracer import TRACE_BATCH
+from fxpath.ops.core import op_of
+from fxpath.ops.linear import LINEAR
+from fxpath.ops.pre_norm import IDENTITY
+from fxpath.ops.reindex import RESHAPE
 
 __all__ = ["AtenLowering", "input_of", "int_shape", "location", "meta_val", "op_name",
            "packet_name"]
@@ -266,7 +270,7 @@ class AtenLowering(core.Lowering):
         opname = packet_name(n.target).strip("_") or "op"
         if not path:
             return n.name if n.op == "placeholder" else opname
-        main = op not in ("reshape", "identity") or _SHAPE_MODULE.search(cls) is not None
+        main = op not in (RESHAPE.name, IDENTITY.name) or _SHAPE_MODULE.search(cls) is not None
         return _ident(path) if _torch_nn(cls) and main else f"{_ident(path)}_{opname}"
 
     def what(self, n: fx.Node) -> str:
@@ -485,7 +489,7 @@ class AtenLowering(core.Lowering):
             return False
         idx = next((i for i, m in enumerate(self.nodes) if m.name == name), None)
         node = self.nodes[idx] if idx is not None else None
-        if node is None or node.op != "linear" or node.attrs.get("kind") != "dense" \
+        if node is None or op_of(node) is not LINEAR or node.attrs.get("kind") != "dense" \
                 or "bias" in node.params or meta_val(bias).shape != (node.shape[-1],):
             return False
         holders = {m for m, v in self.value.items() if v == name}

@@ -32,6 +32,7 @@ from fxpath.frontend.lower.core import Refuse, ntuple, scalar, spatial_rank
 from fxpath.frontend.lower.rule import Rule, builds
 from fxpath.frontend.refusals import PRODUCT
 from fxpath.ir.graph import BatchNormRef
+from fxpath.ops.pre_norm import AVGPOOL
 from fxpath.ops.resample import ATEN_KERNELS
 
 __all__ = ["RULES"]
@@ -154,7 +155,7 @@ def _prelu(lw: AtenLowering, n: fx.Node, a: dict[str, Any]) -> None:
 
 def _pool_args(a: dict[str, Any], op: str) -> dict[str, Any]:
     extra = {}
-    if op == "avgpool":
+    if op == AVGPOOL.name:
         extra = {"count_include_pad": bool(a["count_include_pad"]),
                  "divisor_override": a.get("divisor_override")}
     return dict(kernel=a["kernel_size"], stride=a["stride"], padding=a["padding"],

@@ -39,6 +39,7 @@ from fxpath.frontend.lower.fx_reader import (
 )
 from fxpath.frontend.lower.rule import Rule, builds
 from fxpath.frontend.tracer import where
+from fxpath.ops.pre_norm import AVGPOOL, MAXPOOL
 
 __all__ = ["RULES"]
 
@@ -346,9 +347,9 @@ def _pool_fn(op: str) -> Rule:
         a = dict(zip(_POOL_ARGS[op], args)) | kwargs
         name = fn_name(n.target)
         extra = {}
-        if op == "maxpool" and a.get("return_indices"):
+        if op == MAXPOOL.name and a.get("return_indices"):
             raise Refuse("max-pooling with return_indices is not supported")
-        if op == "avgpool":
+        if op == AVGPOOL.name:
             extra = {"count_include_pad": a.get("count_include_pad", True),
                      "divisor_override": a.get("divisor_override")}
         core.pool(lw, n, lw.src(x), op, spatial_rank(name), a["kernel_size"], a.get("stride"),
