@@ -5,7 +5,7 @@ Every flag of ``fxpath zoo`` applies (``python benchmarks/zoo.py --help``); the 
 
     python benchmarks/zoo.py --jobs 1 --size 3 128 128 --out benchmarks/results/zoo_cpu
     python benchmarks/zoo.py --mode status --all --out benchmarks/results/zoo_status \
-        --expected tests/zoo_expected.csv
+        --expected tests/tools/zoo_expected.csv
 
 The time ratios (path-norm and scores against the model's forward) are measured side by side
 in the same worker, warm, median of ``--repeats`` paired runs; see docs/zoo.md.

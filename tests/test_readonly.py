@@ -99,4 +99,4 @@ def test_every_public_function_is_covered() -> None:
     public = {"compile", "path_norm", "path_metric", "lipschitz_bound", "path_magnitude",
               "rescale", "prune"}
     assert public <= set(fxpath.__all__)
-    assert public - {"prune"} <= set(CALLS)  # prune writes, atomically: tests/test_prune.py
+    assert public - {"prune"} <= set(CALLS)  # prune writes, atomically: tests/apps/test_prune.py

@@ -1,6 +1,7 @@
 """docs/cli.md, generated from the ``fxpath`` argparse parser so that it cannot drift from
 ``fxpath --help``. ``python -m fxpath.tools.cli_docs [PATH]`` rewrites it (default
-``docs/cli.md``); ``tests/test_cli.py`` checks that the committed file is what `render` writes.
+``docs/cli.md``); ``tests/tools/test_cli.py`` checks that the committed file is what `render`
+writes.
 
 The parser gives the synopsis and the reference (every command's usage, description, arguments,
 options and examples); the hand-written prose around them (what each command prints, MODEL,

@@ -2,10 +2,10 @@
 
 A rule parses the arguments of one kind of call (a module type, a function, a Tensor method, an
 ATen op) and calls the op builders of `fxpath.frontend.lower.core`. Each rule says which IR ops
-(names in the registry, `fxpath.ops.REGISTRY`) it can emit: ``tests/test_frontend_coverage.py``
-reads these declarations to check that every registered op is built by a rule of each front end,
-so that an op added to the registry without front-end rules is noticed. The walks only call the
-rule.
+(names in the registry, `fxpath.ops.REGISTRY`) it can emit:
+``tests/frontend/test_frontend_coverage.py`` reads these declarations to check that every registered
+op is built by a rule of each front end, so that an op added to the registry without front-end rules
+is noticed. The walks only call the rule.
 """
 
 from __future__ import annotations

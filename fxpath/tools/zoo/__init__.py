@@ -10,7 +10,7 @@ worker processes (a crash or a hang costs one model, never the sweep) and `repor
 
 - `checks.check_status` ("status" mode): build the model on the meta device and compile it
   there; supported, or refused with the first reason. No weights, no arithmetic: the whole zoo
-  in minutes. ``tests/zoo_expected.csv`` is this mode's output.
+  in minutes. ``tests/tools/zoo_expected.csv`` is this mode's output.
 - `checks.check_model` ("full" mode): build with random weights, compile, time the path-norm
   and the scores against the model's forward, and run three self-checks in float64
   (`selfcheck`: the function reproduced through the IR interpreter, the path-norm unchanged

@@ -118,7 +118,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "models (default: start afresh)")
     p.add_argument("--expected", metavar="CSV",
                    help="also write the expected-status file (model, source, family, status, "
-                        "reason), e.g. tests/zoo_expected.csv (default: none)")
+                        "reason), e.g. tests/tools/zoo_expected.csv (default: none)")
     p.add_argument("--merge", metavar="CSV", nargs="+",
                    help="merge shard CSVs into STEM.csv and STEM.md instead of sweeping "
                         "(default: sweep)")

@@ -1,5 +1,5 @@
 """The zoo's result files: the CSV (written and read back with its provenance line), the
-expected-status file (``tests/zoo_expected.csv``), and the markdown report with its coverage
+expected-status file (``tests/tools/zoo_expected.csv``), and the markdown report with its coverage
 figures, family tables and gap table."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ __all__ = ["EXPECTED_COMMAND", "EXPECTED_FIELDS", "coverage", "family_summary", 
            "read_csv", "read_info", "summary_lines", "write_csv", "write_expected",
            "write_markdown"]
 
-#: the columns of the expected-status file (``tests/zoo_expected.csv``)
+#: the columns of the expected-status file (``tests/tools/zoo_expected.csv``)
 EXPECTED_FIELDS = ("model", "source", "family", "status", "reason")
 #: the command that regenerates it
 EXPECTED_COMMAND = ("fxpath zoo --mode status --all --jobs 1 --out benchmarks/results/zoo_status "
-                    "--expected tests/zoo_expected.csv")
+                    "--expected tests/tools/zoo_expected.csv")
 
 
 def write_csv(results: Iterable[ZooResult], path: str | Path, info: dict[str, str],
@@ -47,7 +47,8 @@ def write_expected(results: Iterable[ZooResult], path: str | Path, info: dict[st
     supported (``refused``: the first op no ReLU-DAG has; ``gap``: the first reason, a known gap
     of fxpath), after a header saying what the columns mean and how to regenerate it."""
     header = [
-        "Expected status of every timm and torchvision classifier (tests/test_zoo_expected.py).",
+        "Expected status of every timm and torchvision classifier "
+        "(tests/tools/test_zoo_expected.py).",
         "status: supported | refused (an op no ReLU-DAG has: the reason names the first one) |",
         "gap (a KNOWN GAP: a ReLU-DAG op or model fxpath cannot handle yet, with the reason) |",
         "skipped (the registry cannot build it). Statuses from compiling on the meta device at",

@@ -1,7 +1,8 @@
 """The path networks on a GPU: same numbers as float64 on the CPU, no host syncs, CUDA graphs.
 
 Skipped without CUDA (CI has none); run on a GPU machine with ``python -m pytest
-tests/test_cuda.py -m ''`` (the empty marker expression includes the slow torch.compile test).
+tests/engine/test_cuda.py -m ''`` (the empty marker expression includes the slow torch.compile
+test).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def _check_same(model: nn.Module, twin: nn.Module, shape: tuple[int, ...]) -> No
         torch.testing.assert_close(sr[name], s, rtol=1e-7, atol=1e-12)
 
 
-@pytest.mark.slow  # whole models: CI runs these (-m slow tests/test_equalize.py)
+@pytest.mark.slow  # whole models: CI runs these (-m slow tests/apps/test_equalize.py)
 @pytest.mark.parametrize("label, model", _zoo(), ids=lambda v: v if isinstance(v, str) else "")
 def test_function_path_norm_and_scores_unchanged(label: str, model: nn.Module) -> None:
     model = randomize_batchnorm(model).double().eval()
@@ -53,7 +53,7 @@ def test_function_path_norm_and_scores_unchanged(label: str, model: nn.Module) -
     _check_same(model, twin, SHAPE)
 
 
-@pytest.mark.slow  # whole models: CI runs these (-m slow tests/test_equalize.py)
+@pytest.mark.slow  # whole models: CI runs these (-m slow tests/apps/test_equalize.py)
 def test_densenet121_unchanged() -> None:
     torch.manual_seed(0)
     model = timm.create_model("densenet121", pretrained=False, num_classes=10)
@@ -166,7 +166,7 @@ def test_model_untouched_and_arguments_checked() -> None:
         fxpath.equalize(model)
 
 
-@pytest.mark.slow  # whole models: CI runs these (-m slow tests/test_equalize.py)
+@pytest.mark.slow  # whole models: CI runs these (-m slow tests/apps/test_equalize.py)
 def test_equalization_repairs_per_tensor_int8_after_rescaling() -> None:
     pytest.importorskip("sklearn")
     import pruning_repro as repro  # benchmarks/: the digits ResNet of the pruning experiment

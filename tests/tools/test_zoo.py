@@ -3,7 +3,7 @@ or is refused with `UnsupportedModelError`; never another exception. Compiled mo
 the same path-norm (and, below 3e7 parameters, the same scores) with and without the
 compressed-image convs of ``interior``. Models from the ReLU-DAG families that no issue names
 pass the zoo sweep's three self-checks (`fxpath.tools.zoo.checks.check_model`). Whether each
-model's status is the expected one is tests/test_zoo_expected.py's job.
+model's status is the expected one is tests/tools/test_zoo_expected.py's job.
 
 ``FXPATH_ZOO_SAMPLE=N`` sweeps a fixed random sample of N models (CI; ``FXPATH_ZOO_SEED`` picks
 another sample), 0 sweeps them all.

@@ -1,4 +1,4 @@
-"""The expected status of every timm and torchvision classifier (``tests/zoo_expected.csv``),
+"""The expected status of every timm and torchvision classifier (``tests/tools/zoo_expected.csv``),
 and the zoo sweep's machinery (`fxpath.tools.zoo`).
 
 Default tier (no registry model is built): the file lists exactly the registries'

@@ -24,7 +24,7 @@ from fxpath.ops.verify import check_ops, verify
 from fxpath.ops.walk import BY_RULE, walk
 from fxpath.program import PathProgram
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "ops.md"
 FINAL = [op for op in ops.REGISTRY.values() if op.final]
 PRE_NORM = [op for op in ops.REGISTRY.values() if not op.final]
 

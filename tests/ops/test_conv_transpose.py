@@ -36,7 +36,7 @@ def test_conv_transpose_chain_matches_explicit_matrices(q: float) -> None:
 
 def test_bilinear_upsampling_after_a_conv_is_supported() -> None:
     """Interpolation is a fixed linear map (`fxpath.ops.resample`; its own tests are in
-    tests/test_resample.py): a bilinear decoder compiles and computes the model's function."""
+    tests/ops/test_resample.py): a bilinear decoder compiles and computes the model's function."""
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1),
                               torch.nn.Upsample(scale_factor=2, mode="bilinear")).double().eval()
     prog = fxpath.compile(net, (2, 4, 4), dtype=torch.float64)

@@ -53,7 +53,7 @@ def test_huge_pages_are_requested_for_the_aligned_interior(monkeypatch) -> None:
 
 PROBE = """
 import sys, torch
-sys.path.insert(0, "tests")
+sys.path.insert(0, "tests/engine")
 from test_memory import _anon_huge_kib
 from fxpath.engine.memory import empty_scores
 t = empty_scores((64 << 20) // 4, torch.float32, torch.device("cpu"))
@@ -68,6 +68,6 @@ def test_big_scores_get_huge_pages() -> None:
     """In a fresh process (so the allocation is fresh memory, not pages a long test session
     already touched), the kernel backs the tensor with huge pages."""
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).parent.parent)
+                         timeout=120, cwd=Path(__file__).parents[2])
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(run.stdout.split()[-1]) >= 2048

@@ -553,7 +553,7 @@ def test_docs_are_generated_from_the_parser() -> None:
     from pathlib import Path
 
     text = cli_docs.render()
-    docs = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert docs.read_text() == text, "docs/cli.md is stale: python -m fxpath.tools.cli_docs"
     sub = next(a for a in arguments.build_parser()._actions
                if isinstance(a, argparse._SubParsersAction))
@@ -631,7 +631,7 @@ def _readme_quickstart() -> tuple[list[str], str, str]:
     it shows."""
     from pathlib import Path
 
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text.split("## Install, test, run", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [c.strip() for line in block.splitlines() if line.startswith("fxpath ")
