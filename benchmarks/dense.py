@@ -7,25 +7,37 @@ forward. Each ratio is the median over ``--repeats`` calls, each timed between t
 (`bench_path.paired_ratio`: on shared cores, pairs close in time keep the ratio honest); the
 CPU-time ratios, which do not count time the machine spent on other work, are recorded too.
 
-    python benchmarks/dense.py --repeats 9                  # the table (README, dense_cpu.md)
+    python benchmarks/dense.py --repeats 9                  # the table (docs/dense.md)
     python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11 --tag _unet_resnet34
     python benchmarks/dense.py --size 128 --tag _128
+    python benchmarks/dense.py --norms --models smp:Unet:resnet18   # one row's norm, no timing
     python benchmarks/dense.py --readme benchmarks/results/dense_cpu.json   # README's table
 
-Writes benchmarks/results/dense_cpu<TAG>.{md,json} (machine and commit described); the
-README's "Dense prediction" table is ``--readme`` of that JSON (no model is run). Model
-names: ``smp:ARCH:ENCODER`` (segmentation_models_pytorch), ``torchvision:NAME``
-(torchvision.models.segmentation), ``timm:NAME``, ``monai:BasicUNet``.
+Writes benchmarks/results/dense_cpu<TAG>.{md,json} (machine, commit, command line, seed and
+each model's constructor call described); the README's "Dense prediction" table is
+``--readme`` of that JSON (no model is run). Model names: ``smp:ARCH:ENCODER``
+(segmentation_models_pytorch), ``torchvision:NAME`` (torchvision.models.segmentation),
+``timm:NAME``, ``monai:BasicUNet``.
+
+The models are this benchmark's builds (`constructor`), not the CLI's: smp's with
+``classes=2``, torchvision's with ``num_classes=21`` and no backbone weights, MONAI's with two
+output channels, all with the random weights of ``torch.manual_seed(SEED)``. The path-norm
+depends on these arguments (``fxpath norm smp:Unet:resnet34`` builds smp's default single
+class: another model, another norm), so ``--norms`` prints each model's call with its norm.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
+import shlex
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -45,32 +57,46 @@ DEFAULT_MODELS = [
 ]
 
 
-def build(name: str) -> nn.Module:
-    """A model by benchmark name, random weights, eval mode."""
-    torch.manual_seed(0)
+#: the seed of every model's random weights
+SEED = 0
+
+
+def constructor(name: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """How `build` makes a benchmark model: ``(the builder's dotted name, positional
+    arguments, keyword arguments)``. The norms depend on them (smp's ``classes=2``,
+    torchvision's ``num_classes=21``), so every result row records them (`call`)."""
     kind, _, rest = name.partition(":")
     if kind == "smp":
-        import segmentation_models_pytorch as smp
-
         arch, _, encoder = rest.partition(":")
-        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=2)
-    elif kind == "torchvision":
-        import torchvision
+        return ("segmentation_models_pytorch.create_model", (arch,),
+                {"encoder_name": encoder, "encoder_weights": None, "classes": 2})
+    if kind == "torchvision":
+        return ("torchvision.models.get_model", (rest,),
+                {"weights": None, "weights_backbone": None, "num_classes": 21})
+    if kind == "timm":
+        return "timm.create_model", (rest,), {"pretrained": False}
+    if kind == "monai":
+        return (f"monai.networks.nets.{rest}", (),
+                {"spatial_dims": 2, "in_channels": 3, "out_channels": 2, "act": "relu",
+                 "norm": "batch"})
+    raise ValueError(f"unknown model {name!r}")
 
-        model = torchvision.models.get_model(rest, weights=None, weights_backbone=None,
-                                             num_classes=21)
-    elif kind == "timm":
-        import timm
 
-        model = timm.create_model(rest, pretrained=False)
-    elif kind == "monai":
-        from monai.networks import nets
+def call(name: str) -> str:
+    """The Python call `build` makes for ``name`` (after ``torch.manual_seed(SEED)``), e.g.
+    ``segmentation_models_pytorch.create_model('Unet', encoder_name='resnet34', ...)``."""
+    builder, args, kwargs = constructor(name)
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{builder}({', '.join(shown)})"
 
-        model = getattr(nets, rest)(spatial_dims=2, in_channels=3, out_channels=2, act="relu",
-                                    norm="batch")
-    else:
-        raise ValueError(f"unknown model {name!r}")
-    return model.eval()
+
+def build(name: str) -> nn.Module:
+    """A model by benchmark name: `constructor`'s call, random weights of `SEED`, eval mode."""
+    builder, args, kwargs = constructor(name)
+    module, _, attr = builder.rpartition(".")
+    make = getattr(importlib.import_module(module), attr)
+    torch.manual_seed(SEED)
+    return make(*args, **kwargs).eval()
 
 
 def _refusal(exc: fxpath.UnsupportedModelError) -> str:
@@ -85,7 +111,8 @@ def row(name: str, size: int, repeats: int) -> dict[str, object]:
     model = build(name)
     shape = (3, size, size)
     params = sum(p.numel() for p in model.parameters())
-    out: dict[str, object] = {"model": name, "params_M": round(params / 1e6, 2)}
+    out: dict[str, object] = {"model": name, "constructor": call(name),
+                              "params_M": round(params / 1e6, 2)}
     try:
         prog = fxpath.compile(model, shape)
     except fxpath.UnsupportedModelError as exc:
@@ -122,6 +149,8 @@ def markdown(rows: list[dict[str, object]], info: dict[str, str], size: int) -> 
             f"| {r['model']} | {r['params_M']} | supported | {r['log10_l1']:.4f} | "
             f"{r['forward_ms']:.0f} | {r['path_norm']:.2f}x ({r['path_norm_cpu']:.2f}x) | "
             f"{r['scores']:.2f}x ({r['scores_cpu']:.2f}x) |")
+    lines += ["", f"Each model is built, after `torch.manual_seed({SEED})`, by:", ""]
+    lines += [f"- {r['model']}: `{r['constructor']}`" for r in rows if "constructor" in r]
     return "\n".join(lines) + "\n"
 
 
@@ -139,19 +168,36 @@ def readme_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def norm_line(name: str, size: int) -> str:
+    """One model's l^1 path-norm as the table shows it (log10, 4 decimals), or its refusal,
+    with the call that built the model: ``--norms``, which times nothing."""
+    shape = (3, size, size)
+    try:
+        norm = (f"l^1 path-norm (log10) "
+                f"{fxpath.compile(build(name), shape).path_norm().log10:.4f}")
+    except fxpath.UnsupportedModelError as exc:
+        norm = _refusal(exc)
+    return (f"{name} at 3x{size}x{size}: {norm}; built after torch.manual_seed({SEED}) by "
+            f"{call(name)}")
+
+
 _EPILOG = """\
 examples:
   python benchmarks/dense.py --repeats 9        # every default model: results/dense_cpu.{md,json}
   python benchmarks/dense.py --models smp:Unet:resnet34 --repeats 11 --tag _unet_resnet34
+  python benchmarks/dense.py --norms --models smp:Unet:resnet18   # a row's norm, in seconds
   python benchmarks/dense.py --readme benchmarks/results/dense_cpu.json   # the README table
 
+The models are built as `constructor` says (smp: classes=2; torchvision: num_classes=21, no
+backbone weights; seed 0), which is not how `fxpath norm` builds them: --norms prints each call.
 Run it on a quiet machine: the ratios are paired medians, but a busy machine still moves them.
 """
 
 
-def main() -> None:
-    """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=_EPILOG,
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python benchmarks/dense.py",
+                                description=__doc__.splitlines()[0], epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="MODEL",
                    help="smp:ARCH:ENCODER, torchvision:NAME, timm:NAME or monai:BasicUNet "
@@ -162,14 +208,29 @@ def main() -> None:
                    help="input height and width, 3 channels (default: %(default)s)")
     p.add_argument("--tag", default="",
                    help="suffix of the result file names: results/dense_cpu<TAG>.{md,json}")
+    p.add_argument("--norms", action="store_true",
+                   help="print each model's l^1 path-norm (log10) and the call that built it, "
+                        "and exit (times nothing, writes nothing)")
     p.add_argument("--readme", metavar="FILE.json",
                    help="print the README's table from a results file and exit (runs nothing)")
-    args = p.parse_args()
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
     if args.readme:
         data = json.loads(Path(args.readme).read_text())
         print(f"At 3x{data['size']}x{data['size']}, float32, batch 1, CPU "
               f"(commit {data['machine'].get('commit', '?')}, {data['repeats']} repeats):\n")
         print(readme_table(data["rows"]), end="")
+        return
+    if args.norms:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in args.models:
+                print(norm_line(name, args.size), flush=True)
         return
     info = machine("cpu")
     rows = []
@@ -183,7 +244,8 @@ def main() -> None:
             print(shown, flush=True)
     stem = RESULTS / f"dense_cpu{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(
-        {"machine": info, "size": args.size, "repeats": args.repeats, "rows": rows}, indent=1))
+        {"machine": info, "command": shlex.join(["python", "benchmarks/dense.py", *argv]),
+         "seed": SEED, "size": args.size, "repeats": args.repeats, "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(markdown(rows, info, args.size))
     print(markdown(rows, info, args.size))
 
