@@ -64,7 +64,7 @@ def normalize(graph: Graph, *, fold_bn: bool = True, frame_min_macs: int | None 
     output against its schema (`fxpath.ops`); with ``debug`` it runs after every pass.
 
     Args:
-        graph: the IR produced by `fxpath.frontend.lower.lower`.
+        graph: the IR produced by `fxpath.frontend.lower.fx.lower` (or `.aten.lower_exported`).
         fold_bn: fold frozen BatchNorm into its producing conv/linear where possible.
         frame_min_macs: rewrite convs of at least this many multiply-adds whose path-network
             input is nearly constant into ``frame_conv`` nodes (`frame_convs`); None: none.
