@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from fxpath.frontend.build import Model
+from fxpath.errors import ArgumentError, TraceError
+from fxpath.frontend.build import Model, is_exported
 from fxpath.program import PathProgram
 from fxpath.quantities.results import PathMetric, PathNorm
-from fxpath.validate import check_batch, check_q
+from fxpath.validate import batch_advice, check_batches, check_input_count, check_q
 
 __all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
 
@@ -100,25 +102,43 @@ def path_metric(model_a: Model, model_b: Model | Mapping[str, Tensor],
     return compile(model_a, input_shape, dtype=dtype, output=output).path_metric(model_b)
 
 
-def lipschitz_bound(model_a: Model, model_b: Model | Mapping[str, Tensor], x: Tensor, *,
-                    dtype: torch.dtype = torch.float64, output: Output = None) -> Tensor:
+def lipschitz_bound(model_a: Model, model_b: Model | Mapping[str, Tensor],
+                    x: Tensor | Sequence[Tensor], *, dtype: torch.dtype = torch.float64,
+                    output: Output = None) -> Tensor:
     """Per-sample certified bound on ``||R_a(x_n) - R_b(x_n)||_1``: ``max(1, ||x_n||_inf) * d``.
 
     ``d`` is the l^1 path-metric of the two parameter sets (``docs/mathematics.md``); ``x`` is
-    a finite batch ``(N, *input_shape)``. Computed in float64 by default: a certificate keeps
-    all its digits. Returns a float64 tensor of shape ``(N,)`` (``inf`` entries only when
-    ``d`` is beyond float64). ``R`` is every output of the model together (a segmentation
-    model: every pixel of every map, the l^1 norm summing over all of them); ``output``: the
-    named outputs only (see `compile`).
+    a finite batch ``(N, *input_shape)``, or for a model with several inputs a tuple (or list)
+    with one batch per input of its forward, in order, all of ``N`` samples. Several inputs are
+    one input vector to the bound: the network's input neurons are all of their entries, so
+    ``||x_n||_inf`` is the l^inf norm of sample ``n``'s inputs concatenated, the largest
+    ``|entry|`` over all of them. Computed in float64 by default: a certificate keeps all its
+    digits. Returns a float64 tensor of shape ``(N,)`` (``inf`` entries only when ``d`` is
+    beyond float64). ``R`` is every output of the model together (a segmentation model: every
+    pixel of every map, the l^1 norm summing over all of them); ``output``: the named outputs
+    only (see `compile`).
 
     Example:
         >>> bound = fxpath.lipschitz_bound(dense, pruned, images)
+        >>> bound = fxpath.lipschitz_bound(dense, pruned, (images, metadata))  # two inputs
     """
-    x = check_batch(x)
-    d = compile(model_a, tuple(x.shape[1:]), dtype=dtype,
-                output=output).path_metric(model_b).value
-    scale = x.detach().flatten(1).abs().amax(1).to(torch.float64).clamp(min=1.0)
-    return scale * d
+    xs = check_batches(x)
+    check_input_count(model_a, len(xs), what="x")
+    shapes = [tuple(t.shape[1:]) for t in xs]
+    try:
+        with warnings.catch_warnings():  # x's own shape: a leading size is no batch by mistake
+            warnings.filterwarnings("ignore", message=r"fxpath: input_shape .* first layer is")
+            prog = compile(model_a, shapes, dtype=dtype, output=output)
+    except ArgumentError as exc:  # input_shape advice, phrased for x (no input_shape given)
+        advice = (batch_advice(model_a, xs[0]) if len(xs) == 1 and not is_exported(model_a)
+                  and isinstance(exc.__cause__, TraceError) else None)
+        if advice is None:
+            raise
+        raise ArgumentError(f"x of shape {tuple(xs[0].shape)} does not fit the model: "
+                            f"{advice}") from exc
+    d = prog.path_metric(model_b).value
+    norms = [t.detach().flatten(1).abs().amax(1).to(torch.float64) for t in xs]
+    return torch.stack(norms).amax(0).clamp(min=1.0) * d
 
 
 def path_magnitude(model: Model, input_shape: Shape | None, *,

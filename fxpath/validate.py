@@ -7,6 +7,7 @@ done, so a malformed call never touches the model.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 import operator
@@ -19,8 +20,9 @@ from torch import Tensor
 
 from fxpath.errors import ArgumentError, NonFiniteError
 
-__all__ = ["as_input_shapes", "check_amount", "check_batch", "check_model", "check_q",
-           "check_steps", "compute_dtype", "eval_mode", "shape_advice"]
+__all__ = ["as_input_shapes", "batch_advice", "check_amount", "check_batch", "check_batches",
+           "check_input_count", "check_model", "check_q", "check_steps", "compute_dtype",
+           "eval_mode", "leading_size_warning", "shape_advice"]
 
 #: the largest exponent of an l^q path-norm (the largest coordinate's ``|w|^q`` stays in
 #: float64's range)
@@ -83,6 +85,69 @@ def as_input_shapes(input_shape: Any) -> list[tuple[int, ...]]:
     return [_dims(input_shape, "input_shape")]
 
 
+def _forward_inputs(model: Any) -> tuple[list[str], list[str], bool] | None:
+    """The inputs torch.fx makes of ``type(model).forward``: ``(required, optional, *args)``.
+
+    torch.fx gives every named parameter after ``self`` (positional, then keyword-only) a
+    placeholder, filled in that order with one shape each; a parameter with a default may go
+    without one (it is traced at its default). ``None``: a forward whose signature cannot be
+    read (nothing is checked then).
+    """
+    try:
+        fn = inspect.unwrap(type(model).forward)
+        params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+    except (AttributeError, TypeError, ValueError):
+        return None
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                             p.KEYWORD_ONLY)]
+    return ([p.name for p in named if p.default is p.empty],
+            [f"{p.name}={p.default!r}" for p in named if p.default is not p.empty],
+            any(p.kind == p.VAR_POSITIONAL for p in params))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def check_input_count(model: Any, count: int, what: str = "input_shape") -> None:
+    """Raise unless ``model``'s forward can take ``count`` inputs (``what`` names the argument
+    holding them: ``"input_shape"`` with one shape per input, or ``"x"`` with one batch each).
+
+    Every parameter of the forward without a default needs one; one with a default may be left
+    out; more than the forward names are refused unless it takes ``*args``. Not a module, or a
+    forward whose signature cannot be read: nothing is checked.
+
+    Raises:
+        ArgumentError: too few or too many inputs; the message names the forward's inputs and
+            says how to pass one per input.
+    """
+    found = _forward_inputs(model) if isinstance(model, nn.Module) else None
+    if found is None:
+        return
+    required, optional, varargs = found
+    if len(required) <= count and (varargs or count <= len(required) + len(optional)):
+        return
+    takes = f"{type(model).__name__}.forward takes {_plural(len(required), 'input')}"
+    takes += f" ({', '.join(required)})" if required else ""
+    if optional:
+        takes += f" and {len(optional)} optional ({', '.join(optional)})"
+    if varargs:
+        takes += " and any number more (*args)"
+    names = required + [o.split("=", 1)[0] for o in optional]
+    if what == "x":
+        given = f"x holds {_plural(count, 'batch tensor')}"
+        how = (f"pass a tuple with one batch tensor (N, ...) per input, in the order of "
+               f"forward's parameters: x=({', '.join(names[:max(count, len(required))])})")
+        if count > len(names):
+            how += "; to pass several samples of one input, stack them with torch.stack"
+    else:
+        given = f"input_shape gives {_plural(count, 'shape')}"
+        wanted = ", ".join(f"<{n}'s shape>" for n in names[:max(count, len(required))])
+        how = ("pass a list with one per-sample shape (no batch dimension) per input, in the "
+               f"order of forward's parameters: input_shape=[{wanted}]")
+    raise ArgumentError(f"{given}, but {takes}: {how}")
+
+
 def check_q(q: Any) -> float:
     """``q`` as a float: a finite number > 0."""
     if isinstance(q, bool) or not isinstance(q, numbers.Real):
@@ -131,6 +196,34 @@ def check_batch(x: Any) -> Tensor:
         raise NonFiniteError(f"x has NaN or inf entries (samples {rows}); the bound holds for "
                              "finite inputs only", [f"x[{r}]" for r in rows])
     return x
+
+
+def check_batches(x: Any) -> list[Tensor]:
+    """``x`` as a list of finite floating batches of one size ``N``: a batch tensor
+    ``(N, *input_shape)``, or a tuple (or list) of them, one per input of the model."""
+    if not isinstance(x, (tuple, list)):
+        return [check_batch(x)]
+    if not x or not all(isinstance(t, Tensor) for t in x):
+        kinds = ", ".join(sorted({type(t).__name__ for t in x})) or "nothing"
+        raise ArgumentError(f"x must be a batch tensor of shape (N, *input_shape), or a tuple "
+                            f"of them (one per model input), got a {type(x).__name__} of "
+                            f"{kinds}; stack samples with torch.stack")
+    if len(x) == 1:
+        return [check_batch(x[0])]
+    xs = []
+    for i, t in enumerate(x):
+        try:
+            xs.append(check_batch(t))
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"x[{i}]: {exc}", [f"x[{i}]{n[1:]}" for n in exc.names]) \
+                from exc
+        except ArgumentError as exc:
+            raise ArgumentError(f"x[{i}]: {exc}") from exc
+    sizes = [t.shape[0] for t in xs]
+    if len(set(sizes)) > 1:
+        raise ArgumentError(f"the inputs in x have different batch sizes {sizes}: each holds "
+                            "the same N samples, one row per sample")
+    return xs
 
 
 def compute_dtype(params: Sequence[Tensor], dtype: Any) -> torch.dtype:
@@ -199,3 +292,54 @@ def shape_advice(model: nn.Module, shapes: Sequence[tuple[int, ...]]) -> str | N
     if len(shape) != nd + 1:
         return f"{where}; input_shape {shape} has {len(shape)} dimensions"
     return None
+
+
+def batch_advice(model: nn.Module, x: Tensor) -> str | None:
+    """`shape_advice` for a per-sample shape read from a batch ``x`` (``x.shape[1:]``, no
+    ``input_shape`` given): what to change in ``x``, or None."""
+    shape = tuple(x.shape[1:])
+    found = _first_layer(model)
+    if found is None or shape_advice(model, [shape]) is None:
+        return None
+    name, layer = found
+    kind = type(layer).__name__
+    if isinstance(layer, nn.Linear):
+        return (f"the first layer, {kind} '{name}', reads {layer.in_features} features in the "
+                f"last dimension; x ends in {shape[-1]}")
+    nd = len(layer.kernel_size)
+    c = layer.in_channels
+    want = f"(N, {c}, {', '.join('HWD'[i] if nd > 1 else 'L' for i in range(nd))})"
+    where = f"the first layer, {kind} '{name}', takes a batch {want}"
+    if len(shape) == nd and x.shape[0] == c:
+        return (f"{where}: x looks like one sample without its batch dimension; add it with "
+                "x.unsqueeze(0)")
+    if len(shape) == nd and c == 1:
+        return f"{where}: add the channel dimension with x.unsqueeze(1)"
+    if len(shape) == nd + 1 and shape[0] != c:
+        return f"{where}: it expects {c} input channels in x.shape[1], x has {shape[0]}"
+    return f"{where}; x has {x.dim()} dimensions"
+
+
+def leading_size_warning(model: nn.Module, shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """A warning for an ``input_shape`` such as ``(4, 16)`` given to a model whose first layer
+    is an ``nn.Linear`` of 16 features, or None.
+
+    ``nn.Linear`` maps the last dimension, so the leading size is a second dimension of every
+    sample: the model is analysed on that many stacked copies of its input (an MLP's path-norm
+    comes out that many times larger). Legitimate, but usually a batch size given by mistake.
+    """
+    found = _first_layer(model)
+    if found is None or len(shapes) != 1:
+        return None
+    name, layer = found
+    shape = shapes[0]
+    if not isinstance(layer, nn.Linear) or len(shape) < 2 or shape[0] <= 1 \
+            or shape[-1] != layer.in_features:
+        return None
+    copies = math.prod(shape[:-1])
+    return (f"fxpath: input_shape {shape} for a model whose first layer is {type(layer).__name__}"
+            f" '{name}' ({layer.in_features} features, mapped along the last dimension): the "
+            f"leading size {shape[0]} is read as a second dimension of each sample, not as a "
+            f"batch, so the path quantities are those of {copies} stacked copies of the input "
+            f"(an MLP's path-norm {copies}x as large). input_shape excludes the batch "
+            f"dimension: pass {shape[-1:]} for one sample of {layer.in_features} features")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,7 @@ from fxpath.frontend.build import (
 )
 from fxpath.ir.graph import BatchNormRef
 from fxpath.ir.params import Params, ParamSource
-from fxpath.validate import as_input_shapes, check_model, compute_dtype
+from fxpath.validate import as_input_shapes, check_model, compute_dtype, leading_size_warning
 
 __all__ = ["GPU_INTERIOR_MIN_MACS", "CompiledNetwork", "check_output"]
 
@@ -90,6 +92,9 @@ class CompiledNetwork:
                         "outputs": outputs}
         self._fx_graph, self.graph = build_ir(model, self.input_shapes, debug=debug,
                                               **self._passes)
+        leading = None if is_exported(model) else leading_size_warning(model, self.input_shapes)
+        if leading is not None:  # (4, 16) for an MLP: four stacked copies, or a batch by mistake
+            warnings.warn(leading, UserWarning, stacklevel=_caller_level())
         self.slots: tuple[Slot, ...] = slots(self.graph)
         weight_slot = {s.node: i for i, s in reversed(list(enumerate(self.slots)))}
         self.taps = [(n, weight_slot[n.name]) for n in tapped_nodes(self.graph)]
@@ -233,6 +238,16 @@ def _device(model: Model, device: Any) -> torch.device:
         raise ArgumentError(f"device must be an available torch.device or a name such as "
                             f"'cpu' or 'cuda:0', got {device!r} ({_first_line(exc)})") from exc
     return device
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` (for a warning raised by the calling function) of the innermost
+    frame outside the fxpath package: the user's call, through whichever public function."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _first_line(exc: BaseException) -> str:

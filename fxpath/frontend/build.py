@@ -26,7 +26,7 @@ from fxpath.frontend.lower.fx import has_rule, lower
 from fxpath.frontend.tracer import trace_graph
 from fxpath.ir.graph import Graph
 from fxpath.passes.pipeline import normalize
-from fxpath.validate import eval_mode, shape_advice
+from fxpath.validate import check_input_count, eval_mode, shape_advice
 
 __all__ = ["FRONT_ENDS", "Model", "build_ir", "canonical_ir", "exported_shapes", "is_exported",
            "param_store", "state_keys"]
@@ -105,7 +105,8 @@ def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool =
 
     Raises:
         ArgumentError: ``shapes`` cannot fit the model's first layer (the message says what to
-            change), or an unknown ``front_end``.
+            change), a module is given fewer shapes than its forward's required inputs or more
+            than it names (`fxpath.validate.check_input_count`), or an unknown ``front_end``.
         TraceError, UnsupportedModelError: the model cannot be traced, or is no ReLU-DAG.
     """
     if front_end not in FRONT_ENDS:
@@ -114,6 +115,7 @@ def build_ir(model: Model, shapes: Sequence[tuple[int, ...]], *, fold_bn: bool =
               "outputs": outputs}
     if is_exported(model):
         return None, _via_export(model, shapes, **passes)
+    check_input_count(model, len(shapes))
     with eval_mode(model):
         if front_end == "export":
             return None, _via_export(model, shapes, **passes)

@@ -26,6 +26,7 @@ from torch.fx.node import map_arg
 from torch.nn.utils import parametrize
 
 from fxpath.errors import TraceError
+from fxpath.validate import check_input_count
 
 __all__ = ["TRACE_BATCH", "trace", "where"]
 
@@ -320,9 +321,12 @@ def trace_graph(model: torch.nn.Module, input_shapes: Sequence[Sequence[int]],
             traced through).
 
     Raises:
+        ArgumentError: fewer shapes than the forward's required inputs, or more than it names
+            (`fxpath.validate.check_input_count`).
         TraceError: the model cannot be traced symbolically; the message names the op (the
             model's source line) and the module it sits in.
     """
+    check_input_count(model, len(input_shapes))
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                      torch.get_default_dtype())
