@@ -347,11 +347,34 @@ def quantization_cost() -> str:
                   _table(header, rows))
 
 
+def generalization() -> str:
+    """The generalization bound's ingredients and factors (generalization_table.py)."""
+    d = _json("generalization_table.json")
+    c = d["config"]
+
+    def published(r: dict[str, Any]) -> str:
+        if r["published_factor"] is None:
+            return "-"
+        ok = "matches" if r["matches"] else "differs"
+        return f"{r['published_factor']:.4f} / {r['published_sharpened_factor']:.4f} ({ok})"
+
+    rows = [(r["model"], r["depth"], r["max_pool_kernel"], r["max_pool_types"],
+             r["max_pools_on_path"], f"{r['constant']:.3f}", f"{r['sharpened_constant']:.3f}",
+             f"{r['factor']:.4f}", f"{r['sharpened_factor']:.4f}", published(r),
+             f"{r['log10_path_norm']:.1f}", f"{r['log10_bound']:.1f}") for r in d["rows"]]
+    run = (f"n = {c['n_train']}, B = {c['input_bound']}, "
+           f"{'x'.join(str(s) for s in c['input_shape'])}, random initialization (seed "
+           f"{c['seed']}); commit {d['machine']['commit']}, torch {d['machine']['torch']}")
+    return _block(_source(["generalization_table.json"], run), _table(
+        ("model", "D", "K", "P", "M", "C", "C'", "4CB/sqrt(n)", "4C'B/sqrt(n)",
+         "published", "log10 path-norm", "log10 bound"), rows))
+
+
 #: every table, by the name its markers carry
 TABLES: dict[str, Callable[[], str]] = {f.__name__: f for f in (
     headline, bench_cpu, bench_cpu_memory, bench_gpu, live_params, scaling_cpu, scaling_gpu,
     frontends, dense, zoo_families, zoo_registries, zoo_full, pruning_finetuned, pruning_pruned,
-    quantization_cost)}
+    quantization_cost, generalization)}
 
 
 # -- rewriting the documents --------------------------------------------------------------------

@@ -7,7 +7,14 @@ torch.fx GraphModule whose single pass on an all-ones input gives ``||Phi(theta)
 
 from __future__ import annotations
 
-from fxpath.api import compile, lipschitz_bound, path_magnitude, path_metric, path_norm
+from fxpath.api import (
+           compile,
+           generalization_bound,
+           lipschitz_bound,
+           path_magnitude,
+           path_metric,
+           path_norm,
+)
 from fxpath.apps.backend import backend
 from fxpath.apps.equalize import equalize
 from fxpath.apps.prune import PruneReport, prune
@@ -24,12 +31,14 @@ from fxpath.errors import (
            UnsupportedOp,
 )
 from fxpath.program import PathProgram
+from fxpath.quantities.generalization import GeneralizationBound, Ingredients
 from fxpath.quantities.results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "LayerQuantization",
-           "NonFiniteError", "PathMetric", "PathNorm", "PathProgram", "PruneReport",
-           "QuantizeReport", "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend",
-           "compile", "equalize", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm",
-           "prune", "quantize", "rescale"]
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "GeneralizationBound",
+           "Ingredients", "LayerQuantization", "NonFiniteError", "PathMetric", "PathNorm",
+           "PathProgram", "PruneReport", "QuantizeReport", "TraceError", "UnsupportedModelError",
+           "UnsupportedOp", "backend", "compile", "equalize", "generalization_bound",
+           "lipschitz_bound", "path_magnitude", "path_metric", "path_norm", "prune", "quantize",
+           "rescale"]

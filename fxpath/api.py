@@ -11,10 +11,13 @@ from torch import Tensor
 from fxpath.errors import ArgumentError, TraceError
 from fxpath.frontend.build import Model, is_exported
 from fxpath.program import PathProgram
+from fxpath.quantities import generalization
+from fxpath.quantities.generalization import GeneralizationBound
 from fxpath.quantities.results import PathMetric, PathNorm
 from fxpath.validate import batch_advice, check_batches, check_input_count, check_q
 
-__all__ = ["compile", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm"]
+__all__ = ["compile", "generalization_bound", "lipschitz_bound", "path_magnitude", "path_metric",
+           "path_norm"]
 
 Shape = Sequence[int] | Sequence[Sequence[int]]
 #: ``output=``: the name of one model output (a dict key, a tuple index as a string), or a list
@@ -153,3 +156,34 @@ def path_magnitude(model: Model, input_shape: Shape | None, *,
         >>> scores = fxpath.path_magnitude(model.eval(), (3, 224, 224))
     """
     return compile(model, input_shape, dtype=dtype, output=output).path_magnitude()
+
+
+def generalization_bound(model: Model, input_shape: Shape | None, n_train: int, *,
+                         input_bound: float = 1.0, dtype: torch.dtype | None = None,
+                         fold_bn: bool = True, output: Output = None) -> GeneralizationBound:
+    """The path-norm generalization bound ``4 * C * B * ||Phi(theta)||_1 / sqrt(n)`` of a
+    ReLU-DAG and its sharpened variant, with every ingredient named (``docs/generalization.md``).
+
+    The depth ``D``, the largest max-pool window ``K``, the max-pooling types ``P``, the
+    max-pools on one path ``M`` and the input/output neurons ``d_in``/``d_out`` are read from
+    the normalized IR; the l^1 path-norm from the path network (as a log: it never overflows).
+
+    Args:
+        model: the network (see `compile`); a non-ReLU-DAG gets `UnsupportedModelError`.
+        input_shape: per-sample input shape(s), as for `compile`.
+        n_train: ``n``, the number of i.i.d. training samples (an integer >= 1).
+        input_bound: ``B`` with ``||x||_inf <= B`` for every input (default 1.0: inputs in
+            [-1, 1]; 2.64 for ImageNet after the usual normalization). The bound uses
+            ``max(1, B)``: paths starting at a bias see the constant input 1.
+        dtype, fold_bn, output: as for `path_norm`.
+
+    Example:
+        >>> r = fxpath.generalization_bound(torchvision.models.resnet18().eval(),
+        ...                                 (3, 224, 224), 1268355, input_bound=2.64)
+        >>> r.ingredients.depth, round(r.factor, 4), r.log10_bound  # 18, 0.0881, ...
+        >>> print(r)
+    """
+    n = generalization.check_n_train(n_train)
+    b = generalization.check_input_bound(input_bound)
+    prog = compile(model, input_shape, dtype=dtype, fold_bn=fold_bn, output=output)
+    return generalization.generalization_bound(prog, n, b)

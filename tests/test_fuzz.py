@@ -149,6 +149,16 @@ def test_path_magnitude(shape: Any, dtype: Any) -> None:
         assert all(bool(((s >= 0) & (s <= 1 + 1e-6)).all()) for s in scores.values())
 
 
+@FUZZ
+@given(shape=shapes, n_train=mostly(st.integers(1, 10**7), numbers | junk),
+       bound=mostly(st.sampled_from([0.5, 1, 2.64, 255.0]), numbers | junk))
+def test_generalization_bound(shape: Any, n_train: Any, bound: Any) -> None:
+    report = _checked(fxpath.generalization_bound, MODEL, shape, n_train, input_bound=bound)
+    if report is not None:
+        assert report.ingredients.depth == 2 and math.isfinite(report.log10_bound)
+        assert 0 < report.sharpened_factor <= report.factor
+
+
 _PROG = fxpath.compile(MODEL, SHAPE)
 _NORM = _PROG.path_norm().log2
 
@@ -210,6 +220,7 @@ def test_models_that_are_not_networks(junk_model: Any) -> None:
     for fn in (lambda: fxpath.compile(junk_model, SHAPE),
                lambda: fxpath.path_norm(junk_model, SHAPE),
                lambda: fxpath.path_metric(junk_model, MODEL, SHAPE),
+               lambda: fxpath.generalization_bound(junk_model, SHAPE, 10),
                lambda: fxpath.prune(junk_model, 0.5, SHAPE),
                lambda: fxpath.rescale(junk_model, SHAPE)):
         with pytest.raises(fxpath.FxPathError):
@@ -221,7 +232,7 @@ def test_zz_both_outcomes_were_reached() -> None:
     if not OUTCOMES:
         pytest.skip("run with the fuzz tests")
     for fn in ("path_norm", "compile", "path_metric", "lipschitz_bound", "path_magnitude",
-               "prune", "rescale"):
+               "prune", "rescale", "generalization_bound"):
         assert OUTCOMES[fn, "ok"] > 0, (fn, dict(OUTCOMES))
         assert sum(v for (f, k), v in OUTCOMES.items() if f == fn and k != "ok") > 0, fn
     if os.environ.get("FXPATH_FUZZ_REPORT"):

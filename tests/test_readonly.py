@@ -67,6 +67,7 @@ CALLS: dict[str, Callable[[nn.Module, nn.Module], object]] = {
     "path_metric_reverse": lambda m, o: fxpath.path_metric(o, m, SHAPE),
     "lipschitz_bound": lambda m, o: fxpath.lipschitz_bound(m, o, torch.randn(3, *SHAPE)),
     "path_magnitude": lambda m, o: fxpath.path_magnitude(m, SHAPE),
+    "generalization_bound": lambda m, o: fxpath.generalization_bound(m, SHAPE, 100),
     "neurons": lambda m, o: fxpath.compile(m, SHAPE).path_magnitude(neurons=True),
     "scores_out": lambda m, o: _twice_with_out(fxpath.compile(m, SHAPE)),
     "differentiable": lambda m, o: fxpath.compile(m, SHAPE).path_norm(differentiable=True),
@@ -97,6 +98,6 @@ def test_read_only_functions_leave_both_models_untouched(call: str) -> None:
 
 def test_every_public_function_is_covered() -> None:
     public = {"compile", "path_norm", "path_metric", "lipschitz_bound", "path_magnitude",
-              "rescale", "prune"}
+              "rescale", "prune", "generalization_bound"}
     assert public <= set(fxpath.__all__)
     assert public - {"prune"} <= set(CALLS)  # prune writes, atomically: tests/apps/test_prune.py
