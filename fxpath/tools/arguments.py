@@ -13,7 +13,7 @@ from fxpath.apps.quantize.rounding import ROUNDINGS, SCHEMES
 from fxpath.tools.models import parse_model
 
 __all__ = ["EXIT_HELP", "MODEL_HELP", "budget", "build_parser", "exponent", "fraction",
-           "model_spec", "non_negative_int", "positive_int", "seed"]
+           "input_bound", "model_spec", "non_negative_int", "positive_int", "seed"]
 
 MODEL_HELP = """\
 MODEL is a timm model name (resnet18, also with a pretrained tag: resnet18.a1_in1k),
@@ -94,6 +94,10 @@ _EXAMPLES = {
   fxpath plot scores torchvision:vgg11 --out scores.png # score distribution per tensor
   fxpath plot sparsity resnet18 --amount 0.9 --out sparsity.png
   fxpath plot zoo zoo.csv --out zoo.png                 # log10 path-norm vs parameters""",
+    "bound": """\
+  fxpath bound torchvision:resnet18 --n-train 1268355 --input-bound 2.64   # ImageNet
+  fxpath bound resnet18 --n-train 50000 --json          # CIFAR-10-sized, inputs in [-1, 1]
+  fxpath bound torchvision:vgg16 --n-train 1268355 --input-bound 2.64 --checkpoint w.pt""",
 }
 
 _SUBCOMMANDS = {
@@ -137,6 +141,12 @@ _SUBCOMMANDS = {
              "'fxpath prune' with --amount/--criterion/--scope), or 'zoo' (log10 path-norm\n"
              "against parameter count by family, from the CSV of 'fxpath zoo'). Needs\n"
              "matplotlib: pip install \"fxpath[plot]\"."),
+    "bound": ("the path-norm generalization bound and its ingredients",
+              "Print the path-norm generalization bound of MODEL (ICLR 2024 path-norm\n"
+              "toolkit): its Rademacher term 4 * C * B * ||Phi||_1 / sqrt(n) and the\n"
+              "sharpened one with C', and every ingredient: the depth D, the largest\n"
+              "max-pool window K, the max-pooling types P, the max-pools on a path M, d_in,\n"
+              "d_out, the l^1 path-norm (docs/generalization.md)."),
 }
 
 
@@ -210,6 +220,15 @@ def budget(text: str) -> float:
     return value
 
 
+def input_bound(text: str) -> float:
+    """An input bound B (``||x||_inf <= B``): a finite number > 0."""
+    value = _parse_float(text, "input-bound")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"input-bound must be a finite number > 0, got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """A ``type=`` function accepting integers >= 0."""
     value = _parse_int(text, "the value")
@@ -254,7 +273,7 @@ def _add_subcommand(sub: argparse._SubParsersAction, name: str) -> argparse.Argu
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fxpath`` argument parser: subcommands ``norm``, ``scores``, ``prune``,
-    ``quantize``, ``metric``, ``check``, ``zoo`` and ``plot``."""
+    ``quantize``, ``metric``, ``check``, ``zoo``, ``plot`` and ``bound``."""
     from importlib.metadata import version
 
     __version__ = version("fxpath")
@@ -301,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(c)
     _add_quantize(sub)
     _add_tools(sub)
+    _add_bound(sub)
     return p
 
 
@@ -366,3 +386,15 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
                         "certified alone; 0 skips them (default: %(default)s)")
     c.add_argument("--out", metavar="FILE",
                    help="save the quantized copy's state_dict there (torch.save)")
+
+
+def _add_bound(sub: argparse._SubParsersAction) -> None:
+    c = _add_subcommand(sub, "bound")
+    c.add_argument("--n-train", metavar="N", type=positive_int("n-train"), required=True,
+                   help="the number of i.i.d. training samples n, an integer >= 1; required "
+                        "(default: none)")
+    c.add_argument("--input-bound", metavar="B", type=input_bound, default=1.0,
+                   help="B with ||x||_inf <= B for every input after preprocessing, a finite "
+                        "number > 0; 2.64 for normalized ImageNet (default: %(default)s: "
+                        "inputs in [-1, 1])")
+    _add_json(c)

@@ -9,6 +9,7 @@
     fxpath check efficientnet_b0               # every op: supported, or why not
     fxpath zoo --filter 'resnet*' --jobs 2     # sweep the timm/torchvision zoo
     fxpath plot mass resnet18 --out mass.png   # pictures (PNG)
+    fxpath bound torchvision:resnet18 --n-train 1268355 --input-bound 2.64   # generalization
 
 `main` parses the command line (`fxpath.tools.arguments`), builds MODEL
 (`fxpath.tools.models`), runs the subcommand and turns its errors into exit codes. What the
@@ -45,6 +46,7 @@ import torch
 import torch.nn as nn
 
 from fxpath.api import compile as compile_program
+from fxpath.api import generalization_bound
 from fxpath.apps.prune import prune
 from fxpath.apps.quantize.api import quantize
 from fxpath.errors import FxPathError
@@ -196,6 +198,16 @@ def _plot(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     print(f"wrote {path}")
 
 
+def _bound(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
+           dtype: torch.dtype) -> None:
+    report = generalization_bound(model, shape, args.n_train, input_bound=args.input_bound,
+                                  dtype=dtype)
+    if args.json:
+        return _print_json(commands.bound_result(args.model, shape, report, dtype))
+    print(f"{args.model} at {shape}:")
+    print(report)
+
+
 def _print_json(result: dict[str, object]) -> None:
     print(json.dumps(result, indent=2))
 
@@ -203,7 +215,7 @@ def _print_json(result: dict[str, object]) -> None:
 _Command = Callable[[argparse.Namespace, nn.Module, tuple[int, ...], torch.dtype], "int | None"]
 _COMMANDS: dict[str, _Command] = {"norm": _norm, "scores": _scores, "prune": _prune,
                                   "quantize": _quantize, "metric": _metric, "check": _check,
-                                  "plot": _plot}
+                                  "plot": _plot, "bound": _bound}
 
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...]]:

@@ -32,10 +32,10 @@ from torch import Tensor
 from fxpath.errors import FxPathError
 from fxpath.quantities.results import PathMetric, PathNorm
 
-__all__ = ["as_module", "bound_line", "default_picture", "export_program", "is_factory_spec",
-           "load_checkpoint", "load_exported", "load_factory", "load_state", "make_permanent",
-           "metric_result", "norm_result", "prune_result", "save_tensors", "scores_result",
-           "tensor_masses"]
+__all__ = ["as_module", "bound_line", "bound_result", "default_picture", "export_program",
+           "is_factory_spec", "load_checkpoint", "load_exported", "load_factory", "load_state",
+           "make_permanent", "metric_result", "norm_result", "prune_result", "save_tensors",
+           "scores_result", "tensor_masses"]
 
 #: ``package.module:factory`` (dots allowed on both sides of the colon)
 _FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
@@ -288,6 +288,21 @@ def metric_result(name: str, other: str, shape: Sequence[int], metric: PathMetri
     """``fxpath metric --json``."""
     return {"model": name, "other": other, "input_shape": list(shape),
             "metric": _metric_dict(metric), "path_norm": _norm_dict(dense_norm)}
+
+
+def bound_result(name: str, shape: Sequence[int], report: Any,
+                 dtype: torch.dtype) -> dict[str, Any]:
+    """``fxpath bound --json``: every ingredient and figure of the report, by name."""
+    return {"model": name, "input_shape": list(shape), "dtype": str(dtype),
+            "n_train": report.n_train, "input_bound": report.input_bound,
+            "effective_input_bound": report.effective_input_bound,
+            "ingredients": dict(report.ingredients._asdict()),
+            "path_norm": _norm_dict(report.path_norm), "constant": report.constant,
+            "sharpened_constant": report.sharpened_constant, "factor": report.factor,
+            "sharpened_factor": report.sharpened_factor,
+            "log10_bound": _number(report.log10_bound),
+            "log10_sharpened_bound": _number(report.log10_sharpened_bound),
+            "bound": _number(report.bound), "sharpened_bound": _number(report.sharpened_bound)}
 
 
 def metric_text(metric: PathMetric) -> str:
