@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -11,6 +12,12 @@ import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 from torch import Tensor
 
+from fxpath.apps.collapse import (
+    CollapseError,
+    CollapseWarning,
+    Connectivity,
+    collapse_message,
+)
 from fxpath.errors import ArgumentError, FxPathError
 from fxpath.ops.core import op_of
 from fxpath.ops.linear import LINEAR_OPS
@@ -19,6 +26,7 @@ from fxpath.quantities.results import PathMetric
 from fxpath.validate import check_amount, check_model, check_steps
 
 CRITERIA = ("path_magnitude", "magnitude")
+ON_COLLAPSE = ("warn", "raise", "ignore")
 
 __all__ = ["PruneReport", "prune"]
 
@@ -33,10 +41,19 @@ class PruneReport:
         criterion: ``"path_magnitude"`` or ``"magnitude"``.
         scope: ``"global"`` or ``"layer"``.
         amount: requested fraction of prunable entries set to zero.
+        steps: number of prune-and-rescore rounds.
         sparsity: fraction of zeros per pruned parameter (state_dict name), after pruning.
         overall_sparsity: fraction of zeros over all prunable entries.
         metric: the exact l^1 path-metric between the model before and after pruning: the
             pruned model's outputs move by at most ``max(1, ||x||_inf) * metric.value``.
+        kept: number of non-zero entries per pruned parameter.
+        collapsed: the pruned network is *collapsed*: no path from an input neuron to an
+            output has non-zero mass (bias-rooted paths aside), so it outputs the same value
+            for every input. Exact (`fxpath.apps.collapse`).
+        cut: when pruning caused the collapse, the pruned weights (state_dict names) each of
+            which, given back alone its entries from before the call, reconnects an input to
+            an output; when no single one does, the weights every reconnection must include.
+            Empty otherwise.
     """
 
     criterion: str
@@ -47,6 +64,8 @@ class PruneReport:
     overall_sparsity: float
     metric: PathMetric
     kept: dict[str, int] = field(default_factory=dict)
+    collapsed: bool = False
+    cut: tuple[str, ...] = ()
 
 
 def _prunable_names(prog: PathProgram, prunable: Prunable) -> list[str]:
@@ -150,12 +169,28 @@ def _keep_masks(scores: dict[str, Tensor], density: float, scope: str) -> dict[s
 
 def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
           criterion: str = "path_magnitude", scope: str = "global", steps: int = 1,
-          prunable: Prunable = None, dtype: torch.dtype | None = None) -> PruneReport:
+          prunable: Prunable = None, dtype: torch.dtype | None = None,
+          on_collapse: str = "warn") -> PruneReport:
     """Prune ``model`` in place through ``torch.nn.utils.prune``; report the certified metric.
 
     Path-magnitude scores are rescaling-invariant (``docs/mathematics.md``). With
     ``steps > 1`` the scores are recomputed after each step and the density follows SynFlow's
     exponential schedule ``(1 - amount) ** (k / steps)``.
+
+    Layer collapse: the pruned network is *collapsed* when no path from an input to an output
+    has non-zero mass: it then outputs the same value for every input. Every call checks it
+    exactly (`fxpath.apps.collapse`; ``report.collapsed``, ``report.cut``). With
+    ``steps > 1`` a step that would collapse the network keeps the few entries one path needs
+    instead, and drops as many kept entries that no input-rooted path crosses: the same
+    sparsity, never collapsed where such a swap exists (`Connectivity.guard`). With
+    ``steps == 1`` the mask is the plain top-k of the scores.
+
+    A collapse that pruning caused is warned about by default rather than refused: pruning
+    until collapse is a legitimate experiment (it is how criteria are compared), the report
+    and the certificate stay exact, and a refusal would stop sweeps and scripts that ran
+    before. ``on_collapse="raise"`` refuses it (`CollapseError`, the model left as it was);
+    ``"ignore"`` only reports it. A model that was already collapsed is reported, never
+    warned about or refused.
 
     Atomic: if anything fails, including a ``KeyboardInterrupt``, the model is left exactly as
     it was (same parameters, buffers, masks and hooks).
@@ -171,10 +206,12 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
         prunable: state_dict names, or a predicate ``(name, module) -> bool``; default: the
             weights of every conv and linear layer (as in the paper).
         dtype: compute dtype of the path network (default: the model's, see `compile`).
+        on_collapse: ``"warn"`` (default: a `CollapseWarning` naming ``report.cut``),
+            ``"raise"`` (`CollapseError`, nothing pruned) or ``"ignore"``.
 
     Example:
         >>> report = fxpath.prune(model.eval(), 0.6, (3, 224, 224))
-        >>> report.overall_sparsity, report.metric.value
+        >>> report.overall_sparsity, report.metric.value, report.collapsed
     """
     amount = check_amount(amount)
     steps = check_steps(steps)
@@ -183,21 +220,34 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
                             "'magnitude'")
     if scope not in ("global", "layer"):
         raise ArgumentError(f"unknown scope {scope!r}: use 'global' or 'layer'")
+    if on_collapse not in ON_COLLAPSE:
+        raise ArgumentError(f"on_collapse must be 'warn', 'raise' or 'ignore', got "
+                            f"{on_collapse!r}")
     check_model(model, exported=False)
     prog = PathProgram(model, input_shape, dtype=dtype)
     names = _prunable_names(prog, prunable)
     before = {n: prog.parameter(n, torch.float64).clone()
               for n in prog.graph.param_names()}
     with _restored_on_error(model, names):
+        links = Connectivity(prog, names)
         for step in range(1, steps + 1):
             density = (1.0 - amount) ** (step / steps)
-            masks = _keep_masks(_scores(prog, names, criterion), density, scope)
+            scores = _scores(prog, names, criterion)
+            masks = _keep_masks(scores, density, scope)
+            if steps > 1:
+                masks = links.guard(masks, scores, scope)
+            del scores
             with torch.no_grad():
                 for n, keep in masks.items():
                     path, _, attr = n.rpartition(".")
                     module = model.get_submodule(path)
                     torch_prune.custom_from_mask(module, attr,
                                                  keep.to(getattr(module, attr).dtype))
+            links.apply(masks)
+        collapse = links.analyse()
+        if collapse.caused and on_collapse == "raise":
+            raise CollapseError(collapse_message(collapse) + "; nothing was pruned",
+                                collapse.cut)
         sparsity, kept = {}, {}
         total = zeros = 0
         for n in names:
@@ -208,8 +258,10 @@ def prune(model: nn.Module, amount: float, input_shape: Sequence[int], *,
             total += value.numel()
             zeros += nz
         metric = prog.path_metric(model, base=before)
-    return PruneReport(criterion, scope, amount, steps, sparsity,
-                       zeros / max(total, 1), metric, kept)
+    if collapse.caused and on_collapse == "warn":
+        warnings.warn(collapse_message(collapse), CollapseWarning, stacklevel=2)
+    return PruneReport(criterion, scope, amount, steps, sparsity, zeros / max(total, 1), metric,
+                       kept, collapse.collapsed, collapse.cut)
 
 
 @contextlib.contextmanager

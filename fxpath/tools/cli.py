@@ -109,6 +109,9 @@ def _prune(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     metric = report.metric
     print(f"certified l^1 path-metric to the dense model: {commands.metric_text(metric)}")
     print(commands.bound_line(metric, "pruned"))
+    if report.collapsed:
+        print("collapsed: no path from an input reaches an output (the pruned model is "
+              f"constant); cut by: {', '.join(report.cut) or 'no single weight'}")
     if "checkpoint" in saved:
         print(f"saved the pruned weights to {saved['checkpoint']}")
     if "exported" in saved:

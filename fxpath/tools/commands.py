@@ -280,6 +280,7 @@ def prune_result(name: str, shape: Sequence[int], report: Any) -> dict[str, Any]
     return {"model": name, "input_shape": list(shape), "criterion": report.criterion,
             "scope": report.scope, "amount": report.amount, "steps": report.steps,
             "overall_sparsity": report.overall_sparsity, "sparsity": dict(report.sparsity),
+            "collapsed": report.collapsed, "cut": list(report.cut),
             "metric": _metric_dict(report.metric)}
 
 
