@@ -21,6 +21,8 @@ from fxpath.apps.prune import PruneReport, prune
 from fxpath.apps.quantize.api import quantize
 from fxpath.apps.quantize.report import LayerQuantization, QuantizeReport
 from fxpath.apps.rescale import rescale
+from fxpath.apps.training.path_sgd import PathSGD
+from fxpath.apps.training.penalty import PathNormPenalty
 from fxpath.errors import (
            ArchitectureMismatchError,
            ArgumentError,
@@ -38,7 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "GeneralizationBound",
            "Ingredients", "LayerQuantization", "NonFiniteError", "PathMetric", "PathNorm",
-           "PathProgram", "PruneReport", "QuantizeReport", "TraceError", "UnsupportedModelError",
-           "UnsupportedOp", "backend", "compile", "equalize", "generalization_bound",
-           "lipschitz_bound", "path_magnitude", "path_metric", "path_norm", "prune", "quantize",
-           "rescale"]
+           "PathNormPenalty", "PathProgram", "PathSGD", "PruneReport", "QuantizeReport",
+           "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend", "compile", "equalize",
+           "generalization_bound", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm",
+           "prune", "quantize", "rescale"]
