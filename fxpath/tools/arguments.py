@@ -8,12 +8,25 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from fxpath.apps.quantize.rounding import ROUNDINGS, SCHEMES
+from fxpath.errors import ArgumentError
 from fxpath.tools.models import parse_model
+from fxpath.validate import check_q
 
-__all__ = ["EXIT_HELP", "MODEL_HELP", "budget", "build_parser", "exponent", "fraction",
-           "input_bound", "model_spec", "non_negative_int", "positive_int", "seed"]
+__all__ = ["EXIT_HELP", "MODEL_HELP", "ONE_SHOT", "PICTURE_SUFFIXES", "TENSOR_SUFFIXES",
+           "budget", "build_parser", "exponent", "fraction", "input_bound", "model_spec",
+           "non_negative_int", "picture_file", "positive_int", "program_file", "seed",
+           "tensor_file"]
+
+#: the commands whose answer is one pass of the path network: computed in float64 unless
+#: --float32 (it costs little more, and their printed digits are then the same on every CPU)
+ONE_SHOT = ("norm", "metric")
+#: the files that --save and --out write tensors to (torch.save, safetensors)
+TENSOR_SUFFIXES = (".pt", ".safetensors")
+#: the pictures ``fxpath plot`` writes
+PICTURE_SUFFIXES = (".png",)
 
 MODEL_HELP = """\
 MODEL is a timm model name (resnet18, also with a pretrained tag: resnet18.a1_in1k),
@@ -39,7 +52,7 @@ exit codes:
 _EXAMPLES = {
     None: """\
   fxpath norm resnet18                         # l^1 and l^2 path-norms, timm ResNet-18
-  fxpath norm torchvision:resnet18 --float64   # torchvision's, computed in float64
+  fxpath norm torchvision:resnet18             # torchvision's (norm: float64 by default)
   fxpath scores resnet18 --top 5               # the 5 tensors with the most path mass
   fxpath scores resnet18 --save scores.safetensors   # every score, keyed by state_dict name
   fxpath prune torchvision:resnet18 --amount 0.6 --steps 5
@@ -54,7 +67,7 @@ _EXAMPLES = {
   fxpath norm --help                           # the flags of one subcommand""",
     "norm": """\
   fxpath norm resnet18
-  fxpath norm torchvision:resnet18 --float64
+  fxpath norm torchvision:resnet18 --float32  # faster, 6 significant digits
   fxpath norm timm:resnet50 --q 1 2 4 --size 3 160 160
   fxpath norm torchvision:vgg11 --seed 1""",
     "scores": """\
@@ -73,11 +86,12 @@ _EXAMPLES = {
   fxpath quantize torchvision:resnet18 --scheme int8            # per tensor, to nearest
   fxpath quantize torchvision:resnet18 --scheme int4 --per-channel --rounding toward_zero
   fxpath quantize resnet18 --scheme float8_e4m3fn --fold-bn --out resnet18_fp8.pt
-  fxpath quantize torchvision:resnet18 --budget 0.01 --per-channel --size 3 64 64""",
+  fxpath quantize torchvision:resnet18 --budget 0.01 --per-channel --size 3 64 64
+  fxpath quantize resnet18 --scheme int4 --per-channel --json   # every field of the report""",
     "metric": """\
   fxpath prune resnet18 --out pruned.pt && fxpath metric resnet18 pruned.pt
   fxpath metric resnet18 b.safetensors --checkpoint a.safetensors   # two checkpoints
-  fxpath metric torchvision:resnet18 other.pt --float64 --json""",
+  fxpath metric torchvision:resnet18 other.pt --json""",
     "check": """\
   fxpath check resnet18                     # supported: every op listed
   fxpath check efficientnet_b0              # refused: SiLU, Sigmoid, mul, where they sit
@@ -93,7 +107,8 @@ _EXAMPLES = {
   fxpath plot mass resnet18 --out mass.png              # path mass per tensor
   fxpath plot scores torchvision:vgg11 --out scores.png # score distribution per tensor
   fxpath plot sparsity resnet18 --amount 0.9 --out sparsity.png
-  fxpath plot zoo zoo.csv --out zoo.png                 # log10 path-norm vs parameters""",
+  fxpath plot zoo zoo.csv --out zoo.png                 # log10 path-norm vs parameters
+  fxpath plot sparsity resnet18 --json                  # and the sparsity per tensor""",
     "bound": """\
   fxpath bound torchvision:resnet18 --n-train 1268355 --input-bound 2.64   # ImageNet
   fxpath bound resnet18 --n-train 50000 --json          # CIFAR-10-sized, inputs in [-1, 1]
@@ -103,7 +118,8 @@ _EXAMPLES = {
 _SUBCOMMANDS = {
     "norm": ("l^q path-norms (value and log10)",
              "Print the l^q path-norm ||Phi(theta)||_q of MODEL for each --q, with its value\n"
-             "(10 significant digits; inf only beyond float64) and its log10."),
+             "and its log10: computed in float64, 10 significant digits, the same on every\n"
+             "CPU (inf only beyond float64's range); with --float32, 6 digits."),
     "scores": ("path mass through each parameter tensor",
                "Print the parameter tensors of MODEL that carry the most l^1 path mass: the\n"
                "sum of the path-magnitude scores of the tensor's entries, largest first."),
@@ -123,7 +139,8 @@ _SUBCOMMANDS = {
                "(.pt, .safetensors) or ExportedProgram (.pt2) of the same architecture, e.g.\n"
                "the output of 'fxpath prune --out'. Exact when one set dominates the other\n"
                "(pruning), else a certified upper bound; with it, the Lipschitz certificate\n"
-               "||R(x) - R'(x)||_1 <= max(1, ||x||_inf) * metric."),
+               "||R(x) - R'(x)||_1 <= max(1, ||x||_inf) * metric. Computed in float64 (10\n"
+               "significant digits), or with --float32 in float32 (6 digits)."),
     "check": ("the support report: every op, supported or why not",
               "Trace MODEL and list every op kind it uses, how often, and whether fxpath\n"
               "supports it (and what it lowers to) or why not, with where the unsupported\n"
@@ -194,14 +211,38 @@ def _parse_float(text: str, what: str) -> float:
 
 
 def exponent(text: str) -> float:
-    """A path-norm exponent ``q``: a finite number > 0."""
+    """A path-norm exponent ``q``: a finite number > 0 that the library accepts
+    (`fxpath.validate.check_q`: at most ``MAX_Q``)."""
     q = _parse_float(text, "q")
     if q == math.inf:
         raise argparse.ArgumentTypeError(
             f"q={text}: the l^inf path-norm is not supported; use a finite q > 0")
     if math.isnan(q) or q <= 0:
         raise argparse.ArgumentTypeError(f"q must be a finite number > 0, got {text!r}")
-    return q
+    try:
+        return check_q(q)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _suffixed(what: str, suffixes: tuple[str, ...], writes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if Path(text).suffix.lower() not in suffixes or not Path(text).stem:
+            names = " or ".join(f"FILE{s}" for s in suffixes)
+            raise argparse.ArgumentTypeError(
+                f"{what} is {writes}: give {names}, got {text!r}")
+        return text
+
+    return parse
+
+
+#: ``--save``, ``--out`` of tensors: ``.pt`` (torch.save) or ``.safetensors``
+tensor_file = _suffixed("the file", TENSOR_SUFFIXES,
+                        "a state dict of tensors (torch.save or safetensors)")
+#: ``plot --out``: a PNG
+picture_file = _suffixed("the picture", PICTURE_SUFFIXES, "a PNG")
+#: ``prune --export``: a ``.pt2`` (what ``fxpath norm FILE.pt2`` reads back)
+program_file = _suffixed("the program", (".pt2",), "an ExportedProgram (torch.export.save)")
 
 
 def fraction(text: str) -> float:
@@ -258,8 +299,15 @@ def _add_common(c: argparse.ArgumentParser) -> None:
                         "input_size, 3 224 224 for torchvision)")
     c.add_argument("--seed", metavar="N", type=seed, default=0,
                    help="seed of the random weights (default: %(default)s)")
-    c.add_argument("--float64", action="store_true",
-                   help="compute the path network in float64 (default: float32)")
+    one_shot = c.prog.split()[-1] in ONE_SHOT
+    dtypes = c.add_mutually_exclusive_group() if one_shot else c
+    dtypes.add_argument("--float64", action="store_true",
+                        help="compute the path network in float64 (default: float32; float64 "
+                             "for norm and metric)")
+    if one_shot:
+        dtypes.add_argument("--float32", action="store_true",
+                            help="compute in float32: less time and memory; prints the 6 "
+                                 "significant digits float32 carries (default: float64)")
 
 
 def _add_subcommand(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
@@ -293,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = _add_subcommand(sub, "scores")
     c.add_argument("--top", metavar="N", type=positive_int(), default=10,
                    help="how many tensors to print, N >= 1 (default: %(default)s)")
-    c.add_argument("--save", metavar="FILE",
+    c.add_argument("--save", metavar="FILE", type=tensor_file,
                    help="save every score tensor, keyed by state_dict name, to FILE.pt "
                         "(torch.save) or FILE.safetensors (default: print only)")
     _add_json(c)
@@ -311,10 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", metavar="N", type=positive_int(), default=1,
                    help="prune-and-rescore rounds, N >= 1; the kept fraction shrinks "
                         "geometrically to 1 - A (default: %(default)s)")
-    c.add_argument("--out", metavar="FILE",
+    c.add_argument("--out", metavar="FILE", type=tensor_file,
                    help="save the pruned weights (a state dict, zeros in place) to FILE.pt or "
                         "FILE.safetensors (default: none)")
-    c.add_argument("--export", metavar="FILE.pt2",
+    c.add_argument("--export", metavar="FILE.pt2", type=program_file,
                    help="save the pruned model as an ExportedProgram (torch.export.save; "
                         "batch dimension dynamic where it exports) (default: none)")
     _add_json(c)
@@ -352,8 +400,9 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
                    help="mass, scores, sparsity (of MODEL) or zoo (MODEL is then the CSV of "
                         "'fxpath zoo')")
     _add_common(c)
-    c.add_argument("--out", metavar="FILE.png",
-                   help="the picture (default: KIND_MODEL.png in the working directory)")
+    c.add_argument("--out", metavar="FILE.png", type=picture_file,
+                   help="the picture, a PNG (default: KIND_MODEL.png in the working "
+                        "directory)")
     c.add_argument("--amount", metavar="A", type=fraction, default=0.6,
                    help="sparsity: fraction of the conv/linear weights to prune "
                         "(default: %(default)s)")
@@ -362,6 +411,7 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
                    help="sparsity: the pruning criterion (default: %(default)s)")
     c.add_argument("--scope", default="global", choices=["global", "layer"],
                    help="sparsity: one threshold or one per tensor (default: %(default)s)")
+    _add_json(c)
 
 
 def _add_quantize(sub: argparse._SubParsersAction) -> None:
@@ -384,8 +434,10 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--top", metavar="N", type=non_negative_int, default=5,
                    help="print the N layers with the largest share of the metric, each "
                         "certified alone; 0 skips them (default: %(default)s)")
-    c.add_argument("--out", metavar="FILE",
-                   help="save the quantized copy's state_dict there (torch.save)")
+    c.add_argument("--out", metavar="FILE", type=tensor_file,
+                   help="save the quantized copy's state_dict to FILE.pt (torch.save) or "
+                        "FILE.safetensors (default: none)")
+    _add_json(c)
 
 
 def _add_bound(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,12 @@
     fxpath plot mass resnet18 --out mass.png   # pictures (PNG)
     fxpath bound torchvision:resnet18 --n-train 1268355 --input-bound 2.64   # generalization
 
+``norm`` and ``metric`` compute in float64 (``--float32`` opts out), the other commands in
+float32 (``--float64`` opts in); a result is printed with the digits its dtype carries
+(`fxpath.tools.commands.digits`: 10 in float64, 6 in float32), so that the printed digits are
+the same on every CPU. While a command runs, what torch logs or prints to stderr is held back
+(`fxpath.tools.commands.quiet_libraries`): fxpath's own message says what went wrong.
+
 `main` parses the command line (`fxpath.tools.arguments`), builds MODEL
 (`fxpath.tools.models`), runs the subcommand and turns its errors into exit codes. What the
 commands do beyond the library calls lives in `fxpath.tools.commands` (files, JSON results),
@@ -51,7 +57,7 @@ from fxpath.apps.prune import prune
 from fxpath.apps.quantize.api import quantize
 from fxpath.errors import FxPathError
 from fxpath.tools import commands
-from fxpath.tools.arguments import build_parser
+from fxpath.tools.arguments import ONE_SHOT, build_parser
 from fxpath.tools.models import build_model
 from fxpath.tools.support import support_report, support_text
 
@@ -74,8 +80,7 @@ def _norm(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     if args.json:
         return _print_json(commands.norm_result(args.model, shape, norms, dtype))
     for q, pn in zip(args.q, norms):
-        print(f"l^{q:g} path-norm of {args.model} at {shape}: {pn.value:.10g} "
-              f"(log10 {pn.log10:.10f})")
+        print(f"l^{q:g} path-norm of {args.model} at {shape}: {commands.norm_text(pn, dtype)}")
 
 
 def _scores(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
@@ -107,7 +112,8 @@ def _prune(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     print(f"{args.model} at {shape}: pruned {report.overall_sparsity:.1%} of the conv/linear "
           f"weights by {args.criterion} ({args.scope}{steps})")
     metric = report.metric
-    print(f"certified l^1 path-metric to the dense model: {commands.metric_text(metric)}")
+    print(f"certified l^1 path-metric to the dense model: "
+          f"{commands.metric_text(metric, dtype)}")
     print(commands.bound_line(metric, "pruned"))
     if report.collapsed:
         print("collapsed: no path from an input reaches an output (the pruned model is "
@@ -141,12 +147,16 @@ def _quantize(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...]
     copy, report = quantize(model, shape, scheme, per_channel=args.per_channel,
                             rounding=args.rounding, biases=args.biases, fold_bn=args.fold_bn,
                             budget=args.budget, layer_metrics=args.top > 0, dtype=dtype)
+    if args.out:
+        commands.save_tensors(copy.state_dict(), args.out)
+    if args.json:
+        return _print_json(commands.quantize_result(args.model, shape, report, dtype, args.out))
     granularity = "per channel" if args.per_channel else "per tensor"
     what = f"{scheme}" if args.budget is None else f"budget {args.budget:g}, integer bits"
     print(f"{args.model} at {shape}: quantized {len(report.layers)} conv/linear layers "
           f"({what}, {granularity}, {args.rounding}), {report.average_bits:.3f} bits per weight")
     metric = report.metric
-    print(f"certified l^1 path-metric to the model: {commands.metric_text(metric)}")
+    print(f"certified l^1 path-metric to the model: {commands.metric_text(metric, dtype)}")
     if report.budget is not None:
         print(f"budget {report.budget:g}: met with margin {report.margin:.6g} after "
               f"{report.rounds} certified check(s)")
@@ -157,7 +167,6 @@ def _quantize(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...]
         for r in top[:args.top]:
             print(f"  {r.share:10.6f}  {r.bits} bits  {r.layer}")
     if args.out:
-        torch.save(copy.state_dict(), args.out)
         print(f"saved the quantized state_dict to {args.out}")
 
 
@@ -169,9 +178,9 @@ def _metric(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     metric = prog.path_metric(other)
     if args.json:
         return _print_json(commands.metric_result(args.model, args.other, shape, metric,
-                                                  prog.path_norm()))
+                                                  prog.path_norm(), dtype))
     print(f"certified l^1 path-metric between {args.model} and {args.other} at {shape}: "
-          f"{commands.metric_text(metric)}")
+          f"{commands.metric_text(metric, dtype)}")
     print(commands.bound_line(metric, "other"))
 
 
@@ -194,10 +203,17 @@ def _plot(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
         report = prune(commands.as_module(model, "plot sparsity"), args.amount, shape,
                        criterion=args.criterion, scope=args.scope, dtype=dtype)
         path = plot.plot_sparsity(report.sparsity, report.overall_sparsity, out, args.model)
+        data: dict[str, object] = {"overall_sparsity": report.overall_sparsity,
+                                   "sparsity": report.sparsity, "metric": report.metric}
     else:
         scores = compile_program(model, shape, dtype=dtype).path_magnitude()
         draw = plot.plot_mass if args.kind == "mass" else plot.plot_scores
         path = draw(scores, out, f"{args.model} at {shape}")
+        data = {"tensors": [{"name": k, "mass": m, "entries": n}
+                            for k, m, n in commands.tensor_masses(scores)]}
+    if args.json:
+        return _print_json(commands.plot_result(args.kind, args.model, path, shape,
+                                                {"dtype": dtype, **data}))
     print(f"wrote {path}")
 
 
@@ -247,15 +263,36 @@ def _run(args: argparse.Namespace) -> int:
 
         plot.require_matplotlib()  # before minutes of work on the model, not after
         if args.kind == "zoo":
-            print(f"wrote {plot.plot_zoo(args.model, args.out or 'zoo.png')}")
+            path = plot.plot_zoo(args.model, args.out or "zoo.png")
+            if args.json:
+                _print_json(commands.plot_result("zoo", args.model, path))
+            else:
+                print(f"wrote {path}")
             return EXIT_OK
     model, shape = _load(args)
-    dtype = torch.float64 if args.float64 else torch.float32
+    dtype = _dtype(args)
     t0 = time.perf_counter()
-    code = _COMMANDS[args.command](args, model, shape, dtype)
+    with commands.quiet_libraries(keep_for_bugs=True):
+        code = _COMMANDS[args.command](args, model, shape, dtype)
     sys.stdout.flush()  # a closed pipe fails here, inside main, not at interpreter exit
     print(f"({time.perf_counter() - t0:.2f} s, {dtype})", file=sys.stderr)
     return code or EXIT_OK
+
+
+def _dtype(args: argparse.Namespace) -> torch.dtype:
+    """float64 with --float64 and for the one-shot commands (unless --float32), else float32."""
+    if getattr(args, "float32", False):
+        return torch.float32
+    return torch.float64 if args.float64 or args.command in ONE_SHOT else torch.float32
+
+
+def _float64_hint(args: argparse.Namespace, exc: FxPathError) -> str:
+    """What to change on the command line when the library asks for float64."""
+    if "dtype=torch.float64" not in str(exc) or not hasattr(args, "float64"):
+        return ""
+    if getattr(args, "float32", False):
+        return " (here: leave out --float32)"
+    return "" if _dtype(args) == torch.float64 else " (here: add --float64)"
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -282,9 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _run(args)
     except FxPathError as exc:
-        float64 = "dtype=torch.float64" in str(exc) and not getattr(args, "float64", True)
-        hint = " (here: add --float64)" if float64 else ""
-        print(f"fxpath: {exc}{hint}", file=sys.stderr)
+        print(f"fxpath: {exc}{_float64_hint(args, exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("fxpath: interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ of `fxpath --help` and `fxpath COMMAND --help`, which also show example invocati
 GUIDE = """\
 | command  | what it prints                                                                  |
 |----------|---------------------------------------------------------------------------------|
-| `norm`   | one line per `--q`: the l^q path-norm, its value (10 significant digits) and its log10 |
+| `norm`   | one line per `--q`: the l^q path-norm, its value and its log10, computed in float64 (10 significant digits; `--float32`: 6) |
 | `scores` | the `--top` parameter tensors carrying the most l^1 path mass (sum of the path-magnitude scores of their entries), largest first |
 | `prune`  | the overall sparsity of the conv/linear weights after pruning, and the certified l^1 path-metric between the dense and the pruned model (value, log10, relative to the dense path-norm, exact or upper bound) |
 | `metric` | the certified l^1 path-metric between MODEL and OTHER (a checkpoint or `.pt2` of the same architecture), exact or upper bound, and the Lipschitz certificate it gives ([below](#metric)) |
@@ -35,7 +35,25 @@ GUIDE = """\
 | `quantize` | the scheme and the average bits per weight, the certified l^1 path-metric between the model and its quantized copy (value, log10, relative, exact or upper bound), with `--budget` the margin by which it is met, and the `--top` layers with the largest share of it ([below](#quantize)) |
 
 Each command also prints one timing line to stderr, e.g. `(3.21 s, torch.float32)`: the time
-spent on the path computations, after the model was built, and the compute dtype.
+spent on the path computations, after the model was built, and the compute dtype. What torch
+logs or prints to stderr meanwhile (a logged traceback for a damaged `.pt2`, the FX graphs
+torch.export prints for a data-dependent branch) is held back: fxpath's own one-line message
+says what went wrong (Python warnings still show; with `TORCH_LOGS` set, nothing is held back;
+after an internal error the held-back text comes with the traceback).
+
+## Digits and dtypes
+
+`norm` and `metric` compute in float64, and print 10 significant digits: these are the same on
+every x86_64 CPU with AVX2 (the float64 rounding errors are some 1e-15; without AVX2, torch
+draws other random weights). Their answer is one pass of the path network, so float64 costs
+little next to starting the command (importing torch and timm takes seconds): for timm's
+ResNet-18 at 3x224x224, compiling and the l^1 and l^2 path-norms took 0.15 s in float32 and
+0.24 s in float64, compiling and a path-metric 0.19 s and 0.38 s (one thread's CPU time, median
+of 15; a forward took 0.045 s). `--float32` opts out.
+The other commands compute in float32 (`--float64` opts in). A float32 result is printed with 6
+significant digits: its seventh depends on the CPU's kernels (torchvision's ResNet-18:
+6.282850349e+30 with AVX-512 convolutions, 6.28284914e+30 with AVX2 ones). The `--json`
+results hold every digit, with the dtype.
 
 ## Flags
 
@@ -44,18 +62,22 @@ its default. Besides:
 
 - `--seed N` takes any integer in [-2^63, 2^64 - 1]; `torch.manual_seed(N)` runs right before
   the model is built.
-- `--float64` is honoured by every command that takes it, `prune` and `quantize` included.
+- `--float64` is honoured by every command that takes it, `prune` and `quantize` included;
+  `norm` and `metric` compute in float64 already, and take `--float32` instead.
 - `--checkpoint FILE` reads a `.pt`/`.pth`/`.bin` state dict (`torch.save`, loaded with
   `weights_only=True`) or a `.safetensors` one; a dict holding it under a `state_dict` or
   `model` key is unwrapped. Loading is strict: every name and every shape must fit. A `.pt2`
-  MODEL holds its own weights and refuses it.
+  MODEL holds its own weights and refuses it. An empty file, or one that is not a state dict,
+  is a usage error that says so.
 - `scores --save` keys the scores by state_dict name, as `fxpath.path_magnitude` returns them;
   `prune --out` writes the plain state_dict names, the pruning made permanent and the zeros in
-  place.
+  place. Both, and `quantize --out`, write `FILE.pt` (`torch.save`) or `FILE.safetensors`, and
+  refuse any other name; `prune --export` writes a `FILE.pt2`.
 - `quantize --top N` ranks the layers by their share of the metric, each layer certified alone
   (one path-metric per layer); `--top 0` skips that work. `--biases` quantizes the
   conv/linear biases with one scale per tensor.
-- `plot --out` defaults to `KIND_MODEL.png`, and to `zoo.png` for `plot zoo`.
+- `plot --out` is a `.png` (the only format it writes); it defaults to `KIND_MODEL.png`, and
+  to `zoo.png` for `plot zoo`.
 
 Every value is checked while the command line is parsed, before any model is built: a bad value
 is answered with the usage line and one error naming the flag, e.g.
@@ -63,20 +85,22 @@ is answered with the usage line and one error naming the flag, e.g.
 ```
 $ fxpath norm resnet18 --size 3 0 0
 usage: fxpath norm [-h] [--checkpoint FILE] [--size DIM [DIM ...]] [--seed N]
-                   [--float64] [--q Q [Q ...]] [--json]
+                   [--float64 | --float32] [--q Q [Q ...]] [--json]
                    MODEL
 fxpath norm: error: argument --size: each input dimension must be an integer >= 1, got '0'
 $ fxpath norm resnet18 --q inf
 ...
 fxpath norm: error: argument --q: q=inf: the l^inf path-norm is not supported; use a finite q > 0
+$ fxpath scores resnet18 --save scores.npy
+...
+fxpath scores: error: argument --save: the file is a state dict of tensors (torch.save or safetensors): give FILE.pt or FILE.safetensors, got 'scores.npy'
 ```
 
 A negative value that looks like a flag must be attached with `=`: `--q=-1` (it is then
 rejected as not > 0).
 
-Without `--float64` the path network is computed in float32, passed explicitly to the library
-by every command; with it, in float64. When float32 overflows inside a layer, the error says so
-and suggests `--float64`.
+The compute dtype is passed explicitly to the library by every command. When float32 overflows
+inside a layer, the error says so and suggests `--float64` (or leaving out `--float32`).
 
 ## MODEL
 
@@ -91,7 +115,8 @@ and suggests `--float64`.
 
 Registry models get random weights (nothing is downloaded), or `--checkpoint`'s, and are put in
 eval mode. A prefix that is neither a registry nor an importable module (`foo:bar`,
-`hf-hub:...`) is a usage error. An unknown name is answered with the closest
+`hf-hub:...`) is a usage error; for `module.path:factory` it says why the import failed
+(`cannot import 'mypkg.nets' ...: ModuleNotFoundError: No module named 'mypkg'`). An unknown name is answered with the closest
 registered names (the name's own registry first; a name that exists only in the other registry
 is offered with its prefix):
 
@@ -113,7 +138,7 @@ registry builds the model is reported as `fxpath: could not build 'MODEL': <erro
 |------|---------|-----------|
 | 0 | success | the timing line |
 | 1 | internal error: an unexpected exception, a bug in fxpath or in a library it calls | `fxpath: internal error, please report: <error>`, a short paragraph asking for a report with the command line and the versions of torch, torchvision and timm, then the traceback |
-| 2 | usage error: a malformed command line or flag value, an unknown model, a model that cannot be built, a model fxpath refuses (not a ReLU network, an input shape that does not fit it: any `fxpath.FxPathError`), a checkpoint that does not fit, or running out of memory | the usage and `fxpath COMMAND: error: ...` for command-line errors, otherwise one message `fxpath: ...`; never a traceback |
+| 2 | usage error: a malformed command line or flag value, an unknown model, a model that cannot be built, a model fxpath refuses (not a ReLU network, an input shape that does not fit it: any `fxpath.FxPathError`), a checkpoint that is empty, unreadable or does not fit, a `zoo` selection that matches no model, or running out of memory | the usage and `fxpath COMMAND: error: ...` for command-line errors, otherwise one message `fxpath: ...`; never a traceback |
 | 3 | `fxpath check` only: the report was printed and the model is not supported | the report on stdout |
 | 130 | interrupted with Ctrl-C | `fxpath: interrupted` |
 
@@ -126,19 +151,18 @@ The outputs below are stdout, verbatim (seed 0; the timing line on stderr is lef
 
 ```
 $ fxpath norm resnet18
-l^1 path-norm of resnet18 at (3, 224, 224): 188834624 (log10 8.2760816279)
-l^2 path-norm of resnet18 at (3, 224, 224): 2.341847169 (log10 0.3695585492)
+l^1 path-norm of resnet18 at (3, 224, 224): 188834633.6 (log10 8.2760816500)
+l^2 path-norm of resnet18 at (3, 224, 224): 2.341847284 (log10 0.3695585705)
 ```
 
 ```
-$ fxpath norm torchvision:resnet18 --float64
+$ fxpath norm torchvision:resnet18
 l^1 path-norm of torchvision:resnet18 at (3, 224, 224): 6.282851162e+30 (log10 30.7981567716)
 l^2 path-norm of torchvision:resnet18 at (3, 224, 224): 512.0112247 (log10 2.7092794820)
+$ fxpath norm torchvision:resnet18 --float32
+l^1 path-norm of torchvision:resnet18 at (3, 224, 224): 6.28285e+30 (log10 30.798157)
+l^2 path-norm of torchvision:resnet18 at (3, 224, 224): 512.011 (log10 2.709279)
 ```
-
-The same in float32 (`fxpath norm torchvision:resnet18`) printed
-`6.282850349e+30 (log10 30.7981567154)` and `512.0111388 (log10 2.7092794091)`: about seven
-significant digits agree; the last digits of a float32 run may differ between machines.
 
 ```
 $ fxpath scores resnet18 --top 5
@@ -185,7 +209,7 @@ library's default is float64).
 ```
 $ fxpath quantize torchvision:resnet18 --scheme int8 --per-channel
 torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per channel, nearest), 8.000 bits per weight
-certified l^1 path-metric to the model: 9.403271344e+29 (log10 29.9732789684, relative 0.149666, upper bound)
+certified l^1 path-metric to the model: 9.40327e+29 (log10 29.973279, relative 0.149666, upper bound)
 layers with the largest share of the metric (top 5 of 21; each certified alone):
     0.063656  8 bits  layer4.1.conv1
     0.063273  8 bits  layer4.1.conv2
@@ -197,7 +221,7 @@ layers with the largest share of the metric (top 5 of 21; each certified alone):
 ```
 $ fxpath quantize torchvision:resnet18 --scheme int8 --rounding toward_zero --fold-bn --top 3
 torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per tensor, toward_zero), 8.000 bits per weight
-certified l^1 path-metric to the model: 2.085734934e+30 (log10 30.3192591151, relative 0.331973, exact)
+certified l^1 path-metric to the model: 2.08573e+30 (log10 30.319259, relative 0.331973, exact)
 layers with the largest share of the metric (top 3 of 21; each certified alone):
     0.079791  8 bits  layer4.1.conv2
     0.076481  8 bits  layer4.0.conv2
@@ -207,7 +231,7 @@ layers with the largest share of the metric (top 3 of 21; each certified alone):
 ```
 $ fxpath quantize torchvision:resnet18 --budget 0.5 --per-channel --top 3
 torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (budget 0.5, integer bits, per channel, nearest), 5.628 bits per weight
-certified l^1 path-metric to the model: 2.817387418e+30 (log10 30.4498465707, relative 0.448425, upper bound)
+certified l^1 path-metric to the model: 2.81739e+30 (log10 30.449847, relative 0.448425, upper bound)
 budget 0.5: met with margin 0.051575 after 2 certified check(s)
 layers with the largest share of the metric (top 3 of 21; each certified alone):
     0.179942  5 bits  layer4.1.conv1
@@ -241,8 +265,8 @@ $ fxpath metric resnet18 pruned.pt
 certified l^1 path-metric between resnet18 and pruned.pt at (3, 224, 224): 0 (log10 -inf, relative 0, exact)
 certified bound: ||R(x) - R_other(x)||_1 <= max(1, ||x||_inf) * 0 for every input x
 $ fxpath norm pruned.pt2
-l^1 path-norm of pruned.pt2 at (3, 224, 224): 188834624 (log10 8.2760816279)
-l^2 path-norm of pruned.pt2 at (3, 224, 224): 2.341847169 (log10 0.3695585492)
+l^1 path-norm of pruned.pt2 at (3, 224, 224): 188834633.6 (log10 8.2760816500)
+l^2 path-norm of pruned.pt2 at (3, 224, 224): 2.341847284 (log10 0.3695585705)
 ```
 
 (At timm's initialization no path crosses a residual branch, and the pruned 60% carry no path
@@ -283,23 +307,27 @@ first line says which).
 
 ## JSON
 
-With `--json`, `norm`, `scores`, `prune`, `metric` and `check` print one JSON object on stdout
-instead of text (the timing line still goes to stderr). Values beyond float64 (`inf`) and
-`-inf` logarithms are written as strings.
+With `--json`, every command prints one JSON object on stdout instead of text (the timing
+line still goes to stderr). Values beyond float64 (`inf`) and `-inf` logarithms are written as
+strings.
 
 ```
 $ fxpath norm resnet18 --json --q 1
 {
   "model": "resnet18",
   "input_shape": [3, 224, 224],
-  "dtype": "torch.float32",
-  "path_norms": [{"q": 1.0, "value": 188834623.99999997, "log10": 8.27608162785131, "log2": 27.492548075140405}]
+  "dtype": "torch.float64",
+  "path_norms": [{"q": 1.0, "value": 188834633.63127646, "log10": 8.276081650001963, "log2": 27.49254814872328}]
 }
 ```
 
 (shown compacted; the output is indented). `scores --json` lists the `--top` tensors with their
 mass and entry count, `prune --json` the sparsity of every tensor, the metric and the files
-written, `metric --json` the metric and the dense path-norm, `check --json` every op row.
+written, `metric --json` the metric and the dense path-norm, `check --json` every op row,
+`quantize --json` every field of `fxpath.quantize`'s report (the metric, each layer's bits and
+scales, and whatever else the report holds) and the file written, `plot --json` the picture
+written and what it shows (the mass or the sparsity of every tensor), `zoo --json` the counts
+per registry and status and the files written (with `--list`, the models).
 
 ## plot
 

@@ -9,19 +9,27 @@ is `fxpath.tools.support`):
   ``ExportedProgram`` (``.pt2``, `load_exported`);
 - ``--checkpoint`` (`load_checkpoint`, `load_state`: ``.pt`` or ``.safetensors``), ``--save`` /
   ``--out`` (`save_tensors`) and ``--export`` (`export_program`);
-- ``*_result`` functions: the results of ``norm``, ``scores``, ``prune`` and ``metric`` as
-  JSON-ready dicts, and the text the commands print from them.
+- ``*_result`` functions and `as_json`: the results of every command as JSON-ready dicts, and
+  the text the commands print from them (`digits`: as many digits as the compute dtype carries);
+- `quiet_libraries`: torch's logged tracebacks and graph dumps kept off the terminal while
+  fxpath reads a file or traces a model (its own errors say what went wrong);
+- `error_text`: an exception in one line, also one without a message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import importlib.util
+import io
+import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +40,67 @@ from torch import Tensor
 from fxpath.errors import FxPathError
 from fxpath.quantities.results import PathMetric, PathNorm
 
-__all__ = ["as_module", "bound_line", "bound_result", "default_picture", "export_program",
-           "is_factory_spec", "load_checkpoint", "load_exported", "load_factory", "load_state",
-           "make_permanent", "metric_result", "norm_result", "prune_result", "save_tensors",
+__all__ = ["FACTORY", "as_json", "as_module", "bound_line", "bound_result", "default_picture",
+           "digits", "error_text", "export_program", "factory_import_error", "is_factory_spec",
+           "load_checkpoint", "load_exported", "load_factory", "load_state", "make_permanent",
+           "metric_result", "metric_text", "norm_result", "norm_text", "plot_result",
+           "prune_result", "quantize_result", "quiet_libraries", "save_tensors",
            "scores_result", "tensor_masses"]
 
 #: ``package.module:factory`` (dots allowed on both sides of the colon)
-_FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+#: the torch loggers whose records `quiet_libraries` holds back (their children inherit it)
+_TORCH_LOGGERS = ("torch",)
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """``"TypeName: first line of the message"`` (at most ``limit`` characters of it), or
+    ``"TypeName"`` for an exception without a message (``EOFError()``)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
+def _empty_file(path: str, what: str) -> None:
+    """Raise when ``path`` holds no bytes: it cannot be ``what``."""
+    if Path(path).stat().st_size == 0:
+        raise FxPathError(f"{path!r} is empty (0 bytes): not {what}")
+
+
+@contextlib.contextmanager
+def quiet_libraries(keep_for_bugs: bool = False) -> Iterator[None]:
+    """Keep what torch logs or prints to stderr while fxpath calls it (a logged traceback when
+    ``torch.export.load`` fails, the FX graphs ``torch.export`` prints for a data-dependent
+    branch) off the terminal: the error fxpath raises says what went wrong. Python warnings
+    still reach stderr. With ``keep_for_bugs``, the held-back text is written out after an
+    exception that is not an `FxPathError` (a bug: it may help the report). Nothing is held
+    back when ``TORCH_LOGS`` asks torch for logs."""
+    if os.environ.get("TORCH_LOGS"):
+        yield
+        return
+    real, held = sys.stderr, io.StringIO()
+    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
+    levels = [logger.level for logger in loggers]
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        real.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings(), contextlib.redirect_stderr(held):
+            warnings.showwarning = show
+            yield
+    except (FxPathError, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except BaseException:
+        if keep_for_bugs:
+            real.write(held.getvalue())
+        raise
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 # -- MODEL sources ---------------------------------------------------------------------------
@@ -47,7 +108,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 def is_factory_spec(spec: str) -> bool:
     """Whether ``spec`` reads ``module.path:factory`` with an importable top-level package
     (found without importing it)."""
-    if not _FACTORY.fullmatch(spec):
+    if not FACTORY.fullmatch(spec):
         return False
     top = spec.split(":", 1)[0].split(".", 1)[0]
     with _cwd_on_path():
@@ -55,6 +116,21 @@ def is_factory_spec(spec: str) -> bool:
             return importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
             return False
+
+
+def factory_import_error(spec: str) -> str:
+    """Why ``module.path`` of ``module.path:factory`` cannot be imported (``""`` when its
+    top-level package is found: importing it is left to `load_factory`). Only a module that
+    cannot be found is imported here, so nothing of the user's code runs."""
+    module_name = spec.partition(":")[0]
+    with _cwd_on_path():
+        try:
+            if importlib.util.find_spec(module_name.split(".", 1)[0]) is not None:
+                return ""
+            importlib.import_module(module_name)
+        except Exception as exc:  # ModuleNotFoundError, or find_spec's ValueError
+            return error_text(exc)
+    return ""
 
 
 class _cwd_on_path:
@@ -110,11 +186,12 @@ def load_exported(path: str) -> tuple[Any, tuple[int, ...] | None]:
     if not Path(path).is_file():
         raise FxPathError(f"no such file: {path!r} (a MODEL ending in .pt2 is a saved "
                           "ExportedProgram, torch.export.save)")
+    _empty_file(path, "an ExportedProgram (torch.export.save writes one)")
     try:
-        ep = torch.export.load(path)
+        with quiet_libraries():
+            ep = torch.export.load(path)
     except Exception as exc:
-        raise FxPathError(f"cannot load the ExportedProgram {path!r}: {type(exc).__name__}: "
-                          f"{exc}") from exc
+        raise FxPathError(f"cannot load the ExportedProgram {path!r}: {error_text(exc)}") from exc
     ep = _static_batch(ep, path)
     from fxpath.frontend.build import exported_shapes
 
@@ -135,11 +212,11 @@ def _static_batch(ep: Any, path: str) -> Any:
     try:
         inputs = tuple(torch.zeros((2, *(int(d) for d in v.shape[1:])), dtype=v.dtype)
                        for v in vals)
-        return torch.export.export(ep.module(), inputs, strict=False)
+        with quiet_libraries():
+            return torch.export.export(ep.module(), inputs, strict=False)
     except Exception as exc:
         raise FxPathError(f"{path!r} has dynamic shapes beyond the batch dimension, or cannot "
-                          f"be exported again at a fixed batch: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]}") from exc
+                          f"be exported again at a fixed batch: {error_text(exc, 200)}") from exc
 
 
 def as_module(model: Any, command: str = "prune") -> nn.Module:
@@ -166,6 +243,7 @@ def load_state(path: str) -> dict[str, Tensor]:
     unwrapped."""
     if not Path(path).is_file():
         raise FxPathError(f"no such checkpoint: {path!r}")
+    _empty_file(path, "a checkpoint (a .pt or .safetensors state dict)")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -177,8 +255,9 @@ def load_state(path: str) -> dict[str, Tensor]:
         raise FxPathError("reading .safetensors needs the safetensors package "
                           "(pip install safetensors)") from exc
     except Exception as exc:
-        raise FxPathError(f"cannot read the checkpoint {path!r}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:300]}") from exc
+        raise FxPathError(f"cannot read the checkpoint {path!r}: {error_text(exc)} (not a "
+                          "state dict saved by torch.save or safetensors, or a damaged one)"
+                          ) from exc
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -198,7 +277,8 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
 
 
 def save_tensors(tensors: Mapping[str, Tensor], path: str) -> None:
-    """Save name -> tensor to ``.safetensors`` or, for any other suffix, with ``torch.save``."""
+    """Save name -> tensor to ``.safetensors`` or, for any other suffix, with ``torch.save``
+    (the command line lets only ``.pt`` through: `fxpath.tools.arguments.tensor_file`)."""
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         if path.endswith(".safetensors"):
@@ -220,15 +300,17 @@ def export_program(model: nn.Module, shape: Sequence[int], path: str) -> str:
     x = torch.zeros((2, *shape), dtype=next(model.parameters()).dtype)
     model = model.eval()
     try:
-        ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        with quiet_libraries():
+            ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
         batch = "dynamic batch"
     except Exception:
         try:
-            ep = torch.export.export(model, (x,))
+            with quiet_libraries():
+                ep = torch.export.export(model, (x,))
             batch = "batch of 2 (the model does not export with a dynamic batch)"
         except Exception as exc:
-            raise FxPathError(f"torch.export could not export the model: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300]}") from exc
+            raise FxPathError(f"torch.export could not export the model: {error_text(exc)}"
+                              ) from exc
     try:
         torch.export.save(ep, path)
     except OSError as exc:
@@ -241,6 +323,43 @@ def export_program(model: nn.Module, shape: Sequence[int], path: str) -> str:
 def _number(v: float) -> float | str:
     """JSON has no inf/NaN: those become strings."""
     return v if math.isfinite(v) else str(v)
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as JSON-ready data: a dataclass (a report) by its fields and its public
+    properties, so that a field added to it appears without a change here; `PathNorm` and
+    `PathMetric` by value, log10, log2 (relative, exact); a tensor as a number or nested lists;
+    inf and NaN as strings."""
+    if isinstance(value, PathMetric):
+        return _metric_dict(value)
+    if isinstance(value, PathNorm):
+        return _norm_dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+               if f.repr}
+        for name in dir(type(value)):
+            if not name.startswith("_") and isinstance(getattr(type(value), name), property):
+                out[name] = as_json(getattr(value, name))
+        return out
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return as_json(value.item() if value.dim() == 0 else value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_json(v) for v in value]
+    if isinstance(value, float):
+        return _number(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)  # a dtype, a path
+
+
+def digits(dtype: torch.dtype) -> int:
+    """Significant digits printed for a result computed in ``dtype``: 10 in float64; 6 in
+    float32, whose seventh digit depends on the CPU's kernels (torchvision's ResNet-18:
+    6.282850349e+30 with AVX-512 convolutions, 6.28284914e+30 with AVX2 ones)."""
+    return 10 if dtype == torch.float64 else 6
 
 
 def _norm_dict(pn: PathNorm) -> dict[str, Any]:
@@ -285,10 +404,17 @@ def prune_result(name: str, shape: Sequence[int], report: Any) -> dict[str, Any]
 
 
 def metric_result(name: str, other: str, shape: Sequence[int], metric: PathMetric,
-                  dense_norm: PathNorm) -> dict[str, Any]:
+                  dense_norm: PathNorm, dtype: torch.dtype) -> dict[str, Any]:
     """``fxpath metric --json``."""
-    return {"model": name, "other": other, "input_shape": list(shape),
+    return {"model": name, "other": other, "input_shape": list(shape), "dtype": str(dtype),
             "metric": _metric_dict(metric), "path_norm": _norm_dict(dense_norm)}
+
+
+def quantize_result(name: str, shape: Sequence[int], report: Any, dtype: torch.dtype,
+                    saved: str | None) -> dict[str, Any]:
+    """``fxpath quantize --json``: every field of the report (`as_json`) and the file written."""
+    return {"model": name, "input_shape": list(shape), "dtype": str(dtype), **as_json(report),
+            "saved": saved}
 
 
 def bound_result(name: str, shape: Sequence[int], report: Any,
@@ -306,11 +432,28 @@ def bound_result(name: str, shape: Sequence[int], report: Any,
             "bound": _number(report.bound), "sharpened_bound": _number(report.sharpened_bound)}
 
 
-def metric_text(metric: PathMetric) -> str:
-    """A certified path-metric in words: value, log10, relative value, exact or a bound."""
+def plot_result(kind: str, name: str, picture: Any, shape: Sequence[int] | None = None,
+                data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``fxpath plot --json``: the picture written and what it shows (``data``)."""
+    head: dict[str, Any] = {"kind": kind, "model": name}
+    if shape is not None:
+        head["input_shape"] = list(shape)
+    return {**head, "picture": str(picture), **as_json(dict(data or {}))}
+
+
+def norm_text(pn: PathNorm, dtype: torch.dtype) -> str:
+    """A path-norm as ``value (log10 ...)`` with the `digits` of ``dtype``."""
+    d = digits(dtype)
+    return f"{pn.value:.{d}g} (log10 {pn.log10:.{d}f})"
+
+
+def metric_text(metric: PathMetric, dtype: torch.dtype) -> str:
+    """A certified path-metric in words: value, log10 (the `digits` of ``dtype``), relative
+    value, exact or a bound."""
     kind = "exact" if metric.exact else "upper bound"
-    return (f"{metric.value:.10g} (log10 {metric.log10:.10f}, relative {metric.relative:.6g}, "
-            f"{kind})")
+    d = digits(dtype)
+    return (f"{metric.value:.{d}g} (log10 {metric.log10:.{d}f}, relative "
+            f"{metric.relative:.6g}, {kind})")
 
 
 def bound_line(metric: PathMetric, what: str) -> str:

@@ -41,10 +41,7 @@ def parse_model(spec: str) -> tuple[str, str]:
     elif prefix not in _PREFIXES:
         if commands.is_factory_spec(spec):
             return "factory", spec
-        raise argparse.ArgumentTypeError(
-            f"unknown model prefix {prefix + ':'!r} in {spec!r}: use a timm name, timm:NAME, "
-            "torchvision:NAME, smp:ARCH:ENCODER, module.path:factory (an importable module) "
-            "or a .pt2 file")
+        raise argparse.ArgumentTypeError(_not_a_model(spec, prefix))
     if not name.strip():
         raise argparse.ArgumentTypeError(f"empty model name in {spec!r}")
     arch, colon, encoder = name.partition(":")
@@ -54,6 +51,22 @@ def parse_model(spec: str) -> tuple[str, str]:
             f"segmentation_models_pytorch models are smp:ARCH:ENCODER (smp:Unet:resnet34), "
             f"got {spec!r}")
     return prefix, name
+
+
+def _not_a_model(spec: str, prefix: str) -> str:
+    """Why MODEL ``prefix:...`` is neither a registry nor an importable ``module.path:factory``:
+    a dotted prefix is a module path whose import failed (and why); another one is an unknown
+    prefix, with the import's failure when it reads as a module."""
+    reason = commands.factory_import_error(spec) if commands.FACTORY.fullmatch(spec) else ""
+    forms = ("use a timm name, timm:NAME, torchvision:NAME, smp:ARCH:ENCODER, "
+             "module.path:factory (an importable module) or a .pt2 file")
+    if reason and "." in prefix:
+        return (f"cannot import {prefix!r} for MODEL {spec!r} (module.path:factory): {reason}; "
+                "run from the directory that holds the module, or install its package")
+    if reason:
+        return (f"unknown model prefix {prefix + ':'!r} in {spec!r}: not a registry, and as "
+                f"module.path:factory, cannot import {prefix!r}: {reason}; {forms}")
+    return f"unknown model prefix {prefix + ':'!r} in {spec!r}: {forms}"
 
 
 # -- the registries -----------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _lowered(model: Any, shape: Sequence[int]) -> tuple[Any, str]:
                 return lower_exported(trace_export(model, [tuple(shape)])), "export"
             except Exception as exc:
                 raise FxPathError(f"neither torch.fx nor torch.export can trace the model: "
-                                  f"{str(exc).splitlines()[0][:300]}") from exc
+                                  f"{_first_line(exc)[:300]}") from exc
 
 
 def support_report(model: Any, shape: Sequence[int]) -> SupportReport:
@@ -76,7 +76,7 @@ def support_report(model: Any, shape: Sequence[int]) -> SupportReport:
     try:
         graph, front_end = _lowered(model, shape)
     except FxPathError as exc:
-        return SupportReport(False, error=str(exc).splitlines()[0])
+        return SupportReport(False, error=_first_line(exc))
     counts: Counter[tuple[str, str, str]] = Counter()
     where: dict[str, list[str]] = defaultdict(list)
     for n in graph:
@@ -98,8 +98,14 @@ def support_report(model: Any, shape: Sequence[int]) -> SupportReport:
     except UnsupportedModelError as exc:
         report.error = f"{len(exc.ops)} unsupported op(s); the first: {exc.ops[0]}"
     except FxPathError as exc:
-        report.error = str(exc).splitlines()[0]
+        report.error = _first_line(exc)
     return report
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def support_text(name: str, shape: Sequence[int], report: SupportReport) -> list[str]:

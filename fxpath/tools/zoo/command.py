@@ -5,19 +5,22 @@ list as the flags say, with a progress bar and the results written as they come)
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fxpath.errors import ArgumentError
+from fxpath.errors import ArgumentError, FxPathError
 from fxpath.tools.zoo.catalogue import SOURCES, ZooModel, catalog, parse_shard, select, shard
 from fxpath.tools.zoo.checks import run_one
 from fxpath.tools.zoo.pool import TerminateOnSigterm, sweep
 from fxpath.tools.zoo.provenance import provenance
 from fxpath.tools.zoo.report import (
+    coverage,
     read_csv,
     read_info,
     summary_lines,
@@ -127,15 +130,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: sweep them)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a tqdm bar on stderr)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as one JSON object: the counts per registry and "
+                        "status and the files written, or with --list the models (default: "
+                        "text)")
 
 
 def _selected(args: argparse.Namespace) -> list[ZooModel]:
+    """The models the flags select (then the shard of them).
+
+    Raises:
+        ArgumentError: no model matches ``--source``, ``--family`` and ``--filter``.
+    """
     sources = SOURCES if args.source == "all" else (args.source,)
     models = select(catalog(sources), every=args.every, families=args.family,
                     patterns=args.filter)
+    if not models:
+        chosen = [f"--source {args.source}"]
+        chosen += [f"--family {shlex.join(args.family)}"] if args.family else []
+        chosen += [f"--filter {shlex.join(args.filter)}"] if args.filter else []
+        raise ArgumentError(f"no model matches {', '.join(chosen)}: nothing to sweep ('fxpath "
+                            "zoo --list --all' lists every model; a glob matches the whole "
+                            "name, e.g. 'resnet*')")
     if args.shard:
         models = shard(models, *args.shard)
     return models
+
+
+def _finish(args: argparse.Namespace, results: Sequence[ZooResult],
+            written: Sequence[Path]) -> None:
+    """The summary lines and the files written, or the same as JSON (``--json``)."""
+    if args.json:
+        print(json.dumps({"coverage": coverage(results), "models": len(results),
+                          "written": [str(p) for p in written]}, indent=2))
+        return
+    print("\n".join(summary_lines(results)))
+    if written:
+        print(f"wrote {' and '.join(str(p) for p in written)}")
 
 
 class Progress:
@@ -212,18 +243,23 @@ def _two_phases(todo: Sequence[ZooModel], options: dict[str, Any], args: argpars
 
 def run(args: argparse.Namespace) -> int:
     """``fxpath zoo``: sweep (or merge, or list) as the flags say; returns the exit code (0:
-    a refused model or a gap is a result, not a failure of the sweep)."""
+    a refused model or a gap is a result, not a failure of the sweep).
+
+    Raises:
+        ArgumentError: the flags select no model.
+    """
     csv_path, md_path = _outputs_of(args.out)
     if args.merge:
         results = [r for path in args.merge for r in read_csv(path)]
         info = read_info(args.merge[0]) or provenance()
         info["merged"] = str(len(args.merge))
         _write_all(results, csv_path, md_path, info, args.expected)
-        print("\n".join(summary_lines(results)))
+        _finish(args, results, [csv_path, md_path])
         return 0
     models = _selected(args)
     if args.list:
-        print("\n".join(m.spec for m in models))
+        print(json.dumps([m.spec for m in models], indent=2) if args.json
+              else "\n".join(m.spec for m in models))
         return 0
     done: list[ZooResult] = read_csv(csv_path) if args.resume and csv_path.exists() else []
     seen = {(r.source, r.model) for r in done}
@@ -254,13 +290,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         _write_all(results, csv_path, md_path, info, args.expected)
-    print("\n".join(summary_lines(results)))
-    print(f"wrote {csv_path} and {md_path}")
+    _finish(args, results, [csv_path, md_path])
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fxpath.tools.zoo``: the same as ``fxpath zoo``."""
+    """``python -m fxpath.tools.zoo``: the same as ``fxpath zoo`` (exit code 2 and one line
+    ``fxpath zoo: ...`` for flags that select no model)."""
     p = argparse.ArgumentParser(prog="fxpath zoo", description=DESCRIPTION)
     add_arguments(p)
-    return run(p.parse_args(argv))
+    try:
+        return run(p.parse_args(argv))
+    except FxPathError as exc:
+        print(f"fxpath zoo: {exc}", file=sys.stderr)
+        return 2

@@ -141,8 +141,22 @@ def _op_reason(reason: str) -> str:
     return _short(reason.split(" (", 1)[0])
 
 
+#: the longest reason shown in a table cell
+_REASON_CHARS = 90
+
+
 def _short(reason: str) -> str:
-    return reason.replace("|", "/")[:90]
+    """``reason`` for a table cell: ``|`` escaped, and at most `_REASON_CHARS` characters, cut
+    after a whole word with an ellipsis (never mid-word: "... a squeeze-excitation gate…")."""
+    reason = reason.replace("|", "/")
+    if len(reason) <= _REASON_CHARS:
+        return reason
+    cut = reason[:_REASON_CHARS]
+    if reason[_REASON_CHARS].isspace() or " " not in cut:
+        head = cut
+    else:
+        head = cut.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:(") + "…"
 
 
 def gap_table(results: Sequence[ZooResult]) -> list[str]:
