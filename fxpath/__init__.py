@@ -16,6 +16,7 @@ from fxpath.api import (
            path_norm,
 )
 from fxpath.apps.backend import backend
+from fxpath.apps.collapse import CollapseError, CollapseWarning
 from fxpath.apps.equalize import equalize
 from fxpath.apps.prune import PruneReport, prune
 from fxpath.apps.quantize.api import quantize
@@ -38,7 +39,8 @@ from fxpath.quantities.results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchitectureMismatchError", "ArgumentError", "FxPathError", "GeneralizationBound",
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "CollapseError", "CollapseWarning",
+           "FxPathError", "GeneralizationBound",
            "Ingredients", "LayerQuantization", "NonFiniteError", "PathMetric", "PathNorm",
            "PathNormPenalty", "PathProgram", "PathSGD", "PruneReport", "QuantizeReport",
            "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend", "compile", "equalize",

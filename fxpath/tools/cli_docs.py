@@ -134,7 +134,8 @@ def _parts(parser: argparse.ArgumentParser,
     shared = {_key(a, parser.prog) for a in common}
     flags = [a for a in _shown(parser) if a.option_strings]
     own = [a for a in flags if _key(a, parser.prog) not in shared]
-    parts = [f"[{_invocation(a, short=True)}]" for a in own]
+    parts = [_invocation(a, short=True) if a.required else f"[{_invocation(a, short=True)}]"
+             for a in own]
     if len(own) < len(flags):
         parts.append("[common flags]")
     return parts, [_invocation(a) for a in _shown(parser) if not a.option_strings]

@@ -33,6 +33,7 @@ GUIDE = """\
 | `plot` | a PNG: path mass per tensor, score distribution per tensor, sparsity per tensor after pruning, or the zoo's path-norms against parameter counts ([below](#plot)) |
 | `zoo` | sweeps the timm and torchvision classifiers into a CSV and a markdown table ([zoo.md](zoo.md)) |
 | `quantize` | the scheme and the average bits per weight, the certified l^1 path-metric between the model and its quantized copy (value, log10, relative, exact or upper bound), with `--budget` the margin by which it is met, and the `--top` layers with the largest share of it ([below](#quantize)) |
+| `bound` | the generalization-bound report: the depth, max-pool and size ingredients read from the IR, the complexity constants C and C', the l^1 path-norm and the bound 4 C max(1, B) (l^1 path-norm) / sqrt(n) for `--n-train N` samples with inputs bounded by `--input-bound B` ([generalization.md](generalization.md)) |
 
 Each command also prints one timing line to stderr, e.g. `(3.21 s, torch.float32)`: the time
 spent on the path computations, after the model was built, and the compute dtype. What torch

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fxpath.errors import FxPathError, UnsupportedModelError
+from fxpath.ops.core import op_of
+from fxpath.ops.io import INPUT, OUTPUT
+from fxpath.ops.pre_norm import UNSUPPORTED
 
 __all__ = ["SupportReport", "support_report", "support_text"]
 
@@ -80,11 +83,12 @@ def support_report(model: Any, shape: Sequence[int]) -> SupportReport:
     counts: Counter[tuple[str, str, str]] = Counter()
     where: dict[str, list[str]] = defaultdict(list)
     for n in graph:
-        if n.op in ("input", "output"):
+        op = op_of(n)
+        if op in (INPUT, OUTPUT):
             continue
         label = (n.source or n.op).split(" at ")[0]
-        reason = n.attrs.get("reason", "") if n.op == "unsupported" else ""
-        if n.op == "unsupported":
+        reason = n.attrs.get("reason", "") if op is UNSUPPORTED else ""
+        if op is UNSUPPORTED:
             label = str(n.attrs.get("what") or label)
             where[label].append(str(n.attrs.get("where") or "<model>"))
         counts[label, n.op, reason] += 1
