@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 
 import torch.nn as nn
 
@@ -159,7 +160,12 @@ def build_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
         if prefix == "torchvision":
             import torchvision
 
-            model = torchvision.models.get_model(name, weights=None)
+            builder = torchvision.models.get_model_builder(name)
+            # random weights throughout: segmentation and detection builders would otherwise
+            # fetch ImageNet weights for their backbone (weights_backbone's default)
+            extra = ({"weights_backbone": None}
+                     if "weights_backbone" in inspect.signature(builder).parameters else {})
+            model = builder(weights=None, **extra)
             shape: tuple[int, ...] = TORCHVISION_INPUT_SIZE
         elif prefix == "smp":
             import segmentation_models_pytorch as smp
