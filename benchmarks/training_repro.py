@@ -1,0 +1,385 @@
+"""Training with path-norms, reproduced on real data (CPU): Path-SGD and the path-norm penalty.
+
+Two experiments on a ReLU MLP (``tightness.mlp``), 3 seeds, the data of the pruning experiment
+(``--quick``: scikit-learn's digits; ``--full``: MNIST, fetched once by
+``benchmarks/repro_data.py``):
+
+1. **Path-SGD against SGD, balanced and rescaled starts.** From PyTorch's default initialization
+   (balanced: the layers have comparable scales) and from its adversarially rescaled copy
+   (``fxpath.rescale``, factors up to 4096 per hidden neuron: the same function, very unbalanced
+   weights), train with SGD and with ``fxpath.PathSGD``, momentum 0.9, on the same batches.
+   Path-SGD is rescaling-invariant (docs/training.md): both starts train the same function;
+   SGD's steps depend on the parameterization and the rescaled start trains badly or diverges.
+   Curves: test accuracy over training; reported: the largest relative difference of the test
+   logits between the two starts.
+2. **The penalty's trade-off.** SGD on ``cross_entropy + lam * log ||Phi||_1``
+   (``fxpath.PathNormPenalty``, q = 1) for a few ``lam``: final test accuracy against the l^1
+   path-norm. The issue's check, reported as it comes out: some ``lam > 0`` lowers the l^1
+   path-norm at least tenfold at most 0.5 points of accuracy below ``lam = 0`` (seed means).
+
+Writes ``benchmarks/results/training_repro_{quick,full}.{md,json,png}``.
+
+Run: ``python benchmarks/training_repro.py --quick`` (a few minutes on one core) or ``--full``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pruning_repro as pr  # benchmarks/ (this script's folder is on sys.path)
+import torch
+import torch.nn.functional as F
+from bench_path import machine
+from tightness import mlp
+from torch import nn
+
+import fxpath
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+STARTS = ("balanced", "rescaled")
+OPTIMIZERS = ("SGD", "Path-SGD")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "quick"
+    train: pr.Config = field(default_factory=lambda: pr.QUICK)
+    widths: tuple[int, ...] = (64, 32)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: float = 15
+    batch_size: int = 64
+    lr_sgd: float = 0.05
+    lr_path_sgd: float = 0.03
+    momentum: float = 0.9
+    factors: tuple[float, ...] = (1, 128, 4096)
+    # (what is penalized, lam): "log" = lam * log ||Phi||_1 (the default), "value" = lam * ||Phi||_1
+    penalties: tuple[tuple[str, float], ...] = (
+        ("none", 0.0), ("log", 0.01), ("log", 0.03), ("log", 0.1), ("log", 0.15),
+        ("value", 1e-4), ("value", 3e-4), ("value", 1e-3))
+    evals: int = 15  # evaluation points along each curve
+    threads: int = 1
+    out_dir: str = str(RESULTS_DIR)
+    write: bool = True
+
+
+QUICK = Config()
+FULL = Config(name="full", train=pr.FULL, widths=(300, 100), epochs=3, batch_size=128,
+              threads=2)
+
+
+# ----------------------------------------------------------------------------- training
+def batches(n: int, batch: int, steps: int, seed: int):
+    """The same index batches for every run of a seed (reshuffled each epoch)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if order.numel() < batch:
+            order = torch.cat([order, torch.randperm(n, generator=gen)])
+        idx, order = order[:batch], order[batch:]
+        yield idx
+
+
+def train_run(model: nn.Module, data: dict, cfg: Config, seed: int, optimizer: str,
+              lam: float = 0.0, form: str = "log") -> dict:
+    """Train ``model`` in place; returns the curve (step, test accuracy, train loss) and the
+    final test logits (float64). A non-finite loss stops the run (``diverged``)."""
+    x, y = data["x_train"], data["y_train"]
+    shape = tuple(x.shape[1:])
+    steps = max(1, round(cfg.epochs * x.shape[0] / cfg.batch_size))
+    marks = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int).tolist())
+    if optimizer == "Path-SGD":
+        opt = fxpath.PathSGD(model.eval(), shape, lr=cfg.lr_path_sgd, momentum=cfg.momentum)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_sgd, momentum=cfg.momentum)
+    penalty = fxpath.PathNormPenalty(model, shape, q=1, log=form == "log") if lam > 0 else None
+    curve, losses, diverged = [], [], False
+    t0 = time.perf_counter()
+    for step, idx in enumerate(batches(x.shape[0], cfg.batch_size, steps, seed), start=1):
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        total = loss + lam * penalty() if penalty is not None else loss
+        if not math.isfinite(total.item()):
+            diverged = True
+            break
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step in marks:
+            curve.append((step, pr.accuracy(model, data), float(np.mean(losses[-20:]))))
+    out = pr.float64_outputs(model, data["x_test"])
+    return {"curve": curve, "diverged": diverged, "steps": steps,
+            "seconds": time.perf_counter() - t0, "logits": out,
+            "acc": pr.logits_accuracy(out, data["y_test"]) if not diverged else float("nan")}
+
+
+def initial(data: dict, cfg: Config, seed: int, start: str) -> nn.Module:
+    pr.seed_everything(seed)
+    model = mlp(tuple(data["x_train"].shape[1:]), cfg.widths).eval()
+    if start == "rescaled":
+        model = fxpath.rescale(model, tuple(data["x_train"].shape[1:]), factors=cfg.factors,
+                               seed=seed).eval()
+    return model
+
+
+def path_norm(model: nn.Module, data: dict) -> float:
+    return fxpath.path_norm(model, tuple(data["x_train"].shape[1:]), q=1,
+                            dtype=torch.float64).value
+
+
+def optimizer_rows(data: dict, cfg: Config, seed: int, log) -> list[dict]:
+    rows = []
+    for optimizer in OPTIMIZERS:
+        runs = {}
+        for start in STARTS:
+            model = initial(data, cfg, seed, start)
+            runs[start] = train_run(model, data, cfg, seed, optimizer)
+            runs[start]["path_norm"] = path_norm(model, data)
+        a, b = runs["balanced"]["logits"], runs["rescaled"]["logits"]
+        gap = float((a - b).abs().max() / a.abs().max())
+        for start, r in runs.items():
+            logits = r.pop("logits")
+            rows.append({"seed": seed, "optimizer": optimizer, "start": start, **r,
+                         "logits_rel_gap": gap if torch.isfinite(logits).all() else float("inf")})
+            log(f"seed {seed} {optimizer:8s} {start:8s}: acc {r['acc']:.2f}"
+                f"{' (diverged)' if r['diverged'] else ''}  {r['seconds']:.1f}s")
+    return rows
+
+
+def penalty_rows(data: dict, cfg: Config, seed: int, log) -> list[dict]:
+    rows = []
+    for form, lam in cfg.penalties:
+        model = initial(data, cfg, seed, "balanced")
+        r = train_run(model, data, cfg, seed, "SGD", lam=lam, form=form)
+        r.pop("logits")
+        rows.append({"seed": seed, "form": form, "lam": lam, "acc": r["acc"],
+                     "path_norm": path_norm(model, data), "diverged": r["diverged"],
+                     "curve": r["curve"], "seconds": r["seconds"]})
+        log(f"seed {seed} {form} lam {lam:g}: acc {r['acc']:.2f}  "
+            f"||Phi||_1 {rows[-1]['path_norm']:.4g}")
+    return rows
+
+
+# ----------------------------------------------------------------------------- driver
+def run(config: Config, log=print) -> dict:
+    """Run both experiments; returns everything measured (JSON-ready). Uses ``config.threads``
+    torch threads and restores the caller's setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run(config, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Config, log) -> dict:
+    t0 = time.perf_counter()
+    data = pr.load_data(cfg.train)
+    opt_rows, pen_rows = [], []
+    for seed in cfg.seeds:
+        opt_rows += optimizer_rows(data, cfg, seed, log)
+        pen_rows += penalty_rows(data, cfg, seed, log)
+    settings = asdict(cfg)
+    settings.pop("out_dir")
+    settings["train"].pop("out_dir")
+    result = {"config": settings, "machine": machine("cpu"),
+              "fxpath_version": fxpath.__version__,
+              "n_train": int(data["x_train"].shape[0]), "n_test": int(data["x_test"].shape[0]),
+              "optimizers": opt_rows, "penalty": pen_rows,
+              "seconds": time.perf_counter() - t0, "cpu_pressure_at_end": pr.cpu_pressure()}
+    result["claims"] = check_claims(result)
+    if cfg.write:
+        write_results(result, Path(cfg.out_dir), cfg.name)
+    return result
+
+
+def _mean(rows: list[dict], key: str, **where: object) -> float:
+    vals = [r[key] for r in rows if all(r[k] == v for k, v in where.items())]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def check_claims(result: dict) -> dict:
+    opt, pen = result["optimizers"], result["penalty"]
+    acc = {f"{o}, {s}": _mean(opt, "acc", optimizer=o, start=s)
+           for o in OPTIMIZERS for s in STARTS}
+    gaps = {o: max(r["logits_rel_gap"] for r in opt if r["optimizer"] == o) for o in OPTIMIZERS}
+    settings = [tuple(p) for p in result["config"]["penalties"]]
+    base_acc, base_norm = _mean(pen, "acc", lam=0.0), _mean(pen, "path_norm", lam=0.0)
+    trade = {f"{form} {lam:g}": {"acc": _mean(pen, "acc", form=form, lam=lam),
+                                 "path_norm": _mean(pen, "path_norm", form=form, lam=lam)}
+             for form, lam in settings}
+    ok = [k for k, v in trade.items() if v["path_norm"] <= base_norm / 10
+          and v["acc"] >= base_acc - 0.5 and not k.startswith("none")]
+    # the largest reduction that stays within 0.5 points, and the accuracy a tenfold one costs
+    within = [base_norm / v["path_norm"] for v in trade.values() if v["acc"] >= base_acc - 0.5]
+    tenfold = [v["acc"] for v in trade.values() if v["path_norm"] <= base_norm / 10
+               and v["acc"] > 20]
+    return {
+        "accuracy": acc,
+        "path_sgd_rescaled_minus_balanced": acc["Path-SGD, rescaled"] - acc["Path-SGD, balanced"],
+        "sgd_rescaled_minus_balanced": acc["SGD, rescaled"] - acc["SGD, balanced"],
+        "logits_rel_gap_max": gaps,
+        "sgd_rescaled_diverged": sum(r["diverged"] for r in opt
+                                     if r["optimizer"] == "SGD" and r["start"] == "rescaled"),
+        "trade_off": trade,
+        "tenfold_at_half_point": {
+            "holds": bool(ok), "settings": ok, "baseline_acc": base_acc,
+            "baseline_path_norm": base_norm, "best_reduction_within_half_point": max(within),
+            "best_accuracy_at_tenfold": max(tenfold) if tenfold else None},
+    }
+
+
+# ----------------------------------------------------------------------------- report
+def _opt_table(rows: list[dict]) -> list[str]:
+    lines = ["| optimizer | start | test accuracy (mean ± std) | l^1 path-norm (mean) | "
+             "diverged | max rel. logit gap between starts |", "|---|---|---|---|---|---|"]
+    for o in OPTIMIZERS:
+        for s in STARTS:
+            sel = [r for r in rows if r["optimizer"] == o and r["start"] == s]
+            accs = [r["acc"] for r in sel]
+            std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
+            lines.append(f"| {o} | {s} | {np.mean(accs):.2f} ± {std:.2f} | "
+                         f"{np.mean([r['path_norm'] for r in sel]):.4g} | "
+                         f"{sum(r['diverged'] for r in sel)} / {len(sel)} | "
+                         f"{max(r['logits_rel_gap'] for r in sel):.2g} |")
+    return lines
+
+
+def _pen_table(rows: list[dict], penalties) -> list[str]:
+    lines = ["| penalty | lam | test accuracy (mean ± std) | l^1 path-norm (mean) | "
+             "path-norm / without |", "|---|---|---|---|---|"]
+    base = _mean(rows, "path_norm", lam=0.0)
+    what = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁"}
+    for form, lam in penalties:
+        accs = [r["acc"] for r in rows if r["lam"] == lam and r["form"] == form]
+        norm = _mean(rows, "path_norm", form=form, lam=lam)
+        std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
+        lines.append(f"| {what[form]} | {lam:g} | {np.mean(accs):.2f} ± {std:.2f} | "
+                     f"{norm:.4g} | {norm / base:.3g} |")
+    return lines
+
+
+def to_markdown(result: dict) -> str:
+    cfg, c, m = result["config"], result["claims"], result["machine"]
+    t = c["tenfold_at_half_point"]
+    at_ten = t["best_accuracy_at_tenfold"]
+    verdict = (f"**holds** ({', '.join(t['settings'])})" if t["holds"] else
+               "**does not hold** for any penalty tried: within 0.5 points the path-norm drops "
+               f"at most {t['best_reduction_within_half_point']:.3g}x"
+               + (f"; a tenfold drop costs {t['baseline_acc'] - at_ten:.2f} points at best"
+                  if at_ten is not None else "; no run that trains reaches a tenfold drop"))
+    return "\n".join([
+        f"# Training with path-norms ({cfg['name']}): Path-SGD and the l^1 penalty", "",
+        f"Machine: {m.get('cpu', m['platform'])}, {m['threads']} torch threads of "
+        f"{m['cpu_count']} CPUs, torch {m['torch']}, commit {m['commit']}. fxpath "
+        f"{result['fxpath_version']}. Total run time {result['seconds']:.0f} s (CPU pressure at "
+        f"the end: `{result['cpu_pressure_at_end']}`).", "",
+        f"Data: {cfg['train']['dataset']} ({result['n_train']} train / {result['n_test']} test). "
+        f"Model: ReLU MLP, hidden widths {list(cfg['widths'])}, biases. {cfg['epochs']} epochs, "
+        f"batch {cfg['batch_size']}, momentum {cfg['momentum']}, constant lr (SGD "
+        f"{cfg['lr_sgd']}, Path-SGD {cfg['lr_path_sgd']}), no weight decay. Seeds "
+        f"{list(cfg['seeds'])}; each seed fixes the initialization and the batches, shared by "
+        f"every run of the seed. Rescaled start: `fxpath.rescale`, factors "
+        f"{list(cfg['factors'])} per hidden neuron (same function as the balanced start).", "",
+        "## SGD and Path-SGD from a balanced and a rescaled start", "",
+        *_opt_table(result["optimizers"]), "",
+        "Max rel. logit gap: `max |R_balanced(x) - R_rescaled(x)| / max |R_balanced(x)|` over "
+        "the test set after training (inf: a run diverged).", "",
+        "## The l^1 path-norm penalty (SGD, balanced start)", "",
+        *_pen_table(result["penalty"], cfg["penalties"]), "",
+        "## Claims", "",
+        f"- Path-SGD, rescaled minus balanced start: "
+        f"{c['path_sgd_rescaled_minus_balanced']:+.2f} points (logits agree to "
+        f"{c['logits_rel_gap_max']['Path-SGD']:.2g} relative)",
+        f"- SGD, rescaled minus balanced start: {c['sgd_rescaled_minus_balanced']:+.2f} points "
+        f"({c['sgd_rescaled_diverged']} of {len(cfg['seeds'])} rescaled runs diverged; logit gap "
+        f"{c['logits_rel_gap_max']['SGD']:.2g})",
+        f"- the penalty lowers the l^1 path-norm at least tenfold at most 0.5 points below the "
+        f"accuracy without it ({t['baseline_acc']:.2f}%, path-norm "
+        f"{t['baseline_path_norm']:.4g}): {verdict}", "",
+    ])
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    ax = axes[0]
+    styles = {("SGD", "balanced"): "C0-", ("SGD", "rescaled"): "C0--",
+              ("Path-SGD", "balanced"): "C1-", ("Path-SGD", "rescaled"): "C1:"}
+    for (o, s), style in styles.items():
+        for i, r in enumerate(r for r in result["optimizers"]
+                              if r["optimizer"] == o and r["start"] == s):
+            if r["curve"]:
+                st, acc, _ = zip(*r["curve"])
+                ax.plot(st, acc, style, lw=1.2, alpha=0.8, label=f"{o}, {s}" if i == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("SGD vs Path-SGD, balanced and rescaled starts")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    settings = [tuple(p) for p in result["config"]["penalties"]]
+    for r in result["penalty"]:
+        i = settings.index((r["form"], r["lam"]))
+        first = r["seed"] == result["config"]["seeds"][0]
+        ax.semilogx(r["path_norm"], r["acc"], "o" if r["form"] != "value" else "s",
+                    color=f"C{i}", label=f"{r['form']} {r['lam']:g}" if first else None)
+    ax.set_xlabel("l^1 path-norm after training")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("the l^1 penalty's trade-off (one marker per seed)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{result['config']['train']['dataset']}: ReLU MLP, "
+                 f"{len(result['config']['seeds'])} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(result: dict, out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"training_repro_{name}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(to_markdown(result))
+    plot(result, stem.with_suffix(".png"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="digits 8x8 (default)")
+    mode.add_argument("--full", action="store_true", help="MNIST")
+    ap.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
+    ap.add_argument("--threads", type=int, help="torch threads (default: 1 quick, 2 full)")
+    ap.add_argument("--out", help="results folder (default benchmarks/results)")
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png of a run")
+    args = ap.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        result = json.loads(path.read_text())
+        path.with_suffix(".md").write_text(to_markdown(result))
+        plot(result, path.with_suffix(".png"))
+        return 0
+    cfg = FULL if args.full else QUICK
+    if args.seeds:
+        cfg = replace(cfg, seeds=tuple(args.seeds))
+    if args.threads:
+        cfg = replace(cfg, threads=args.threads)
+    if args.out:
+        cfg = replace(cfg, out_dir=args.out)
+    result = run(cfg)
+    print(json.dumps(result["claims"], indent=1))
+    print(f"total {result['seconds']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
