@@ -15,8 +15,14 @@ from conftest import randomize_batchnorm
 from test_readonly import _net, assert_unchanged, snapshot
 
 import fxpath
+from fxpath.apps.quantize.allocator import fit_budget
 from fxpath.apps.quantize.api import certify
+from fxpath.apps.quantize.layers import Plan
+from fxpath.apps.quantize.pricing import price
 from fxpath.apps.quantize.rounding import FLOAT_FORMATS, SCHEMES, quantize_tensor, round_float
+from fxpath.apps.quantize.targets import find_targets
+from fxpath.program import PathProgram
+from fxpath.quantities.results import PathMetric, PathNorm
 
 ROUNDINGS = ("nearest", "toward_zero")
 NETS = ("mlp_with_bias", "conv_bn_fold", "residual_add_fold", "concat_net")
@@ -309,6 +315,185 @@ def test_bit_allocator_meets_the_budget() -> None:
     assert {r.bits for r in tz.layers.values()} <= {2, 4, 8}
     with pytest.raises(fxpath.ArgumentError, match="cannot be met"):
         fxpath.quantize(model, shape, "int8", budget=1e-9)
+
+
+# -- one score pass, one certificate ------------------------------------------------------------
+class _Calls:
+    """Counts the score passes and path-metrics of the PathPrograms (monkeypatched)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts = {"path_magnitude": 0, "path_metric": 0}
+        for name in self.counts:
+            method = getattr(PathProgram, name)
+
+            def counted(*args, _m=method, _n=name, **kwargs):
+                self.counts[_n] += 1
+                return _m(*args, **kwargs)
+
+            monkeypatch.setattr(PathProgram, name, counted)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"per_channel": True, "fold_bn": True, "biases": True},
+                                    {"rounding": "toward_zero", "budget": 0.5}])
+def test_one_score_pass_and_one_certificate(kwargs: dict,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _Calls(monkeypatch)
+    _, report = fxpath.quantize(_small_net(), (2, 6, 6), "int4", **kwargs)
+    assert all(r.metric is not None for r in report.layers.values())  # layer_metrics=True
+    assert calls.counts == {"path_magnitude": 1, "path_metric": 1}
+
+
+def _alone(model: nn.Module, q: nn.Module, layer: str, biases: bool) -> nn.Module:
+    """The model with only ``layer`` quantized (its weight, and bias with ``biases``)."""
+    alone = copy.deepcopy(model)
+    alone.get_submodule(layer).weight.data.copy_(q.get_submodule(layer).weight)
+    if biases and q.get_submodule(layer).bias is not None:
+        alone.get_submodule(layer).bias.data.copy_(q.get_submodule(layer).bias)
+    return alone
+
+
+@pytest.mark.parametrize(("scheme", "rounding", "per_channel", "biases"), [
+    ("int4", "nearest", False, False), ("int8", "nearest", True, True),
+    ("float8_e4m3fn", "nearest", False, True), ("int3", "toward_zero", True, True)])
+def test_layer_metrics_from_the_scores_are_the_certified_ones(
+        scheme: str, rounding: str, per_channel: bool, biases: bool) -> None:
+    """Each layer's metric comes from the score pass (the path-norm is affine in one layer's
+    coordinates); it is the path-metric of the model with that layer alone quantized, with
+    the same exactness, also where a quantized bias before a kept BatchNorm changes sign."""
+    model, shape = _small_net(torch.float64), (2, 6, 6)
+    q, report = fxpath.quantize(model, shape, scheme, rounding=rounding,
+                                per_channel=per_channel, biases=biases)
+    for layer, r in report.layers.items():
+        d = fxpath.path_metric(model, _alone(model, q, layer, biases), shape)
+        assert r.metric.value == pytest.approx(d.value, rel=1e-12), layer
+        assert r.metric.exact == d.exact and r.metric.norm == report.metric.norm
+        assert r.estimate == pytest.approx(r.metric.relative, rel=1e-12)
+
+
+def test_layer_metric_of_a_zero_gain_channel_and_of_a_shared_layer() -> None:
+    """Exactness is read on the coordinates where a BatchNorm gain of 0 zeroes a channel
+    (its weights may grow, the coordinates cannot), and a layer called twice (a path crosses
+    it twice: not affine) is certified by its own path-metric."""
+    model = nn.Sequential(nn.Conv2d(1, 2, (1, 2), bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(2, 1)).double().eval()
+    with torch.no_grad():  # per channel, int8, scale 1/128: 38.6 rounds up, 38.4 down
+        model[0].weight.copy_(torch.tensor([[127 / 128, 38.6 / 128], [127 / 128, 0.3]])
+                              .reshape(2, 1, 1, 2))
+        model[1].weight.copy_(torch.tensor([0.0, 1.0]))  # gain 0: channel 0's coordinates
+    q, report = fxpath.quantize(model, (1, 1, 2), "int8", per_channel=True)
+    grew = q[0].weight.abs() > model[0].weight.abs()
+    assert bool(grew[0].any()) and not bool(grew[1].any())
+    d = fxpath.path_metric(model, _alone(model, q, "0", False), (1, 1, 2))
+    assert d.exact and report.layers["0"].metric.exact
+    assert report.layers["0"].metric.value == pytest.approx(d.value, rel=1e-12)
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.inner(torch.relu(self.inner(x)))))
+
+    torch.manual_seed(0)
+    twice = Twice().double().eval()
+    q, report = fxpath.quantize(twice, (4,), "int3")
+    for layer in ("inner", "out"):
+        d = fxpath.path_metric(twice, _alone(twice, q, layer, False), (4,))
+        assert report.layers[layer].metric.value == pytest.approx(d.value, rel=1e-12)
+
+
+# -- the bit allocator: mixed precision where the path mass is ------------------------------
+class _Branchy(nn.Module):
+    """A chain carrying the path mass, and a side branch of tiny weights beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.main = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                  nn.Linear(64, 4))
+        self.side = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.side.weight.mul_(1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x) + self.side(x)
+
+
+def _size(model: nn.Module, bits: dict[str, int], scales: dict[str, int]) -> int:
+    """Bytes of the model with the weights of ``bits`` packed, 4 per scale, 4 per other
+    floating-point entry."""
+    total = 0
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        layer = name.rpartition(".")[0]
+        if name.endswith(".weight") and layer in bits:
+            total += -(-t.numel() * bits[layer] // 8) + 4 * scales[layer]
+        else:
+            total += 4 * t.numel()
+    return total
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_report_gives_the_size_against_float32(per_channel: bool) -> None:
+    model = _small_net()
+    q, report = fxpath.quantize(model, (2, 6, 6), "int4", per_channel=per_channel)
+    floats = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
+    assert report.float32_bytes == 4 * floats
+    scales = {k: r.scale.numel() for k, r in report.layers.items()}
+    assert scales["0"] == (6 if per_channel else 1)
+    expected = _size(model, dict.fromkeys(report.layers, 4), scales)
+    assert report.size_bytes == expected  # 4 bits: half a byte per weight
+    assert report.compression == pytest.approx(report.float32_bytes / expected)
+
+
+def test_allocator_narrows_the_layer_with_little_path_mass() -> None:
+    model, shape = _Branchy().eval(), (16,)
+    scores = fxpath.path_magnitude(model, shape)
+    assert float(scores["side.weight"].sum()) < 1e-2 < float(scores["main.0.weight"].sum())
+    _, uniform = fxpath.quantize(model, shape, "int8")
+    # room to spare over uniform int8: the side branch goes narrow, the chain stays at 8
+    _, mixed = fxpath.quantize(model, shape, "int8", budget=1.2 * uniform.relative)
+    assert mixed.relative <= 1.2 * uniform.relative and mixed.rounds == 1
+    assert mixed.layers["side"].bits < 8 and mixed.size_bytes < uniform.size_bytes
+    # wider grids allowed: at no more than uniform int8's certified metric, a smaller model
+    _, wide = fxpath.quantize(model, shape, "int8", budget=uniform.relative,
+                              bits=range(2, 17))
+    assert wide.relative <= uniform.relative and wide.size_bytes < uniform.size_bytes
+    assert wide.layers["side"].bits < 8 < max(r.bits for r in wide.layers.values())
+    sizes = {k: r.numel for k, r in wide.layers.items()}
+    bits = {k: r.bits for k, r in wide.layers.items()}
+    assert wide.average_bits == pytest.approx(
+        sum(sizes[k] * bits[k] for k in bits) / sum(sizes.values()))
+
+
+def test_allocator_aims_below_a_missed_budget_by_the_factor_it_missed() -> None:
+    """A certificate a hair above the budget (the estimate misses the higher-order terms)
+    does not send the allocation back to the widest bits everywhere."""
+    model, shape = _Branchy().eval(), (16,)
+    widths, seen = (2, 4, 6, 8), []
+    plan = Plan(False, "nearest")
+    prog = fxpath.compile(model, shape, dtype=torch.float64)
+    scores = prog.path_magnitude()
+    targets = find_targets(prog, False, scores)
+    estimates = price(prog, targets, scores, plan, widths)
+
+    def certify_stub(layers: dict) -> tuple[nn.Module, PathMetric]:
+        bits = {k: int(v.scheme[3:]) for k, v in layers.items()}
+        seen.append(bits)
+        estimated = sum(estimates[k][b] for k, b in bits.items())
+        relative = estimated * 1.001  # the certificate, a little above the estimate
+        if len(seen) == 1:  # the first allocation: missed by a hair
+            relative = max(relative, budget * 1.001)
+        return model, PathMetric(math.log2(relative), False, PathNorm(1.0, 0.0))
+
+    widest = sum(e[8] for e in estimates.values())
+    budget = widest * 1.05
+    _, _, metric, rounds = fit_budget(prog, targets, scores, plan, budget, widths,
+                                      certify_stub)
+    assert rounds == 2 and metric.relative <= budget and seen[0]["side"] < 8
+    assert seen[1] != dict.fromkeys(estimates, 8) and seen[1]["side"] < 8
 
 
 def test_float16_model_stores_in_its_own_dtype() -> None:

@@ -1,89 +1,110 @@
 """The bit allocator of ``quantize(..., budget=eps)``: integer bits per layer that make the copy
 small while the certified relative path-metric stays at most the budget.
 
-`allocate` solves the multiple-choice knapsack on first-order estimates; `fit_budget` certifies
-its allocations and tightens the estimated target until the certificate meets the budget
-(``docs/quantization.md``).
+`fxpath.apps.quantize.pricing.price` gives every (layer, width) its first-order estimate from
+the one score pass; `allocate` solves the multiple-choice knapsack on those estimates;
+`fit_budget` certifies the allocation and, when the certificate misses the budget, allocates
+again for a target calibrated on the miss (``docs/quantization.md``).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import torch.nn as nn
 from torch import Tensor
 
-from fxpath.apps.quantize.folding import Reference
-from fxpath.apps.quantize.layers import (
-    Plan,
-    QuantizedLayer,
-    estimate,
-    quantize_layer,
-    quantized_state,
-)
-from fxpath.apps.quantize.targets import Target
+from fxpath.apps.quantize.layers import Plan, QuantizedLayer, quantize_layer
+from fxpath.apps.quantize.pricing import price
+from fxpath.apps.quantize.targets import Target, read
 from fxpath.errors import ArgumentError
 from fxpath.program import PathProgram
+from fxpath.quantities.results import PathMetric
 
-__all__ = ["allocate", "fit_budget"]
+__all__ = ["Certify", "allocate", "fit_budget"]
+
+#: quantized layers -> (the quantized copy, its certified path-metric to the model)
+Certify = Callable[[dict[str, QuantizedLayer]], tuple[nn.Module, PathMetric]]
+
+#: the fraction of the calibrated target kept after a certificate missed the budget
+_SAFETY = 0.999
+#: certified checks at most: the last one is the widest bits everywhere
+_ROUNDS = 8
 
 
 def allocate(estimates: Mapping[str, Mapping[int, float]], sizes: Mapping[str, int],
              target: float) -> dict[str, int]:
-    """Greedy multiple-choice knapsack: from the widest bits everywhere, repeatedly narrow the
-    layer that saves the most bits per unit of estimated metric, while the estimated total
-    stays at most ``target``."""
+    """Greedy multiple-choice knapsack: from the widest bits everywhere, repeatedly take the
+    narrowing (of one layer, by one or more widths) that saves the most bits per unit of
+    estimated metric, while the estimated total stays at most ``target``.
+
+    A layer whose estimate barely grows (little path mass through it) is narrowed first, to
+    the narrowest width when nothing it saves costs more. The room left only shrinks, so a
+    move that does not fit now never will: a heap of the moves, each tried once.
+    """
     bits = {layer: max(e) for layer, e in estimates.items()}
     total = sum(estimates[layer][b] for layer, b in bits.items())
-    while True:
-        best, best_rate = None, -1.0
-        for layer, b in bits.items():
-            lower = [c for c in estimates[layer] if c < b]
-            if not lower:
-                continue
-            c = max(lower)
-            cost = estimates[layer][c] - estimates[layer][b]
-            if total + cost > target:
-                continue
-            rate = math.inf if cost <= 0 else sizes[layer] * (b - c) / cost
-            if rate > best_rate:
-                best, best_rate = (layer, c, cost), rate
-        if best is None:
-            return bits
-        layer, c, cost = best
+    order = {layer: i for i, layer in enumerate(estimates)}
+    heap: list[tuple[float, float, int, int, int, str]] = []
+
+    def push(layer: str) -> None:
+        e, b = estimates[layer], bits[layer]
+        for c in e:
+            if c < b:
+                cost = e[c] - e[b]
+                saved = sizes[layer] * (b - c)
+                rate = math.inf if cost <= 0 else saved / cost
+                heapq.heappush(heap, (-rate, -saved, order[layer], b, c, layer))
+
+    for layer in estimates:
+        push(layer)
+    while heap:
+        _, _, _, b, c, layer = heapq.heappop(heap)
+        if bits[layer] != b:  # the layer moved since: a stale move
+            continue
+        cost = estimates[layer][c] - estimates[layer][b]
+        if total + cost > target:
+            continue
         bits[layer] = c
         total += cost
+        push(layer)
+    return bits
 
 
-def fit_budget(refprog: PathProgram, reference: Reference, targets: Sequence[Target],
-               scores: Mapping[str, Tensor], plan: Plan, budget: float,
-               widths: Sequence[int]) -> tuple[dict[str, QuantizedLayer], int]:
-    """Allocate bits from first-order estimates, then certify; while the certified relative
-    metric exceeds the budget, allocate again for a proportionally smaller estimate.
+def fit_budget(refprog: PathProgram, targets: Sequence[Target], scores: Mapping[str, Tensor],
+               plan: Plan, budget: float, widths: Sequence[int], certify: Certify
+               ) -> tuple[dict[str, QuantizedLayer], nn.Module, PathMetric, int]:
+    """Allocate bits from the first-order estimates and certify the copy; while the
+    certified relative metric exceeds the budget, allocate again for a target scaled by the
+    certified/estimated ratio just measured.
 
-    Returns the quantized layers and the number of certified checks run; an `ArgumentError`
-    when even the widest bits everywhere miss the budget."""
-    estimates = {t.layer: {b: estimate(refprog, t, quantize_layer(refprog, t, f"int{b}", plan),
-                                       scores) for b in widths} for t in targets}
-    sizes = {t.layer: refprog.parameter(t.weight).numel() for t in targets}
-    tightest = allocate(estimates, sizes, 0.0)
-    target, rounds, tried = budget, 0, set()
-    for _ in range(2000):  # each pass narrows the target; the tightest allocation ends it
+    Returns the quantized layers, the copy, its certificate and the number of certified
+    checks run (1 when the first allocation meets the budget, as it always does toward zero,
+    where the estimate is an upper bound); an `ArgumentError` when even the widest bits
+    everywhere miss the budget."""
+    estimates = price(refprog, targets, scores, plan, widths)
+    sizes = {t.layer: read(refprog, t.weight).numel() for t in targets}
+    widest = {layer: max(e) for layer, e in estimates.items()}
+    target, rounds, tried = budget, 0, []
+    while True:
         bits = allocate(estimates, sizes, target)
-        key = tuple(sorted(bits.items()))
-        if key in tried:  # a smaller target gave an allocation already certified
-            target *= 0.5
-            continue
-        tried.add(key)
-        layers = {t.layer: quantize_layer(refprog, t, f"int{bits[t.layer]}", plan)
+        if bits in tried or rounds >= _ROUNDS - 1:  # estimates that do not see the miss
+            bits = widest
+        layers = {t.layer: quantize_layer(refprog, t, f"int{bits[t.layer]}", plan, scores)
                   for t in targets}
+        copy, metric = certify(layers)
         rounds += 1
-        relative = refprog.path_metric(quantized_state(reference.model, layers, targets)).relative
+        relative = metric.relative
         if relative <= budget:
-            return layers, rounds
-        if bits == tightest:
+            return layers, copy, metric, rounds
+        if bits == widest:
             break
-        target *= min(0.9, 0.95 * budget / relative)
+        tried.append(bits)
+        # aim below this allocation's estimate by the factor the certificate missed by
+        estimated = sum(estimates[layer][b] for layer, b in bits.items())
+        target = min(target, estimated) * min(budget / relative, 1.0) * _SAFETY
     raise ArgumentError(
         f"budget {budget:g} cannot be met: with {max(widths)} bits in every layer the certified "
         f"relative path-metric is {relative:.6g}; raise the budget, allow wider bits, use "

@@ -24,10 +24,17 @@ from fxpath.api import compile as compile_program
 from fxpath.apps.quantize.allocator import fit_budget
 from fxpath.apps.quantize.build import build_copy, writable
 from fxpath.apps.quantize.folding import make_reference
-from fxpath.apps.quantize.layers import Plan, quantize_layer
-from fxpath.apps.quantize.report import QuantizeReport, layer_reports
-from fxpath.apps.quantize.rounding import FLOAT_FORMATS, INT_BITS, check_rounding, check_scheme
-from fxpath.apps.quantize.targets import find_targets
+from fxpath.apps.quantize.layers import Plan, QuantizedLayer, quantize_layer
+from fxpath.apps.quantize.report import QuantizeReport, layer_reports, model_bytes
+from fxpath.apps.quantize.rounding import (
+    FLOAT_FORMATS,
+    INT_BITS,
+    WIDE_BITS,
+    check_rounding,
+    check_scheme,
+    exact_bits,
+)
+from fxpath.apps.quantize.targets import Target, find_targets
 from fxpath.errors import ArchitectureMismatchError, ArgumentError
 from fxpath.quantities.results import PathMetric
 from fxpath.validate import check_model
@@ -56,10 +63,19 @@ def _check_bits(bits: object) -> tuple[int, ...]:
     ok = (isinstance(bits, Iterable) and not isinstance(bits, (str, bytes)))
     values = list(bits) if ok else []  # type: ignore[call-overload]
     if not values or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool)
-                             and b in INT_BITS for b in values):
-        raise ArgumentError(f"bits must be a non-empty list of integer widths in 2..8, got "
+                             and b in WIDE_BITS for b in values):
+        raise ArgumentError(f"bits must be a non-empty list of integer widths in 2..16, got "
                             f"{bits!r}")
     return tuple(sorted({int(b) for b in values}))
+
+
+def _check_exact(widths: Sequence[int], targets: Sequence[Target]) -> None:
+    """Refuse widths whose integer grid the model's dtype does not hold exactly."""
+    for t in targets:
+        if max(widths) > exact_bits(t.dtype):
+            raise ArgumentError(f"bits: {max(widths)}-bit integers are not exact in the "
+                                f"{t.dtype} weights of {t.layer!r}; use at most "
+                                f"{exact_bits(t.dtype)} bits")
 
 
 # -- quantize -------------------------------------------------------------------------------
@@ -88,7 +104,9 @@ def quantize(model: nn.Module, input_shape: Sequence[int], scheme: str = "int8",
         fold_bn: fuse each BatchNorm fxpath folds into its conv/linear before quantizing.
         budget: largest certified relative path-metric allowed; the bits of each layer are
             then chosen from ``bits`` to make the copy small (``docs/quantization.md``).
-        bits: the bit widths the allocator may use (default 2 to 8).
+        bits: the bit widths the allocator may use (default 2 to 8; up to 16, for a mixed
+            precision that spends more bits where the path mass is, within the weights'
+            dtype: 11 for float16, 8 for bfloat16).
         layer_metrics: certify each layer alone too (one path-metric per layer).
         dtype: compute dtype of the certificate's path networks (float64 by default).
 
@@ -122,26 +140,36 @@ def _quantize(model: nn.Module, input_shape: Sequence[int], scheme: str, plan: P
               layer_metrics: bool, dtype: torch.dtype) -> tuple[nn.Module, QuantizeReport]:
     reference = make_reference(model, input_shape, fold_bn)
     refprog = compile_program(reference.model, input_shape, dtype=dtype)
+    # the one score pass: the estimates, the allocation and the per-layer metrics
     scores = refprog.path_magnitude()
     targets = find_targets(refprog, biases, scores)
     for t in targets:
         t.dtype = writable(model, t.weight).dtype
+    toward_zero = plan.rounding == "toward_zero"
+
+    def certify_copy(layers: dict[str, QuantizedLayer]) -> tuple[nn.Module, PathMetric]:
+        copy = build_copy(model, reference, refprog, layers, targets, toward_zero)
+        # the copy has the reference's module tree by construction: its tensors are certified
+        return copy, refprog.path_metric(copy.state_dict())
+
     if budget is None:
-        layers = {t.layer: quantize_layer(refprog, t, scheme, plan) for t in targets}
+        layers = {t.layer: quantize_layer(refprog, t, scheme, plan, scores) for t in targets}
+        copy, metric = certify_copy(layers)
         rounds = 0
     else:
-        layers, rounds = fit_budget(refprog, reference, targets, scores, plan, budget, widths)
-    copy = build_copy(model, reference, refprog, layers, targets,
-                      plan.rounding == "toward_zero")
-    metric = refprog.path_metric(copy)
+        _check_exact(widths, targets)
+        layers, copy, metric, rounds = fit_budget(refprog, targets, scores, plan, budget,
+                                                  widths, certify_copy)
     report_layers = layer_reports(refprog, reference, targets, layers, scores, metric,
                                   layer_metrics)
     numel = sum(r.numel for r in report_layers.values())
     average = sum(r.bits * r.numel for r in report_layers.values()) / max(numel, 1)
     family = scheme if budget is None else "int"
+    size, whole = model_bytes(copy, layers, targets)
     return copy, QuantizeReport(family, plan.per_channel, plan.rounding, biases, fold_bn, metric,
                                 report_layers, average,
-                                sum(r.estimate for r in report_layers.values()), budget, rounds)
+                                sum(r.estimate for r in report_layers.values()), budget, rounds,
+                                size, whole)
 
 
 # -- certify a model quantized elsewhere ----------------------------------------------------

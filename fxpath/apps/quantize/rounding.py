@@ -15,8 +15,10 @@ from torch import Tensor
 
 from fxpath.errors import ArgumentError
 
-__all__ = ["BLOCK", "FLOAT_FORMATS", "INT_BITS", "ROUNDINGS", "SCHEMES", "check_rounding",
-           "check_scheme", "quantize_tensor", "round_float", "scheme_bits", "store"]
+__all__ = ["BLOCK", "FLOAT_FORMATS", "INT_BITS", "ROUNDINGS", "SCHEMES", "WIDE_BITS",
+           "Moved", "channel_amax", "check_rounding", "check_scheme", "exact_bits",
+           "grid_scale", "quantize_tensor", "quantize_weighted", "round_float", "scheme_bits",
+           "store"]
 
 #: float schemes: torch's own number formats
 FLOAT_FORMATS: dict[str, torch.dtype] = {
@@ -25,6 +27,9 @@ FLOAT_FORMATS: dict[str, torch.dtype] = {
 #: bit widths of the symmetric uniform integer schemes ``int2`` ... ``int8``
 INT_BITS = tuple(range(2, 9))
 SCHEMES = (*FLOAT_FORMATS, *(f"int{b}" for b in INT_BITS))
+#: integer widths a bit allocation may use (``quantize(..., bits=)``): the schemes' 2 to 8 and
+#: the wider grids of mixed precision, up to 16 (``int9`` ... ``int16`` are no schemes)
+WIDE_BITS = tuple(range(2, 17))
 ROUNDINGS = ("nearest", "toward_zero")
 
 _BITS_VIEW = {8: torch.uint8, 16: torch.int16}
@@ -38,9 +43,23 @@ def check_scheme(scheme: object) -> str:
     return scheme
 
 
+def _check_grid(scheme: object) -> str:
+    """``scheme`` if it is one of `SCHEMES` or an allocator's integer grid ``int9`` ...
+    ``int16``, else `check_scheme`'s `ArgumentError`."""
+    if isinstance(scheme, str) and scheme in {f"int{b}" for b in WIDE_BITS}:
+        return scheme
+    return check_scheme(scheme)
+
+
+def exact_bits(dtype: torch.dtype) -> int:
+    """The widest integer grid ``k * scale`` stored exactly in ``dtype``: its significand
+    bits (24 for float32, 11 for float16, 8 for bfloat16)."""
+    return 1 - round(math.log2(torch.finfo(dtype).eps))
+
+
 def scheme_bits(scheme: str) -> int:
     """Bits per stored entry of ``scheme`` (16 for float16, 8 for ``int8``...)."""
-    scheme = check_scheme(scheme)
+    scheme = _check_grid(scheme)
     if scheme in FLOAT_FORMATS:
         return torch.finfo(FLOAT_FORMATS[scheme]).bits
     return int(scheme[3:])
@@ -109,10 +128,10 @@ def _pow2_scale(amax: Tensor, top: float) -> Tensor:
     return torch.where((amax / scale) > top, scale * 2, scale)
 
 
-def _grid_scale(amax: Tensor, qmax: int, dtype: torch.dtype) -> Tensor:
+def grid_scale(amax: Tensor, qmax: int, dtype: torch.dtype) -> Tensor:
     """``amax / qmax`` rounded up to as many significant bits as make every ``k * scale``
     (``|k| <= qmax``) exact in ``dtype``; 1 for an all-zero tensor or channel."""
-    mant = 1 - round(math.log2(torch.finfo(dtype).eps))  # significand bits, 24 for float32
+    mant = exact_bits(dtype)  # significand bits, 24 for float32
     keep = max(mant - (qmax.bit_length()), 1)
     raw = amax / qmax
     m, e = torch.frexp(raw)
@@ -121,16 +140,18 @@ def _grid_scale(amax: Tensor, qmax: int, dtype: torch.dtype) -> Tensor:
     return torch.where(amax > 0, scale, torch.ones_like(scale))
 
 
-def _per_channel_amax(v: Tensor, dim: int | None) -> Tensor:
-    """max |v| over the tensor (``dim`` None) or per index of ``dim``, shaped to broadcast."""
+def channel_amax(v: Tensor, dim: int | None) -> Tensor:
+    """max |v| over the tensor (``dim`` None) or per index of ``dim``, shaped to broadcast
+    (from the least and the largest entries: one pass, no ``|v|`` written)."""
     if v.numel() == 0:
         return torch.zeros((), dtype=v.dtype, device=v.device)
     if dim is None or v.dim() == 0:
-        return torch.linalg.vector_norm(v, math.inf)
-    dims = [d for d in range(v.dim()) if d != dim]
-    if not dims:
-        return v.abs()
-    return torch.linalg.vector_norm(v, math.inf, dim=dims, keepdim=True)
+        low, high = torch.aminmax(v)
+        return torch.maximum(low.abs(), high.abs())
+    low, high = torch.aminmax(v.movedim(dim, 0).reshape(v.shape[dim], -1), dim=1)
+    shape = [1] * v.dim()
+    shape[dim] = -1
+    return torch.maximum(low.abs(), high.abs()).reshape(shape)
 
 
 def _int_round(v: Tensor, scale: Tensor, qmax: int, toward_zero: bool) -> Tensor:
@@ -140,8 +161,10 @@ def _int_round(v: Tensor, scale: Tensor, qmax: int, toward_zero: bool) -> Tensor
     (k.trunc_() if toward_zero else k.round_()).clamp_(-qmax, qmax)
     if toward_zero:  # the quotient was rounded: step k where |k| scale misses the rule
         a = v.abs()
-        k.sub_(torch.sign(k) * (k.abs() * scale > a))
-        k.add_(torch.sign(v) * (((k.abs() + 1) * scale <= a) & (k.abs() < qmax)))
+        below = k.abs().mul_(scale)  # |k| scale, exact: a block that keeps the rule is done
+        if bool((below > a).any()) or bool((below.add_(scale) <= a).any()):
+            k.sub_(torch.sign(k) * (k.abs() * scale > a))
+            k.add_(torch.sign(v) * (((k.abs() + 1) * scale <= a) & (k.abs() < qmax)))
     return k.mul_(scale)
 
 
@@ -152,24 +175,45 @@ def quantize_tensor(value: Tensor, scheme: str, *, per_channel: bool = False,
 
     ``stored`` holds the quantized values in ``dtype`` (default: ``value``'s), ``scale`` the
     float64 scale per tensor (0-dim) or per index of ``channel_dim`` (shaped to broadcast).
-    Integers: ``stored = k * scale`` with ``|k| <= 2**(bits-1) - 1``; the scale is
+    Integers (``scheme`` also ``int9`` ... ``int16``, the allocator's wider grids):
+    ``stored = k * scale`` with ``|k| <= 2**(bits-1) - 1``; the scale is
     ``max|v| / (2**(bits-1) - 1)`` rounded up to the significant bits that keep every
-    ``k * scale`` exact in ``dtype``. Float formats: ``stored = scale * round(v / scale)`` in the
-    format, ``scale`` 1 unless the largest magnitude exceeds the format's largest finite value
-    (then the smallest power of two that brings it in range). With ``toward_zero`` no stored
-    value exceeds ``|value|`` in magnitude or differs from it in sign. The arithmetic is in
-    float64, a block of rows at a time.
+    ``k * scale`` exact in ``dtype`` (for ``bits`` up to `exact_bits` of ``dtype``).
+    Float formats: ``stored = scale * round(v / scale)`` in the format, ``scale`` 1 unless the
+    largest magnitude exceeds the format's largest finite value (then the smallest power of
+    two that brings it in range). With ``toward_zero`` no stored value exceeds ``|value|`` in
+    magnitude or differs from it in sign. The arithmetic is in float64, a block of rows at a
+    time.
 
     Example:
         >>> q, scale = quantize_tensor(conv.weight, "int8", per_channel=True)
     """
-    scheme = check_scheme(scheme)
+    out, scale, _ = _quantize(value, scheme, per_channel, channel_dim, rounding, dtype, None)
+    return out, scale
+
+
+def quantize_weighted(value: Tensor, scheme: str, weights: Tensor, *,
+                      per_channel: bool = False, channel_dim: int | None = 0,
+                      rounding: str = "nearest", dtype: torch.dtype | None = None
+                      ) -> tuple[Tensor, Tensor, Moved]:
+    """`quantize_tensor`, and how far it moved the entries (`Moved`, with ``weights`` shaped
+    like ``value``), measured on each block while it is in cache."""
+    out, scale, moved = _quantize(value, scheme, per_channel, channel_dim, rounding, dtype,
+                                  weights)
+    assert moved is not None
+    return out, scale, moved
+
+
+def _quantize(value: Tensor, scheme: str, per_channel: bool, channel_dim: int | None,
+              rounding: str, dtype: torch.dtype | None, weights: Tensor | None
+              ) -> tuple[Tensor, Tensor, Moved | None]:
+    scheme = _check_grid(scheme)
     rounding = check_rounding(rounding)
     dtype = dtype or value.dtype
     v = value.detach()
     toward_zero = rounding == "toward_zero"
     dim = channel_dim if per_channel and v.dim() > 0 else None
-    amax = _per_channel_amax(v, dim).to(torch.float64)
+    amax = channel_amax(v, dim).to(torch.float64)
     if scheme in FLOAT_FORMATS:
         fmt = FLOAT_FORMATS[scheme]
         scale = _pow2_scale(amax, torch.finfo(fmt).max)
@@ -178,34 +222,83 @@ def quantize_tensor(value: Tensor, scheme: str, *, per_channel: bool = False,
             return round_float(b / sc, fmt, rounding).mul_(sc)
     else:
         qmax = 2 ** (int(scheme[3:]) - 1) - 1
-        scale = _grid_scale(amax, qmax, dtype)
+        scale = grid_scale(amax, qmax, dtype)
 
         def rounded(b: Tensor, sc: Tensor) -> Tensor:
             return _int_round(b, sc, qmax, toward_zero)
+    # an integer grid within the dtype's significand: k * scale is stored exactly, and
+    # toward zero it is at most |v| already (`store` would change nothing)
+    exact = scheme not in FLOAT_FORMATS and int(scheme[3:]) <= exact_bits(dtype)
     out = torch.empty(v.shape, dtype=dtype, device=v.device)
-    for src, dst, sc in _blocks(v, out, scale, dim):
-        b = src.to(torch.float64)
-        dst.copy_(store(rounded(b, sc), b, dtype, toward_zero))
-    return out, scale
+    moved = None if weights is None else Moved(spread=not toward_zero)
+    for src, dst, sc, w in _blocks(v, out, scale, dim, weights):
+        if exact and not toward_zero:
+            # `_int_round` to nearest in three steps: a dimensioned float64 scale makes the
+            # quotient float64, and |src| <= amax <= qmax * scale up to the quotient's last
+            # bit, which rounds back to qmax: the clamp has nothing to do
+            b, q = src, torch.div(src, sc.reshape(1) if sc.dim() == 0 else sc).round_().mul_(sc)
+        else:
+            b = src.to(torch.float64)
+            q = rounded(b, sc)
+            q = q if exact else store(q, b, dtype, toward_zero)
+        dst.copy_(q)
+        if moved is not None:
+            moved.add(b, q, w)
+    return out, scale, moved
 
 
-#: entries per block: the float64 temporaries of one block stay in cache
-BLOCK = 1 << 20
+class Moved:
+    """How far a quantization moved the entries ``v`` of a tensor to ``q``, accumulated
+    block by block: ``total = sum(weights * |q - v| / |v|)`` in float64 (0 where ``v`` is 0),
+    and whether some entry grew in magnitude (``grew``) or shrank (``shrank``): only with
+    ``spread`` (rounding toward zero no entry grows, and whether one shrank does not matter)."""
+
+    def __init__(self, spread: bool = True) -> None:
+        self._sums: list[Tensor] = []
+        self.spread = spread
+        self.grew = self.shrank = False
+
+    def add(self, v: Tensor, q: Tensor, weights: Tensor) -> None:
+        """Account for one block (``q`` the stored values, in float64 or ``v``'s dtype)."""
+        a = v.abs()
+        if self.spread and not (self.grew and self.shrank):  # both seen: neither dominates
+            low, high = torch.aminmax(torch.sub(a, q.abs()))
+            self.grew, self.shrank = self.grew or bool(low < 0), self.shrank or bool(high > 0)
+        d = torch.sub(q, v).abs_()
+        w = weights if weights.dtype == torch.float64 else weights.to(torch.float64)
+        u = torch.div(w, a).nan_to_num_(0.0, 0.0, 0.0)  # 0/0 where v is 0
+        self._sums.append(torch.dot(d.reshape(-1).to(torch.float64), u.reshape(-1)))
+
+    @property
+    def total(self) -> float:
+        """``sum(weights * |q - v| / |v|)`` over every block added."""
+        return float(torch.stack(self._sums).sum()) if self._sums else 0.0
 
 
-def _blocks(v: Tensor, out: Tensor, scale: Tensor, dim: int | None
-            ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Matching blocks of ``v``, ``out`` (views, written in place) and ``scale``: flat runs of
-    entries for one scale, or runs of whole channels along ``dim``."""
+#: entries per block: the float64 temporaries of one block stay in cache, and torch runs an
+#: operation on this few entries on one thread (no thread waits for another on busy cores)
+BLOCK = 1 << 15
+
+
+def _blocks(v: Tensor, out: Tensor, scale: Tensor, dim: int | None,
+            weights: Tensor | None = None
+            ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None]]:
+    """Matching blocks of ``v``, ``out`` (views, written in place), ``scale`` and
+    ``weights`` (shaped like ``v``): flat runs of entries for one scale, or runs of whole
+    channels along ``dim``."""
     if dim is None:
         flat_v, flat_out = v.reshape(-1), out.view(-1)
+        flat_w = None if weights is None else weights.reshape(-1)
         for i in range(0, flat_v.numel(), BLOCK):
-            yield flat_v[i:i + BLOCK], flat_out[i:i + BLOCK], scale
+            yield (flat_v[i:i + BLOCK], flat_out[i:i + BLOCK], scale,
+                   None if flat_w is None else flat_w[i:i + BLOCK])
         return
     rows_v, rows_out, rows_s = v.movedim(dim, 0), out.movedim(dim, 0), scale.movedim(dim, 0)
+    rows_w = None if weights is None else weights.reshape(v.shape).movedim(dim, 0)
     step = max(1, BLOCK // max(1, rows_v[0].numel()))
     for i in range(0, rows_v.shape[0], step):
-        yield rows_v[i:i + step], rows_out[i:i + step], rows_s[i:i + step]
+        yield (rows_v[i:i + step], rows_out[i:i + step], rows_s[i:i + step],
+               None if rows_w is None else rows_w[i:i + step])
 
 
 def store(q: Tensor, reference: Tensor, dtype: torch.dtype, toward_zero: bool) -> Tensor:
