@@ -148,11 +148,14 @@ def test_build_model_torchvision_random_eval(monkeypatch: pytest.MonkeyPatch) ->
 
     calls: list[tuple[str, object]] = []
 
-    def get_model(name: str, weights: object = "default") -> nn.Module:
-        calls.append((name, weights))
-        return tiny().train()
+    def get_model_builder(name: str) -> object:
+        def build(weights: object = "default") -> nn.Module:
+            calls.append((name, weights))
+            return tiny().train()
 
-    monkeypatch.setattr(torchvision.models, "get_model", get_model)
+        return build
+
+    monkeypatch.setattr(torchvision.models, "get_model_builder", get_model_builder)
     model, shape = models.build_model("torchvision:resnet18")
     assert calls == [("resnet18", None)]
     assert not model.training and shape == (3, 224, 224)
