@@ -28,6 +28,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fxpath.tools.zoo.report import op_reason
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -237,12 +239,6 @@ def _zoo_run(info: dict[str, str]) -> str:
             f"torchvision {info.get('torchvision', '?')}")
 
 
-def _op_reason(reason: str) -> str:
-    """``"SiLU: not positively homogeneous (...)"`` -> ``"SiLU: not positively homogeneous"``
-    (as `fxpath.tools.zoo` shortens it)."""
-    return reason.split(" (", 1)[0].replace("|", "/")[:90]
-
-
 def zoo_families() -> str:
     """One row per family with a ReLU-DAG (supported or gap) (zoo_status.csv)."""
     info, rows = _csv("zoo_status.csv")
@@ -254,7 +250,7 @@ def zoo_families() -> str:
         c = Counter(r["status"] for r in members)
         if c["supported"] + c["gap"] == 0:
             continue
-        reasons = Counter(_op_reason(r["reason"]) for r in members
+        reasons = Counter(op_reason(r["reason"]) for r in members
                           if r["status"] in ("refused", "gap"))
         top = reasons.most_common(1)[0][0] if reasons else ""
         out.append((f"{source}:{family}", len(members), c["supported"], c["refused"], c["gap"],

@@ -101,7 +101,7 @@ def _family_table(results: Sequence[ZooResult]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for (source, family), rows in sorted(by_family.items()):
         c = Counter(r.status for r in rows)
-        reasons = Counter(_short(r.reason) for r in rows if r.status in ("refused", "gap"))
+        reasons = Counter(short_reason(r.reason) for r in rows if r.status in ("refused", "gap"))
         top = reasons.most_common(1)[0][0] if reasons else ""
         lines.append(f"| {source} | {family} | {len(rows)} | {c['supported']} | "
                      f"{c['refused']} | {c['gap']} | {c['skipped']} | {top} |")
@@ -120,7 +120,7 @@ def family_summary(results: Sequence[ZooResult]) -> list[str]:
     for (source, family), rows in sorted(by_family.items(), key=lambda kv: (
             SOURCES.index(kv[0][0]), kv[0][1])):
         c = Counter(r.status for r in rows)
-        reasons = Counter(_op_reason(r.reason) for r in rows if r.status in ("refused", "gap"))
+        reasons = Counter(op_reason(r.reason) for r in rows if r.status in ("refused", "gap"))
         top = reasons.most_common(1)[0][0] if reasons else ""
         if c["supported"] + c["gap"] == 0:
             refused_only.append((f"{source}:{family}", len(rows), top))
@@ -136,16 +136,16 @@ def family_summary(results: Sequence[ZooResult]) -> list[str]:
     return lines
 
 
-def _op_reason(reason: str) -> str:
+def op_reason(reason: str) -> str:
     """``"SiLU: not positively homogeneous (...)"`` -> ``"SiLU: not positively homogeneous"``."""
-    return _short(reason.split(" (", 1)[0])
+    return short_reason(reason.split(" (", 1)[0])
 
 
 #: the longest reason shown in a table cell
 _REASON_CHARS = 90
 
 
-def _short(reason: str) -> str:
+def short_reason(reason: str) -> str:
     """``reason`` for a table cell: ``|`` escaped, and at most `_REASON_CHARS` characters, cut
     after a whole word with an ellipsis (never mid-word: "... a squeeze-excitation gate…")."""
     reason = reason.replace("|", "/")
@@ -164,7 +164,7 @@ def gap_table(results: Sequence[ZooResult]) -> list[str]:
     blocked: dict[str, list[str]] = defaultdict(list)
     for r in results:
         if r.status == "gap":
-            blocked[_short(r.reason)].append(r.model)
+            blocked[short_reason(r.reason)].append(r.model)
     lines = ["| reason fxpath refuses or fails (a gap, not a non-ReLU op) | models | e.g. |",
              "|---|---|---|"]
     for reason, names in sorted(blocked.items(), key=lambda kv: (-len(kv[1]), kv[0])):
@@ -205,7 +205,7 @@ def write_markdown(results: Sequence[ZooResult], path: str | Path, info: dict[st
                   "path-norm / forward | scores / forward | function | rescale | Lipschitz | "
                   "checks |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            state = r.status if r.status == "supported" else f"{r.status}: {_short(r.reason)}"
+            state = r.status if r.status == "supported" else f"{r.status}: {short_reason(r.reason)}"
             lines.append(
                 f"| {r.source}:{r.model} | {_fmt(r.params and r.params / 1e6, '.2f')}M | "
                 f"{state} | {_fmt(r.log10_path_norm, '.3f')} | {_fmt(r.forward_ms, '.1f')} | "
@@ -216,5 +216,5 @@ def write_markdown(results: Sequence[ZooResult], path: str | Path, info: dict[st
         lines += ["| model | family | params | status | reason |", "|---|---|---|---|---|"]
         lines += [f"| {r.source}:{r.model} | {r.family} | "
                   f"{_fmt(r.params and r.params / 1e6, '.2f')}M | {r.status} | "
-                  f"{_short(r.reason)} |" for r in rows]
+                  f"{short_reason(r.reason)} |" for r in rows]
     Path(path).write_text("\n".join(lines) + "\n")
