@@ -222,6 +222,7 @@ def _varies(model: nn.Module, shape: tuple[int, ...]) -> bool:
     return not torch.equal(y, y[:1].expand_as(y))
 
 
+@pytest.mark.slow  # several prune rounds (~6 s): CI runs it, -m slow
 def test_iterative_path_magnitude_keeps_a_path() -> None:
     """One shot at 90% empties the widest conv; the same sparsity in 2 or 4 rescored steps
     leaves a path, and the model's output depends on its input again."""
@@ -273,6 +274,7 @@ def test_guard_gives_up_where_no_path_fits() -> None:
     assert report.collapsed and report.overall_sparsity == 1.0
 
 
+@pytest.mark.slow  # a whole CLI prune (~4 s): CI runs it, -m slow
 def test_cli_prints_the_collapse(capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """``fxpath prune`` adds one line when the pruned model is collapsed (the warning goes to
