@@ -361,8 +361,10 @@ def test_layer_metrics_from_the_scores_are_the_certified_ones(
     coordinates); it is the path-metric of the model with that layer alone quantized, with
     the same exactness, also where a quantized bias before a kept BatchNorm changes sign."""
     model, shape = _small_net(torch.float64), (2, 6, 6)
+    before = snapshot(model)  # float64 weights: blocks of them are read, never written
     q, report = fxpath.quantize(model, shape, scheme, rounding=rounding,
                                 per_channel=per_channel, biases=biases)
+    assert_unchanged(model, before)
     for layer, r in report.layers.items():
         d = fxpath.path_metric(model, _alone(model, q, layer, biases), shape)
         assert r.metric.value == pytest.approx(d.value, rel=1e-12), layer

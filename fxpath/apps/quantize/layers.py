@@ -147,7 +147,7 @@ def _moved(w: Tensor, layer: QuantizedLayer, score: Tensor) -> Moved:
     moved = Moved(spread=not layer.toward_zero)
     v, q, s = w.reshape(-1), layer.weight.reshape(-1), score.reshape(-1)
     for i in range(0, v.numel(), BLOCK):
-        moved.add(v[i:i + BLOCK], q[i:i + BLOCK], s[i:i + BLOCK])
+        moved.add(v[i:i + BLOCK].to(torch.float64, copy=True), q[i:i + BLOCK], s[i:i + BLOCK])
     return moved
 
 

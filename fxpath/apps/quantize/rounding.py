@@ -232,19 +232,22 @@ def _quantize(value: Tensor, scheme: str, per_channel: bool, channel_dim: int | 
     out = torch.empty(v.shape, dtype=dtype, device=v.device)
     moved = None if weights is None else Moved(spread=not toward_zero)
     for src, dst, sc, w in _blocks(v, out, scale, dim, weights):
+        b = src.to(torch.float64, copy=True)  # (`Moved.add` overwrites it)
         if exact and not toward_zero:
-            # `_int_round` to nearest in three steps: a dimensioned float64 scale makes the
-            # quotient float64, and |src| <= amax <= qmax * scale up to the quotient's last
-            # bit, which rounds back to qmax: the clamp has nothing to do
-            b, q = src, torch.div(src, sc.reshape(1) if sc.dim() == 0 else sc).round_().mul_(sc)
+            # `_int_round` to nearest without its clamp: |b| <= amax <= qmax * scale up to the
+            # quotient's last bit, which rounds back to qmax
+            q = torch.div(b, sc).round_().mul_(sc)
         else:
-            b = src.to(torch.float64)
             q = rounded(b, sc)
             q = q if exact else store(q, b, dtype, toward_zero)
         dst.copy_(q)
         if moved is not None:
             moved.add(b, q, w)
     return out, scale, moved
+
+
+#: the smallest positive float64: dividing by it leaves 0 at 0 and changes no other quotient
+_TINY = math.ulp(0.0)
 
 
 class Moved:
@@ -259,15 +262,17 @@ class Moved:
         self.grew = self.shrank = False
 
     def add(self, v: Tensor, q: Tensor, weights: Tensor) -> None:
-        """Account for one block (``q`` the stored values, in float64 or ``v``'s dtype)."""
-        a = v.abs()
+        """Account for one block: ``v`` in float64, a copy this call overwrites; ``q`` the
+        stored values (in float64 or ``v``'s dtype; 0 wherever ``v`` is, as quantization
+        keeps zeros)."""
         if self.spread and not (self.grew and self.shrank):  # both seen: neither dominates
-            low, high = torch.aminmax(torch.sub(a, q.abs()))
+            low, high = torch.aminmax(v.abs() - q.abs())
             self.grew, self.shrank = self.grew or bool(low < 0), self.shrank or bool(high > 0)
         d = torch.sub(q, v).abs_()
-        w = weights if weights.dtype == torch.float64 else weights.to(torch.float64)
-        u = torch.div(w, a).nan_to_num_(0.0, 0.0, 0.0)  # 0/0 where v is 0
-        self._sums.append(torch.dot(d.reshape(-1).to(torch.float64), u.reshape(-1)))
+        d.div_(v.abs_().clamp_min_(_TINY))  # 0 / tiny = 0 where v is 0
+        w = weights.reshape(-1)
+        self._sums.append(torch.dot(d.reshape(-1), w if w.dtype == torch.float64
+                                    else w.to(torch.float64)))
 
     @property
     def total(self) -> float:
