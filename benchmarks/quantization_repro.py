@@ -26,15 +26,14 @@ Run: ``python benchmarks/quantization_repro.py --quick`` (under 2 minutes on 2 c
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pruning_repro as pr  # benchmarks/ (this script's folder is on sys.path)
+import repro_cli
 import torch
 import torchvision
 from bench_path import machine
@@ -496,11 +495,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_results(result: dict, out_dir: Path, name: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"quantization_repro_{name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=_json))
-    stem.with_suffix(".md").write_text(to_markdown(result))
-    plot(result, stem.with_suffix(".png"))
+    repro_cli.write_results(result, out_dir, "quantization_repro", name, to_markdown, plot,
+                            json_default=_json)
+
 
 
 def _json(v: object) -> object:
@@ -510,36 +507,19 @@ def _json(v: object) -> object:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="digits 8x8 (default)")
-    mode.add_argument("--full", action="store_true", help="MNIST (needs the cached file)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: 1 quick, 2 full)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results)")
-    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png of a run")
-    args = ap.parse_args(argv)
-    if args.render:
-        path = Path(args.render)
-        result = json.loads(path.read_text())
-        path.with_suffix(".md").write_text(to_markdown(result))
-        plot(result, path.with_suffix(".png"))
-        return 0
-    cfg = FULL if args.full else QUICK
-    if args.threads:
-        cfg = replace(cfg, threads=args.threads)
-    if args.out:
-        cfg = replace(cfg, out_dir=args.out)
-    if args.full:
-        try:
-            pr.load_data(cfg.train)
-        except Exception as exc:  # no cached file and no network: say so, do not fake it
-            print(f"MNIST is not available here ({type(exc).__name__}: {exc}); --full needs "
-                  "the cache of benchmarks/repro_data.py or access to the package index")
-            return 2
-    result = run(cfg)
-    print(json.dumps(result["claims"], indent=1))
-    print(f"total {result['seconds']:.1f}s")
-    return 0
+    return repro_cli.main(argv, __doc__, quick=QUICK, full=FULL, run=run,
+                          to_markdown=to_markdown, plot=plot, quick_help="digits 8x8 (default)",
+                          full_help="MNIST (needs the cached file)", check_full=_mnist_available)
+
+def _mnist_available(cfg: Config) -> int | None:
+    """2 (and why) when MNIST can be neither read from the cache nor fetched."""
+    try:
+        pr.load_data(cfg.train)
+    except Exception as exc:  # no cached file and no network: say so, do not fake it
+        print(f"MNIST is not available here ({type(exc).__name__}: {exc}); --full needs "
+              "the cache of benchmarks/repro_data.py or access to the package index")
+        return 2
+    return None
 
 
 if __name__ == "__main__":

@@ -25,15 +25,14 @@ Run: ``python benchmarks/training_repro.py --quick`` (a few minutes on one core)
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pruning_repro as pr  # benchmarks/ (this script's folder is on sys.path)
+import repro_cli
 import torch
 import torch.nn.functional as F
 from bench_path import machine
@@ -351,40 +350,14 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_results(result: dict, out_dir: Path, name: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"training_repro_{name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(to_markdown(result))
-    plot(result, stem.with_suffix(".png"))
+    repro_cli.write_results(result, out_dir, "training_repro", name, to_markdown, plot)
+
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="digits 8x8 (default)")
-    mode.add_argument("--full", action="store_true", help="MNIST")
-    ap.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
-    ap.add_argument("--threads", type=int, help="torch threads (default: 1 quick, 2 full)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results)")
-    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md and .png of a run")
-    args = ap.parse_args(argv)
-    if args.render:
-        path = Path(args.render)
-        result = json.loads(path.read_text())
-        path.with_suffix(".md").write_text(to_markdown(result))
-        plot(result, path.with_suffix(".png"))
-        return 0
-    cfg = FULL if args.full else QUICK
-    if args.seeds:
-        cfg = replace(cfg, seeds=tuple(args.seeds))
-    if args.threads:
-        cfg = replace(cfg, threads=args.threads)
-    if args.out:
-        cfg = replace(cfg, out_dir=args.out)
-    result = run(cfg)
-    print(json.dumps(result["claims"], indent=1))
-    print(f"total {result['seconds']:.1f}s")
-    return 0
+    return repro_cli.main(argv, __doc__, quick=QUICK, full=FULL, run=run,
+                          to_markdown=to_markdown, plot=plot, quick_help="digits 8x8 (default)",
+                          full_help="MNIST", seeds=True)
 
 
 if __name__ == "__main__":
