@@ -470,15 +470,17 @@ def test_timm_hrnet_family(name: str) -> None:
 @pytest.mark.slow  # real segmentation models
 def test_cli_smp_models(capsys: pytest.CaptureFixture[str]) -> None:
     from fxpath.tools.cli import main
+    from fxpath.tools.commands import norm_text
 
     assert main(["norm", "smp:Unet:resnet18", "--size", "3", "32", "32", "--q", "1"]) == 0
     out = capsys.readouterr().out
     torch.manual_seed(0)
     model = _smp_package().create_model("Unet", encoder_name="resnet18",
                                         encoder_weights=None).eval()
-    want = fxpath.compile(model, (3, 32, 32), dtype=torch.float32).path_norm()
-    assert out == (f"l^1 path-norm of smp:Unet:resnet18 at (3, 32, 32): {want.value:.10g} "
-                   f"(log10 {want.log10:.10f})\n")
+    # the CLI's one-shot answers are computed in float64 and printed with 10 digits
+    want = fxpath.compile(model, (3, 32, 32), dtype=torch.float64).path_norm()
+    assert out == (f"l^1 path-norm of smp:Unet:resnet18 at (3, 32, 32): "
+                   f"{norm_text(want, torch.float64)}\n")
     assert main(["norm", "smp:Unet"]) == 2
     assert "smp:ARCH:ENCODER (smp:Unet:resnet34), got 'smp:Unet'" in capsys.readouterr().err
     assert main(["norm", "smp:Unett:resnet18"]) == 2
