@@ -22,6 +22,8 @@ from fxpath.apps.prune import PruneReport, prune
 from fxpath.apps.quantize.api import quantize
 from fxpath.apps.quantize.report import LayerQuantization, QuantizeReport
 from fxpath.apps.rescale import rescale
+from fxpath.apps.structured.api import certify_channels, prune_channels
+from fxpath.apps.structured.report import ChannelCertificate, StructuredReport
 from fxpath.apps.training.path_sgd import PathSGD
 from fxpath.apps.training.penalty import PathNormPenalty
 from fxpath.errors import (
@@ -39,10 +41,10 @@ from fxpath.quantities.results import PathMetric, PathNorm
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchitectureMismatchError", "ArgumentError", "CollapseError", "CollapseWarning",
-           "FxPathError", "GeneralizationBound",
-           "Ingredients", "LayerQuantization", "NonFiniteError", "PathMetric", "PathNorm",
-           "PathNormPenalty", "PathProgram", "PathSGD", "PruneReport", "QuantizeReport",
-           "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend", "compile", "equalize",
-           "generalization_bound", "lipschitz_bound", "path_magnitude", "path_metric", "path_norm",
-           "prune", "quantize", "rescale"]
+__all__ = ["ArchitectureMismatchError", "ArgumentError", "ChannelCertificate", "CollapseError",
+           "CollapseWarning", "FxPathError", "GeneralizationBound", "Ingredients",
+           "LayerQuantization", "NonFiniteError", "PathMetric", "PathNorm", "PathNormPenalty",
+           "PathProgram", "PathSGD", "PruneReport", "QuantizeReport", "StructuredReport",
+           "TraceError", "UnsupportedModelError", "UnsupportedOp", "backend", "certify_channels",
+           "compile", "equalize", "generalization_bound", "lipschitz_bound", "path_magnitude",
+           "path_metric", "path_norm", "prune", "prune_channels", "quantize", "rescale"]

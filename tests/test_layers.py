@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fxpath.program", "fxpath.api"),
     ("fxpath.apps",),
     ("fxpath.tools",),
-    ("fxpath",),  # the package's face: the public API
+    ("fxpath", "fxpath.torch_pruning"),  # the package's faces: the public API, the plug-in
 )
 
 
