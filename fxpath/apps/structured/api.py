@@ -75,10 +75,10 @@ def prune_channels(model: nn.Module, amount: float, input_shape: Shape, *,
         small, ledger = _cut(tp, small, inputs, shapes, amount, steps, criterion, scope,
                              ignored, round_to, dtype)
         certificate = _certify(dense, model, small, ledger, inputs)
-        params, macs = _sizes(tp, model, small, inputs)
+        params, macs = _sizes(model, small, inputs)
     return small, StructuredReport(**vars(certificate), criterion=criterion, scope=scope,
                                    amount=amount, steps=steps, round_to=round_to,
-                                   params=params, macs=macs)
+                                   params=params, macs=macs, spared=ledger.spared)
 
 
 def certify_channels(dense: nn.Module, pruned: nn.Module, history: Sequence[Any],
@@ -112,7 +112,7 @@ def certify_channels(dense: nn.Module, pruned: nn.Module, history: Sequence[Any]
             fn = pruner.prune_out_channels if is_out else pruner.prune_in_channels
             group = graph.get_pruning_group(modules[name], fn, idxs)
             ledger.record(group)
-            group.prune(record_history=False)
+            _prune(group, ledger, record_history=False)
         return _certify(program, dense, pruned, ledger, inputs)
 
 
@@ -161,7 +161,7 @@ def _example_inputs(model: nn.Module, shapes: Sequence[tuple[int, ...]]) -> list
     dtype = ref.dtype if ref is not None else torch.float32
     device = ref.device if ref is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
-    return [torch.randn((2, *s), generator=gen, dtype=torch.float64).to(device, dtype)
+    return [torch.randn((1, *s), generator=gen, dtype=torch.float64).to(device, dtype)
             for s in shapes]
 
 
@@ -196,37 +196,82 @@ def _cut(tp: Any, small: nn.Module, inputs: Sequence[Tensor], shapes: Sequence[t
         raise FxPathError(f"Torch-Pruning cannot build the dependency graph of this model: "
                           f"{type(exc).__name__}: {exc}") from exc
     ledger = Ledger(small, pruner.DG)
-    refused = _guard(pruner.DG, ledger.names)
+    refused, spared = _guard(pruner, ledger.names, scope, round_to or 1)
     owners = out_channel_functions()
     for _ in range(steps):
-        masses = None
+        mass.frozen = False
         for group in pruner.step(interactive=True):
-            if masses is None:  # the masses of the model as this step found it
-                masses = mass.masses()
-            removed = group_mass(group, masses, ledger.names, owners)
+            # the masses of the model as this step found it: the step's groups are disjoint,
+            # so their indices refer to it until the step ends
+            mass.frozen = True
+            removed = group_mass(group, mass.masses(), ledger.names, owners)
             ledger.record(group, None if removed is None else float(removed.sum()))
-            group.prune()
+            _prune(group, ledger)
+        mass.frozen = False
         if refused:
             raise ArgumentError(f"amount={amount:g} would remove every channel of layer "
                                 f"{refused[0]} ({scope} scope, {criterion}); lower the "
                                 f"amount or add the layer to ignored_layers")
+    ledger.spared = tuple(dict.fromkeys(spared))
     return small, ledger
 
 
-def _guard(graph: Any, names: dict[nn.Module, str]) -> list[str]:
-    """Record the groups Torch-Pruning declines because the cut would empty a layer (it would
-    otherwise skip them silently)."""
+def _prune(group: Any, ledger: Ledger, **kwargs: Any) -> None:
+    """``group.prune()``, with Torch-Pruning's own failures named by layer."""
+    try:
+        group.prune(**kwargs)
+    except Exception as exc:  # the library's own failure, whatever its type
+        layers = ", ".join(ledger.groups[-1].layers) if ledger.groups else "?"
+        raise FxPathError(f"Torch-Pruning cannot cut the group rooted at "
+                          f"{ledger.groups[-1].root if ledger.groups else '?'} (layers "
+                          f"{layers}): {type(exc).__name__}: {exc}") from exc
+
+
+def _guard(pruner: Any, names: dict[nn.Module, str], scope: str, keep: int
+           ) -> tuple[list[str], list[str]]:
+    """Torch-Pruning skips, silently, a group whose cut would empty a layer. Per layer that is
+    an impossible request: recorded as refused. In a global ranking the layer keeps instead
+    its ``keep`` best channels (by the same criterion), recorded as spared."""
     refused: list[str] = []
+    spared: list[str] = []
+    graph = pruner.DG
     check = graph.check_pruning_group
 
     def guarded(group: Any) -> bool:
-        ok = bool(check(group))
-        if not ok:
-            refused.append(names.get(group[0].dep.target.module, "?"))
-        return ok
+        if check(group):
+            return True
+        name = names.get(group[0].dep.target.module, "?")
+        trimmed = _keep_best(pruner, group, keep) if scope == "global" else None
+        if trimmed is None or not check(trimmed):
+            refused.append(name)
+            return False
+        group._group[:] = list(trimmed._group)  # the pruner cuts this very object next
+        spared.append(name)
+        return True
 
     graph.check_pruning_group = guarded
-    return refused
+    return refused, spared
+
+
+def _keep_best(pruner: Any, group: Any, keep: int) -> Any:
+    """``group`` minus the ``keep`` best channels of its root (per channel group)."""
+    graph = pruner.DG
+    module, handler = group[0].dep.target.module, group[0].dep.handler
+    count = (graph.get_out_channels(module) if graph.is_out_channel_pruning_fn(handler)
+             else graph.get_in_channels(module))
+    ch_groups = max(1, int(pruner._get_channel_groups(group)))
+    size = int(count) // ch_groups
+    if size <= keep:
+        return None
+    scores = pruner.estimate_importance(graph.get_pruning_group(module, handler,
+                                                                list(range(int(count)))))
+    if scores is None:
+        return None
+    dims = scores.reshape(ch_groups, size).mean(0)
+    best = set(torch.topk(dims, keep).indices.tolist())
+    asked = {int(i) % size for i in group[0].idxs}
+    cut = sorted(d + g * size for d in asked - best for g in range(ch_groups))
+    return graph.get_pruning_group(module, handler, cut) if cut else None
 
 
 def _certify(program: PathProgram, dense: nn.Module, small: nn.Module, ledger: Ledger,
@@ -255,12 +300,21 @@ def _out_channels(module: nn.Module) -> int:
     return int(module.out_channels)  # type: ignore[arg-type]
 
 
-def _sizes(tp: Any, dense: nn.Module, small: nn.Module, inputs: Sequence[Tensor]
+def _sizes(dense: nn.Module, small: nn.Module, inputs: Sequence[Tensor]
            ) -> tuple[tuple[int, int], tuple[int, int]]:
-    one = _one([x[:1] for x in inputs])
-    macs_a, params_a = tp.utils.count_ops_and_params(dense, one)
-    macs_b, params_b = tp.utils.count_ops_and_params(small, one)
-    return (int(params_a), int(params_b)), (int(macs_a), int(macs_b))
+    """(dense, small) parameter counts and multiply-accumulates of one sample (torch's own
+    FLOP counter: a multiply-add counts 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one = [x[:1] for x in inputs]
+    macs = []
+    for model in (dense, small):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(*one)
+        macs.append(counter.get_total_flops() // 2)
+    params = [sum(p.numel() for p in m.parameters()) for m in (dense, small)]
+    return (params[0], params[1]), (int(macs[0]), int(macs[1]))
 
 
 def _entry(entry: Any, modules: dict[str, nn.Module]) -> tuple[str, bool, list[int]]:

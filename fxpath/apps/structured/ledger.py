@@ -59,6 +59,7 @@ class Ledger:
         self.graph = graph
         self.layers: dict[str, LayerCut] = {}
         self.groups: list[GroupCut] = []
+        self.spared: tuple[str, ...] = ()
         self._kept_out: dict[str, list[int]] = {}
         self._kept_in: dict[str, list[int]] = {}
 

@@ -83,6 +83,7 @@ class ChannelMass:
         self._shapes: tuple[Any, ...] | None = None
         self._state: tuple[Any, ...] | None = None
         self._masses: dict[str, Tensor] = {}
+        self.frozen = False  # True: keep the masses of the last computation (one pruning step)
 
     @property
     def program(self) -> PathProgram:
@@ -98,7 +99,7 @@ class ChannelMass:
         """Module path -> per-channel path mass fraction (float64, on the CPU)."""
         state = tuple((k, tuple(v.shape), v.data_ptr(), v._version)
                       for k, v in self.model.state_dict(keep_vars=True).items())
-        if state != self._state:
+        if state != self._state and not (self.frozen and self._state is not None):
             prog = self.program
             self._masses = {k: v.detach().to("cpu", torch.float64)
                             for k, v in prog.path_magnitude(neurons=True).items()}

@@ -62,6 +62,8 @@ class StructuredReport(ChannelCertificate):
         round_to: channel counts kept at multiples of this (None: any).
         params: (dense, small) parameter counts.
         macs: (dense, small) multiply-accumulates of one sample (Torch-Pruning's counter).
+        spared: layers the global ranking would have emptied: each kept its ``round_to`` (or
+            one) best channels instead (per channel group of a grouped conv).
     """
 
     criterion: str = "path_magnitude"
@@ -71,3 +73,4 @@ class StructuredReport(ChannelCertificate):
     round_to: int | None = None
     params: tuple[int, int] = (0, 0)
     macs: tuple[int, int] = (0, 0)
+    spared: tuple[str, ...] = ()
