@@ -15,8 +15,9 @@ from fxpath.errors import ArgumentError
 from fxpath.tools.models import parse_model
 from fxpath.validate import check_q
 
-__all__ = ["EXIT_HELP", "MODEL_HELP", "ONE_SHOT", "PICTURE_SUFFIXES", "TENSOR_SUFFIXES",
-           "budget", "build_parser", "exponent", "fraction", "input_bound", "model_spec",
+__all__ = ["EXIT_HELP", "MODEL_HELP", "ONE_SHOT", "PICTURE_SUFFIXES", "PRUNE_AMOUNT",
+           "PRUNE_CRITERIA", "STRUCTURED_AMOUNT", "STRUCTURED_CRITERIA", "TENSOR_SUFFIXES",
+           "budget", "build_parser", "exponent", "finish", "fraction", "input_bound", "model_spec",
            "non_negative_int", "picture_file", "positive_int", "program_file", "seed",
            "tensor_file"]
 
@@ -25,6 +26,12 @@ __all__ = ["EXIT_HELP", "MODEL_HELP", "ONE_SHOT", "PICTURE_SUFFIXES", "TENSOR_SU
 ONE_SHOT = ("norm", "metric")
 #: the files that --save and --out write tensors to (torch.save, safetensors)
 TENSOR_SUFFIXES = (".pt", ".safetensors")
+#: ``fxpath prune``'s default --amount: of the weights, and of the channels (--structured)
+PRUNE_AMOUNT = 0.6
+STRUCTURED_AMOUNT = 0.5
+#: the criteria of ``fxpath prune`` and those that only rank channels (--structured)
+STRUCTURED_CRITERIA = ("l1", "bn_scale")
+PRUNE_CRITERIA = ("path_magnitude", "magnitude", *STRUCTURED_CRITERIA)
 #: the pictures ``fxpath plot`` writes
 PICTURE_SUFFIXES = (".png",)
 
@@ -57,6 +64,7 @@ _EXAMPLES = {
   fxpath scores resnet18 --save scores.safetensors   # every score, keyed by state_dict name
   fxpath prune torchvision:resnet18 --amount 0.6 --steps 5
   fxpath prune resnet18 --out pruned.pt --export pruned.pt2   # checkpoint + ExportedProgram
+  fxpath prune torchvision:resnet18 --structured --export small.pt2   # remove channels
   fxpath metric resnet18 pruned.pt             # certified path-metric, dense vs pruned
   fxpath norm pruned.pt2 --json                # a saved ExportedProgram; JSON results
   fxpath norm mypkg.nets:make_net --size 3 32 32   # your own model: module.path:factory
@@ -81,7 +89,10 @@ _EXAMPLES = {
   fxpath prune resnet18 --criterion magnitude --scope layer
   fxpath prune resnet18 --out pruned.safetensors      # the pruned weights (zeros kept)
   fxpath prune resnet18 --export pruned.pt2           # and/or a torch.export program
-  fxpath metric resnet18 pruned.safetensors           # the metric again, from the files""",
+  fxpath metric resnet18 pruned.safetensors           # the metric again, from the files
+  fxpath prune torchvision:resnet18 --structured --size 3 32 32   # 50% of the channels
+  fxpath prune torchvision:resnet18 --structured --amount 0.3 --round-to 8 --out small.pt
+  fxpath prune resnet18 --structured --criterion l1 --export small.pt2 --json""",
     "quantize": """\
   fxpath quantize torchvision:resnet18 --scheme int8            # per tensor, to nearest
   fxpath quantize torchvision:resnet18 --scheme int4 --per-channel --rounding toward_zero
@@ -126,7 +137,11 @@ _SUBCOMMANDS = {
     "prune": ("prune by path-magnitude and print the certified path-metric",
               "Prune the conv and linear weights of MODEL and print the overall sparsity and\n"
               "the certified l^1 path-metric between the dense and the pruned model: the\n"
-              "outputs move by at most max(1, ||x||_inf) times this value."),
+              "outputs move by at most max(1, ||x||_inf) times this value.\n\n"
+              "With --structured, remove whole channels instead (fxpath.prune_channels;\n"
+              "coupled channels go together, cut by Torch-Pruning): print the parameters,\n"
+              "MACs and batch-1 CPU latency of the dense and the small model, the channels\n"
+              "removed and the layers cut most, and the exact certified path-metric."),
     "quantize": ("quantize the weights and print the certified path-metric",
                  "Quantize the conv and linear weights of a copy of MODEL and print the\n"
                  "certified l^1 path-metric between the model and the copy (exact when\n"
@@ -345,31 +360,74 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save every score tensor, keyed by state_dict name, to FILE.pt "
                         "(torch.save) or FILE.safetensors (default: print only)")
     _add_json(c)
-    c = _add_subcommand(sub, "prune")
-    c.add_argument("--amount", metavar="A", type=fraction, default=0.6,
-                   help="fraction of the conv/linear weights to set to zero, in [0, 1] "
-                        "(default: %(default)s)")
-    c.add_argument("--criterion", default="path_magnitude",
-                   choices=["path_magnitude", "magnitude"],
-                   help="score of a weight: its share of path mass, or |w| "
-                        "(default: %(default)s)")
-    c.add_argument("--scope", default="global", choices=["global", "layer"],
-                   help="one threshold over all weights, or one per tensor "
-                        "(default: %(default)s)")
-    c.add_argument("--steps", metavar="N", type=positive_int(), default=1,
-                   help="prune-and-rescore rounds, N >= 1; the kept fraction shrinks "
-                        "geometrically to 1 - A (default: %(default)s)")
-    c.add_argument("--out", metavar="FILE", type=tensor_file,
-                   help="save the pruned weights (a state dict, zeros in place) to FILE.pt or "
-                        "FILE.safetensors (default: none)")
-    c.add_argument("--export", metavar="FILE.pt2", type=program_file,
-                   help="save the pruned model as an ExportedProgram (torch.export.save; "
-                        "batch dimension dynamic where it exports) (default: none)")
-    _add_json(c)
+    _add_prune(sub)
     _add_quantize(sub)
     _add_tools(sub)
     _add_bound(sub)
     return p
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    c = _add_subcommand(sub, "prune")
+    c.add_argument("--structured", action="store_true",
+                   help="remove whole channels instead (fxpath.prune_channels, through "
+                        "Torch-Pruning: pip install \"fxpath[prune]\"): a smaller, faster "
+                        "model, timed against the dense one (default: zero single weights, "
+                        "same size)")
+    c.add_argument("--amount", metavar="A", type=fraction, default=None,
+                   help="fraction of the conv/linear weights to set to zero, in [0, 1]; with "
+                        f"--structured, of the channels to remove, in [0, 1) (default: "
+                        f"{PRUNE_AMOUNT}; {STRUCTURED_AMOUNT} with --structured)")
+    c.add_argument("--criterion", default="path_magnitude", choices=list(PRUNE_CRITERIA),
+                   help="score of a weight: its share of path mass, or |w| (magnitude); with "
+                        "--structured, of a channel: its path mass, Torch-Pruning's filter L1 "
+                        "norm (l1) or BatchNorm scale (bn_scale) (default: %(default)s)")
+    c.add_argument("--scope", default="global", choices=["global", "layer"],
+                   help="one threshold over all weights (channels), or one per tensor (layer) "
+                        "(default: %(default)s)")
+    c.add_argument("--steps", metavar="N", type=positive_int(), default=1,
+                   help="prune-and-rescore rounds, N >= 1; the kept fraction shrinks "
+                        "geometrically to 1 - A (with --structured: the rounds reach A "
+                        "together) (default: %(default)s)")
+    c.add_argument("--round-to", metavar="K", type=positive_int("round-to"),
+                   help="--structured only: keep channel counts at multiples of K, K >= 1 "
+                        "(default: any count)")
+    c.add_argument("--out", metavar="FILE", type=tensor_file,
+                   help="save the pruned weights (a state dict, zeros in place) to FILE.pt or "
+                        "FILE.safetensors; with --structured, FILE.pt holds the whole small "
+                        "module (torch.save) and FILE.safetensors its weights only, whose "
+                        "architecture comes from --export (default: none)")
+    c.add_argument("--export", metavar="FILE.pt2", type=program_file,
+                   help="save the pruned (with --structured: the small) model as an "
+                        "ExportedProgram (torch.export.save; batch dimension dynamic where it "
+                        "exports) (default: none)")
+    _add_json(c)
+
+
+def finish(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The checks that involve several flags (``type=`` functions see one value), as usage
+    errors of the subcommand, and the defaults that depend on another flag: ``prune``'s
+    ``--amount``, ``--criterion`` and ``--round-to`` against ``--structured``."""
+    if args.command != "prune":
+        return args
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    error = sub.choices["prune"].error
+    if not args.structured:
+        if args.criterion in STRUCTURED_CRITERIA:
+            error(f"argument --criterion: {args.criterion} ranks channels: add --structured "
+                  "(single weights: path_magnitude or magnitude)")
+        if args.round_to is not None:
+            error("argument --round-to: rounds channel counts: add --structured")
+        args.amount = PRUNE_AMOUNT if args.amount is None else args.amount
+        return args
+    if args.criterion == "magnitude":
+        error("argument --criterion: magnitude scores single weights; with --structured use "
+              "path_magnitude, l1 or bn_scale")
+    if args.amount is not None and args.amount >= 1.0:
+        error(f"argument --amount: with --structured, amount must be in [0, 1) (some channels "
+              f"stay), got '{args.amount:g}'")
+    args.amount = STRUCTURED_AMOUNT if args.amount is None else args.amount
+    return args
 
 
 def _add_json(c: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@
     fxpath norm torchvision:resnet50 --size 3 224 224
     fxpath scores resnet18 --top 10            # tensors carrying the most path mass
     fxpath prune torchvision:resnet18 --amount 0.6
+    fxpath prune torchvision:resnet18 --structured --amount 0.5 --export small.pt2   # channels
     fxpath quantize torchvision:resnet18 --scheme int8 --per-channel
     fxpath metric resnet18 pruned.pt           # certified path-metric between two weight sets
     fxpath check efficientnet_b0               # every op: supported, or why not
@@ -32,7 +33,8 @@ Exit codes (`main` returns them; messages on stderr):
   usage and the error), or any `fxpath.FxPathError` (one line ``fxpath: ...``): an unknown
   model (with the closest registered names), a model that cannot be built or that fxpath
   refuses (not a ReLU network, an input shape that does not fit), a checkpoint that does not
-  fit, no input size, matplotlib missing for ``plot``; also running out of memory.
+  fit, no input size, matplotlib missing for ``plot``, Torch-Pruning missing for ``prune
+  --structured``; also running out of memory.
 - 3 (`EXIT_UNSUPPORTED`): ``fxpath check`` only, the model is not supported (the report says
   why).
 - 130 (`EXIT_INTERRUPTED`): interrupted (Ctrl-C): ``fxpath: interrupted``.
@@ -55,9 +57,11 @@ from fxpath.api import compile as compile_program
 from fxpath.api import generalization_bound
 from fxpath.apps.prune import prune
 from fxpath.apps.quantize.api import quantize
+from fxpath.apps.structured.api import prune_channels
+from fxpath.apps.structured.library import torch_pruning
 from fxpath.errors import FxPathError
-from fxpath.tools import commands
-from fxpath.tools.arguments import ONE_SHOT, build_parser
+from fxpath.tools import channels, commands
+from fxpath.tools.arguments import ONE_SHOT, build_parser, finish
 from fxpath.tools.models import build_model
 from fxpath.tools.support import support_report, support_text
 
@@ -103,6 +107,8 @@ def _scores(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
 def _prune(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
            dtype: torch.dtype) -> None:
     model = commands.as_module(model)
+    if args.structured:
+        return _prune_channels(args, model, shape, dtype)
     report = prune(model, args.amount, shape, criterion=args.criterion, scope=args.scope,
                    steps=args.steps, dtype=dtype)
     saved = _save_pruned(args, model, shape)
@@ -123,6 +129,21 @@ def _prune(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
     if "exported" in saved:
         print(f"saved the pruned model as an ExportedProgram ({saved['exported_batch']}) to "
               f"{saved['exported']}")
+
+
+def _prune_channels(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...],
+                    dtype: torch.dtype) -> None:
+    """``prune --structured``: whole channels removed, a smaller model, timed and certified."""
+    small, report = prune_channels(model, args.amount, shape, criterion=args.criterion,
+                                   scope=args.scope, steps=args.steps, round_to=args.round_to,
+                                   dtype=dtype)
+    timing = channels.latency(model, small, shape)
+    total = sum(channels.output_channels(model).values())
+    saved = channels.save(small, shape, args.out, args.export)
+    if args.json:
+        return _print_json(channels.result(args.model, shape, report, timing, total, dtype,
+                                           saved))
+    print("\n".join(channels.text(args.model, shape, report, timing, total, saved)))
 
 
 def _save_pruned(args: argparse.Namespace, model: nn.Module,
@@ -155,6 +176,7 @@ def _quantize(args: argparse.Namespace, model: nn.Module, shape: tuple[int, ...]
     what = f"{scheme}" if args.budget is None else f"budget {args.budget:g}, integer bits"
     print(f"{args.model} at {shape}: quantized {len(report.layers)} conv/linear layers "
           f"({what}, {granularity}, {args.rounding}), {report.average_bits:.3f} bits per weight")
+    print(commands.size_line(report.size_bytes, report.float32_bytes))
     metric = report.metric
     print(f"certified l^1 path-metric to the model: {commands.metric_text(metric, dtype)}")
     if report.budget is not None:
@@ -269,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 print(f"wrote {path}")
             return EXIT_OK
+    if args.command == "prune" and args.structured:
+        torch_pruning()  # missing: say so before minutes of work on the model, not after
     model, shape = _load(args)
     dtype = _dtype(args)
     t0 = time.perf_counter()
@@ -313,7 +337,8 @@ def _internal_error(exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fxpath`` console script; returns the exit code."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = finish(parser, parser.parse_args(argv))
     except SystemExit as exc:  # --help, --version and usage errors (already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

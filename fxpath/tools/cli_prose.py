@@ -14,8 +14,9 @@ INTRO = """\
 
 `fxpath` builds a timm or torchvision model with random weights and prints its path-norms, the
 path mass carried by each parameter tensor, or prunes it and prints the certified path-metric
-between the dense and the pruned network, or quantizes it and prints the certified path-metric
-between the model and its quantized copy. It is installed with the package as a console script
+between the dense and the pruned network (with `--structured`, whole channels come out: a
+smaller, faster model), or quantizes it and prints the certified path-metric between the model
+and its quantized copy. It is installed with the package as a console script
 (`python -m fxpath.tools.cli` runs the same program).
 
 The [reference](#reference) at the end is generated from the argparse parser: it is the text
@@ -27,12 +28,12 @@ GUIDE = """\
 |----------|---------------------------------------------------------------------------------|
 | `norm`   | one line per `--q`: the l^q path-norm, its value and its log10, computed in float64 (10 significant digits; `--float32`: 6) |
 | `scores` | the `--top` parameter tensors carrying the most l^1 path mass (sum of the path-magnitude scores of their entries), largest first |
-| `prune`  | the overall sparsity of the conv/linear weights after pruning, and the certified l^1 path-metric between the dense and the pruned model (value, log10, relative to the dense path-norm, exact or upper bound) |
+| `prune`  | the overall sparsity of the conv/linear weights after pruning, and the certified l^1 path-metric between the dense and the pruned model (value, log10, relative to the dense path-norm, exact or upper bound); with `--structured`, the parameters, MACs and batch-1 CPU latency of the dense and the small model, the channels removed and the exact certified path-metric ([below](#structured-pruning)) |
 | `metric` | the certified l^1 path-metric between MODEL and OTHER (a checkpoint or `.pt2` of the same architecture), exact or upper bound, and the Lipschitz certificate it gives ([below](#metric)) |
 | `check` | the support report: every op kind of MODEL, how often, supported (and what it lowers to) or why not, and where the unsupported ones sit ([below](#check)) |
 | `plot` | a PNG: path mass per tensor, score distribution per tensor, sparsity per tensor after pruning, or the zoo's path-norms against parameter counts ([below](#plot)) |
 | `zoo` | sweeps the timm and torchvision classifiers into a CSV and a markdown table ([zoo.md](zoo.md)) |
-| `quantize` | the scheme and the average bits per weight, the certified l^1 path-metric between the model and its quantized copy (value, log10, relative, exact or upper bound), with `--budget` the margin by which it is met, and the `--top` layers with the largest share of it ([below](#quantize)) |
+| `quantize` | the scheme and the average bits per weight, the size of the quantized copy in bytes against float32, the certified l^1 path-metric between the model and its quantized copy (value, log10, relative, exact or upper bound), with `--budget` the margin by which it is met, and the `--top` layers with the largest share of it ([below](#quantize)) |
 | `bound` | the generalization-bound report: the depth, max-pool and size ingredients read from the IR, the complexity constants C and C', the l^1 path-norm and the bound 4 C max(1, B) (l^1 path-norm) / sqrt(n) for `--n-train N` samples with inputs bounded by `--input-bound B` ([generalization.md](generalization.md)) |
 
 Each command also prints one timing line to stderr, e.g. `(3.21 s, torch.float32)`: the time
@@ -73,7 +74,12 @@ its default. Besides:
 - `scores --save` keys the scores by state_dict name, as `fxpath.path_magnitude` returns them;
   `prune --out` writes the plain state_dict names, the pruning made permanent and the zeros in
   place. Both, and `quantize --out`, write `FILE.pt` (`torch.save`) or `FILE.safetensors`, and
-  refuse any other name; `prune --export` writes a `FILE.pt2`.
+  refuse any other name; `prune --export` writes a `FILE.pt2`. With `--structured`, `--out`
+  saves the small model, whose layers have other shapes than MODEL's
+  ([below](#structured-pruning)).
+- `prune --structured` takes `--amount` in [0, 1) (default 0.5; 0.6 without it), the criteria
+  `path_magnitude`, `l1` and `bn_scale` (`magnitude` scores single weights), and `--round-to K`;
+  `l1`, `bn_scale` and `--round-to` without `--structured` are usage errors.
 - `quantize --top N` ranks the layers by their share of the metric, each layer certified alone
   (one path-metric per layer); `--top 0` skips that work. `--biases` quantizes the
   conv/linear biases with one scale per tensor.
@@ -191,12 +197,78 @@ fxpath prune torchvision:resnet18 --amount 0.9 --steps 10
 fxpath prune resnet18 --criterion magnitude --scope layer --float64
 ```
 
+## Structured pruning
+
+`fxpath prune MODEL --structured` removes whole channels with `fxpath.prune_channels`. The
+surgery is Torch-Pruning's (`pip install "fxpath[prune]"`; without it the command stops with
+exit code 2 and that install command, before it builds the model). Coupled channels (a residual
+stream, a concatenation, a depthwise conv and its producer) come out together; the output
+layers and the input channels stay. The result is a new, physically smaller model, proved equal
+(in float64, on random inputs) to the dense model with the removed neurons zeroed, so the
+certified path-metric between the two is exact.
+
+```
+$ fxpath prune torchvision:resnet18 --structured --size 3 32 32 --out small.pt --export small.pt2
+torchvision:resnet18 at (3, 32, 32): removed 1,844 of the 5,800 output channels of the conv/linear layers (31.8%) by path_magnitude (global), 12 coupled group(s)
+                   dense       small  small/dense
+  parameters  11,689,512   2,357,983        0.202
+  MACs        37,523,456  25,717,663        0.685
+  latency       23.49 ms    11.93 ms        0.508
+latency: one sample on 1 CPU thread, median of 9 forwards of each model, alternating: 1.97x faster
+layers cut most (top 5 of the 7 cut):
+     511 of    512  layer4.0.conv1
+     511 of    512  layer4.1.conv1
+     203 of    512  layer4.0.conv2
+     203 of    512  layer4.0.downsample.0
+     203 of    512  layer4.1.conv2
+certified l^1 path-metric to the dense model: 1.296750523e+26 (log10 26.1128564319, relative 0.999739, exact)
+certified bound: ||R(x) - R_small(x)||_1 <= max(1, ||x||_inf) * 1.29675e+26 for every input x
+spared (the global ranking would have emptied them; each kept its best channel): layer4.0.conv1, layer4.1.conv1
+saved the small model (the whole module, torch.save) to small.pt: torch.load(FILE, weights_only=False) returns it
+saved the small model as an ExportedProgram (dynamic batch) to small.pt2
+```
+
+Line by line:
+
+- the channels removed, out of all output channels of the conv/linear layers (the output
+  layer's included, though it is never cut), the criterion and scope, and how many coupled
+  groups were cut;
+- the parameters, the MACs of one sample (torch's FLOP counter; one multiply-add is one MAC)
+  and the latency of the dense and the small model, and the ratio small/dense. The latency is
+  that of a forward of one sample on one CPU thread, in the model's dtype, under
+  `torch.inference_mode`: two warm-up forwards of each model, then 9 of each, the two models
+  alternating (the first of each pair switches every round), and the median of each. Both are
+  measured in the same run, side by side, so their ratio means more than either time. One
+  thread, because a batch of one is too small to share out, and because on a machine whose
+  cores are busy torch's threads wait for each other far longer than a forward takes;
+- the 5 layers that lost the most output channels;
+- the certified l^1 path-metric and the bound it gives. It is always computed in float64 and
+  printed with 10 significant digits (`--float64` moves only the channel scores, the path
+  masses that rank the channels, from float32 to float64);
+- the spared layers, if any: those the global ranking would have emptied; each keeps its best
+  channel (`--round-to K`: its K best);
+- the files written.
+
+The layers of the small model have fewer channels than MODEL's, so its state dict does not load
+into MODEL's architecture. `--out FILE.pt` saves the whole module (`torch.save(small)`):
+`torch.load("small.pt", weights_only=False)` returns it, which unpickles code, so load only
+files you trust, with the package that defines MODEL's classes importable. `--out
+FILE.safetensors` saves the weights only; their architecture is the program `--export FILE.pt2`
+writes: `torch.export.load("small.pt2").module().load_state_dict(load_file("small.safetensors"))`.
+The `.pt2` alone is a complete small model, which `fxpath norm small.pt2` reads. `fxpath metric`
+compares two weight sets of one architecture and does not apply here: the metric above is the
+one between the dense and the small model. With the random weights of `--seed` these figures say
+little about a trained model (`--checkpoint` loads its weights); the latencies depend on the
+machine.
+
 ## quantize
 
 `fxpath quantize MODEL` quantizes the conv and linear weights of a copy of the model with
-`fxpath.quantize` ([quantization.md](quantization.md)) and prints the certified l^1 path-metric
-between the model and the copy: the outputs of the copy differ from the model's by at most
-`max(1, ||x||_inf)` times this value, for every input `x`. Rounding to nearest gives a certified
+`fxpath.quantize` ([quantization.md](quantization.md)) and prints the size of the copy (each
+quantized tensor at its bits, 4 bytes per scale and per other entry) against the same copy in
+float32, and the certified l^1 path-metric between the model and the copy: the outputs of the
+copy differ from the model's by at most `max(1, ||x||_inf)` times this value, for every input
+`x`. Rounding to nearest gives a certified
 upper bound; `--rounding toward_zero` gives the metric itself (`exact`). Then come the `--top`
 layers whose quantization alone moves the path-lifting most, with their share of the whole
 metric (toward zero the shares sum to 1 or more: a path through several layers counts in
@@ -210,6 +282,7 @@ library's default is float64).
 ```
 $ fxpath quantize torchvision:resnet18 --scheme int8 --per-channel
 torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per channel, nearest), 8.000 bits per weight
+size: 11,782,912 bytes, against 46,796,448 in float32 (3.97x smaller)
 certified l^1 path-metric to the model: 9.40327e+29 (log10 29.973279, relative 0.149666, upper bound)
 layers with the largest share of the metric (top 5 of 21; each certified alone):
     0.063656  8 bits  layer4.1.conv1
@@ -222,6 +295,7 @@ layers with the largest share of the metric (top 5 of 21; each certified alone):
 ```
 $ fxpath quantize torchvision:resnet18 --scheme int8 --rounding toward_zero --fold-bn --top 3
 torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (int8, per tensor, toward_zero), 8.000 bits per weight
+size: 11,702,196 bytes, against 46,738,848 in float32 (3.99x smaller)
 certified l^1 path-metric to the model: 2.08573e+30 (log10 30.319259, relative 0.331973, exact)
 layers with the largest share of the metric (top 3 of 21; each certified alone):
     0.079791  8 bits  layer4.1.conv2
@@ -231,13 +305,14 @@ layers with the largest share of the metric (top 3 of 21; each certified alone):
 
 ```
 $ fxpath quantize torchvision:resnet18 --budget 0.5 --per-channel --top 3
-torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (budget 0.5, integer bits, per channel, nearest), 5.628 bits per weight
-certified l^1 path-metric to the model: 2.81739e+30 (log10 30.449847, relative 0.448425, upper bound)
-budget 0.5: met with margin 0.051575 after 2 certified check(s)
+torchvision:resnet18 at (3, 224, 224): quantized 21 conv/linear layers (budget 0.5, integer bits, per channel, nearest), 5.514 bits per weight
+size: 8,153,856 bytes, against 46,796,448 in float32 (5.74x smaller)
+certified l^1 path-metric to the model: 3.10806e+30 (log10 30.492489, relative 0.494689, upper bound)
+budget 0.5: met with margin 0.00531051 after 1 certified check(s)
 layers with the largest share of the metric (top 3 of 21; each certified alone):
-    0.179942  5 bits  layer4.1.conv1
-    0.178711  5 bits  layer4.1.conv2
-    0.176879  5 bits  layer4.0.conv2
+    0.163113  5 bits  layer4.1.conv1
+    0.161997  5 bits  layer4.1.conv2
+    0.160337  5 bits  layer4.0.conv2
 ```
 
 Each took about 5 s on one CPU thread (float32). The relative metrics are large: to first order
@@ -325,6 +400,9 @@ $ fxpath norm resnet18 --json --q 1
 (shown compacted; the output is indented). `scores --json` lists the `--top` tensors with their
 mass and entry count, `prune --json` the sparsity of every tensor, the metric and the files
 written, `metric --json` the metric and the dense path-norm, `check --json` every op row,
+`prune --structured --json` every field of `fxpath.prune_channels`' report (the
+removed channels of every layer and group, the metric, the sizes, the spared layers) with the
+ratios, the latency, the channel counts, the layers cut most and the files written,
 `quantize --json` every field of `fxpath.quantize`'s report (the metric, each layer's bits and
 scales, and whatever else the report holds) and the file written, `plot --json` the picture
 written and what it shows (the mass or the sparsity of every tensor), `zoo --json` the counts

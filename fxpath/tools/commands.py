@@ -45,7 +45,7 @@ __all__ = ["FACTORY", "as_json", "as_module", "bound_line", "bound_result", "def
            "load_checkpoint", "load_exported", "load_factory", "load_state", "make_permanent",
            "metric_result", "metric_text", "norm_result", "norm_text", "plot_result",
            "prune_result", "quantize_result", "quiet_libraries", "save_tensors",
-           "scores_result", "tensor_masses"]
+           "scores_result", "size_line", "tensor_masses"]
 
 #: ``package.module:factory`` (dots allowed on both sides of the colon)
 FACTORY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
@@ -460,6 +460,13 @@ def bound_line(metric: PathMetric, what: str) -> str:
     """The Lipschitz certificate in words."""
     return (f"certified bound: ||R(x) - R_{what}(x)||_1 <= max(1, ||x||_inf) * "
             f"{metric.value:.6g} for every input x")
+
+
+def size_line(size_bytes: int, float32_bytes: int) -> str:
+    """``quantize``'s model size in words: the quantized copy's bytes against the same copy in
+    float32, and the ratio."""
+    ratio = f"{float32_bytes / size_bytes:.2f}x smaller" if size_bytes else "no size recorded"
+    return f"size: {size_bytes:,} bytes, against {float32_bytes:,} in float32 ({ratio})"
 
 
 def make_permanent(model: nn.Module) -> None:

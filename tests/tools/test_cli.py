@@ -795,6 +795,10 @@ def test_quantize_prints_the_certificate(capsys: pytest.CaptureFixture[str],
                                 rounding="toward_zero")
     metric = report.metric
     assert metric.exact
+    assert lines[1] == (f"size: {report.size_bytes:,} bytes, against {report.float32_bytes:,} "
+                        f"in float32 ({report.compression:.2f}x smaller)")
+    assert 0 < report.size_bytes < report.float32_bytes
+    lines = lines[:1] + lines[2:]
     assert lines[1] == (f"certified l^1 path-metric to the model: {metric.value:.10g} "
                         f"(log10 {metric.log10:.10f}, relative {metric.relative:.6g}, exact)")
     assert lines[2].startswith("layers with the largest share of the metric (top 2 of 2;")
