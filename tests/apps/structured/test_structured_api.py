@@ -114,7 +114,9 @@ def _zeroed_by_hand(model: nn.Module, report) -> nn.Module:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("criterion", ["path_magnitude", "l1", "bn_scale"])
+@pytest.mark.parametrize("criterion", [
+    "path_magnitude", pytest.param("l1", marks=pytest.mark.slow),
+    pytest.param("bn_scale", marks=pytest.mark.slow)])
 def test_small_model_is_the_zeroed_dense_model(name: str, criterion: str) -> None:
     factory, shape = MODELS[name]
     model = randomized(factory())
