@@ -85,12 +85,13 @@ def _zero_conv(conv: nn.modules.conv._ConvNd, out: list[int], inputs: list[int])
 
 def check_twin(small: nn.Module, twin: nn.Module, inputs: Sequence[Tensor],
                kept: Callable[[str], list[int] | None]) -> float:
-    """Check that ``small`` and ``twin`` compute the same function on ``inputs`` (float64
-    copies, eval mode); returns the largest difference relative to the output size.
+    """Check that ``small`` and ``twin`` compute the same function on ``inputs`` (in float64,
+    eval mode; ``small`` is copied, ``twin`` cast in place); returns the largest difference
+    relative to the output size.
 
     Raises `FxPathError` naming the first layer (in execution order) whose kept output
     channels differ from the twin's when they do not."""
-    a, b = copy.deepcopy(small).double(), copy.deepcopy(twin).double()
+    a, b = copy.deepcopy(small).double(), twin.double()  # the twin is ours: cast in place
     xs = [x.detach().to(torch.float64) for x in inputs]
     with torch.no_grad(), eval_mode(a, b):
         ya, yb = tree_leaves(a(*xs)), tree_leaves(b(*xs))
