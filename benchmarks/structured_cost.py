@@ -42,15 +42,13 @@ import torch
 import torch.nn as nn
 from bench_path import machine  # benchmarks/ (this script's folder is on sys.path)
 from quantize_cost import Counter
-from structured_zoo import build, paired_latency, replace_block, sources, timed_call, warm_up
+from structured_zoo import build, paired_latency, sources, timed_call, warm_up
 
 import fxpath
 from fxpath.apps.structured.mass import ChannelMass
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "structured_cost_cpu.json"
-BEGIN = "<!-- cost: written by `python benchmarks/structured_cost.py --render` -->"
-END = "<!-- end of the cost -->"
 MODEL = "resnet50"
 AMOUNT = 0.5
 BATCH = 8
@@ -298,8 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(to_markdown(result))
-    if args.out.resolve() == RESULTS.resolve():
-        replace_block(BEGIN, END, f"{provenance(result)}\n\n{aims(result)}")
     print(to_markdown(result))
     return 0
 

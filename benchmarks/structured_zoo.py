@@ -26,6 +26,7 @@ Run (from the repository root; about half an hour on two busy cores)::
         --out /tmp/zoo.json                       # a short run
     python benchmarks/structured_zoo.py --render  # measure nothing: rewrite the .md and the
                                                   # table in docs/structured.md from the .json
+    python benchmarks/structured_zoo.py --check   # exit 1 when that table is stale
 
 Writes ``benchmarks/results/structured_zoo_cpu.{json,md}`` (``--out``).
 """
@@ -324,23 +325,25 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(begin: str, end: str, body: str, doc: Path = DOC) -> bool:
+def replace_block(begin: str, end: str, body: str, doc: Path = DOC, check: bool = False
+                  ) -> bool:
     """Rewrite the text between the marker lines ``begin`` and ``end`` of ``doc`` with
-    ``body``; True when it changed."""
+    ``body`` (with ``check``, write nothing); True when it was stale."""
     text = doc.read_text()
     if text.count(begin) != 1 or text.count(end) != 1:
         raise SystemExit(f"{doc.name}: expected one pair of markers {begin!r} ... {end!r}")
     head, rest = text.split(begin)
     _, tail = rest.split(end)
     new = f"{head}{begin}\n{body}{end}{tail}"
-    if new != text:
+    if new != text and not check:
         doc.write_text(new)
     return new != text
 
 
-def render_doc(result: dict, doc: Path = DOC) -> bool:
-    """Rewrite the zoo table of ``doc``; True when it changed."""
-    return replace_block(BEGIN, END, f"{provenance(result)}\n\n{table(result)}", doc)
+def render_doc(result: dict, doc: Path = DOC, check: bool = False) -> bool:
+    """Rewrite the zoo table of ``doc`` (with ``check``, write nothing); True when it was
+    stale."""
+    return replace_block(BEGIN, END, f"{provenance(result)}\n\n{table(result)}", doc, check)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS, help="the .json (the .md beside it)")
     p.add_argument("--render", action="store_true",
                    help="measure nothing: rewrite the .md and docs/structured.md from --out")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing: exit 1 when docs/structured.md's table is stale")
     args = p.parse_args(argv)
+    if args.check:
+        stale = render_doc(json.loads(args.out.read_text()), check=True)
+        print(f"docs/structured.md: {'stale' if stale else 'current'}")
+        return int(stale)
     if args.render:
         result = json.loads(args.out.read_text())
         args.out.with_suffix(".md").write_text(to_markdown(result))
