@@ -20,7 +20,7 @@ BatchNorm with random running statistics and affine parameters (as a trained one
 Run (from the repository root; about a quarter of an hour on two busy cores)::
 
     python benchmarks/structured_cost.py              # --pairs 3 --repeats 7
-    python benchmarks/structured_cost.py --pairs 1 --size 3 64 64 --out /tmp/cost.json
+    python benchmarks/structured_cost.py --pairs 1 --size 3 64 64 --out short.json
     python benchmarks/structured_cost.py --render     # rewrite the .md from the .json
 
 Writes ``benchmarks/results/structured_cost_cpu.{json,md}`` (``--out``).
@@ -33,6 +33,7 @@ import cProfile
 import json
 import os
 import pstats
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -119,10 +120,10 @@ def _layer_scope(model: nn.Module, shape: tuple[int, ...], repeats: int,
 
 def _short(path: str) -> str:
     """A source path without the machine's part: from the package folder on."""
-    for mark in ("site-packages/", "/work/main/", "lib/python3"):
-        if mark in path:
-            return path.split(mark, 1)[1]
-    return path.rsplit("/", 1)[-1]
+    root = f"{HERE.parent}/"
+    if path.startswith(root):
+        return path[len(root):]
+    return re.sub(r"^.*/(site-packages|lib/python3\.\d+)/", "", path)
 
 
 #: (file ending, function, what it is): the phases of a call, found in the profile

@@ -23,7 +23,7 @@ Run (from the repository root; about half an hour on two busy cores)::
 
     python benchmarks/structured_zoo.py
     python benchmarks/structured_zoo.py --models resnet18 mobilenet_v2 --size 3 64 64 \\
-        --out /tmp/zoo.json                       # a short run
+        --out short.json                          # a short run
     python benchmarks/structured_zoo.py --render  # measure nothing: rewrite the .md and the
                                                   # table in docs/structured.md from the .json
     python benchmarks/structured_zoo.py --check   # exit 1 when that table is stale
