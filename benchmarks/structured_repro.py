@@ -503,6 +503,23 @@ def _cost_table(rows: list[dict], amounts) -> list[str]:
     return lines
 
 
+def _spared_lines(rows: list[dict]) -> list[str]:
+    """The layers each global ranking would have emptied (``report.spared``: they kept their
+    best channel), per row and seed."""
+    lines = []
+    for a in sorted({r["amount"] for r in rows}):
+        for c in CRITERIA:
+            for attack in (False, True):
+                sel = [r for r in rows if (r["criterion"], r["attack"], r["amount"]) == (
+                    c, attack, a)]
+                got = [f"seed {r['seed']}: {', '.join(f'`{n}`' for n in r['spared'])}"
+                       for r in sel if r["spared"]]
+                if got:
+                    lines.append(f"- {a:.0%}, {LABELS[c]}{', attack' if attack else ''}: "
+                                 + "; ".join(got))
+    return lines or ["- none"]
+
+
 def _claims_lines(c: dict, amounts) -> list[str]:
     def points(d: dict) -> str:
         return ", ".join(f"{float(a):.0%}: {g:+.2f}" for a, g in d.items())
@@ -597,6 +614,8 @@ def to_markdown(result: dict) -> str:
         "channels (a stream channel counts once) removed with the attack and kept without it or "
         "the reverse, out of all channels.",
         "", *_cost_table(rows, amounts), "",
+        "Layers the global ranking would have emptied (`report.spared`; each kept its best "
+        "channel instead):", "", *_spared_lines(rows), "",
     ])
 
 
