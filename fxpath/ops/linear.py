@@ -266,16 +266,95 @@ def _linear_slots(n: Node) -> list[Slot]:
     return out
 
 
+#: entries per block of `_Magnitude`'s backward (cache-sized: the block's four passes read
+#: memory once)
+_BLOCK = 1 << 16
+
+
+def _blocked_backward(w: Tensor, g: Tensor, s: Tensor | None, want_s: bool
+                      ) -> tuple[Tensor, Tensor | None]:
+    """``sgn(W) g |s|`` and ``sum(g |W|)`` per output channel (dim 0 of contiguous ``W``),
+    a block of rows at a time: one fresh tensor, memory read once."""
+    gw = torch.empty_like(w)
+    g = g.contiguous()
+    n = w.shape[0]
+    sums = w.new_empty(n) if want_s else None
+    scale = s.abs().reshape(n, *([1] * (w.dim() - 1))) if s is not None else None
+    rows = max(1, _BLOCK // max(1, w[0].numel()))
+    for i in range(0, n, rows):
+        block, wb = gw[i:i + rows], w[i:i + rows]
+        torch.sgn(wb, out=block).mul_(g[i:i + rows])
+        if sums is not None:  # sum(sgn(W) g W) = sum(g |W|)
+            torch.linalg.vecdot(block.reshape(len(block), -1), wb.reshape(len(block), -1),
+                                out=sums[i:i + rows])
+        if scale is not None:
+            block.mul_(scale[i:i + rows])
+    return gw, sums
+
+
+class _Magnitude(torch.autograd.Function):
+    """``|W| * |s|`` (``|W|`` when ``s`` is None; ``s`` shaped to broadcast along the output
+    dim ``dim``) with autograd, one fresh coordinate-sized tensor each way.
+
+    Autograd's own chain for ``power(w, 1).mul_(power(s, 1))`` clones ``|W|`` before the
+    in-place multiply (it needs it for the gradient of ``s``) and, backward, writes four
+    weight-sized temporaries (``g * |s|``, ``g * |W|``, ``sgn(W)``, their product): fresh
+    memory, whose page faults cost more than the arithmetic. Here the forward writes the
+    result once and saves nothing new (``W`` and ``s`` are alive anyway); the backward writes
+    ``sgn(W) g |s|`` once and sums ``g |W|`` per channel for ``s``, block by block
+    (`_blocked_backward`). Values are bit for bit those of the product, the gradient of ``W``
+    too; that of ``s`` up to the order of the sum. A double backward takes plain autograd ops.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, s: Tensor | None, dim: int) -> Tensor:
+        ctx.dim = dim
+        ctx.save_for_backward(w, s)
+        y = torch.abs(w)
+        return y if s is None else y.mul_(s.abs())
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        w, s = ctx.saved_tensors
+        want_s = s is not None and ctx.needs_input_grad[1]
+        if torch.is_grad_enabled() or ctx.dim != 0 or not w.is_contiguous() or w.dim() < 2:
+            gw = torch.sgn(w) * g  # recorded (a double backward) or an unusual layout
+            sums = (gw * w).sum([d for d in range(w.dim()) if d != ctx.dim]) if want_s \
+                else None
+            if s is not None:
+                gw = gw * s.abs()
+        else:
+            gw, sums = _blocked_backward(w, g, s, want_s)
+        gs = sums.reshape(s.shape) * torch.sgn(s) if sums is not None else None
+        return (gw if ctx.needs_input_grad[0] else None), gs, None
+
+
+def _magnitude(w: Tensor, s: Tensor | None, dim: int, q: float | None,
+               out: Tensor | None) -> Tensor:
+    """``|W|^q * |s|^q`` (``|W|^q`` when ``s`` is None), into ``out`` when it fits; through
+    `_Magnitude` when autograd records it (q = 1), else out of place (no clone)."""
+    recorded = torch.is_grad_enabled() and (w.requires_grad
+                                            or (s is not None and s.requires_grad))
+    if recorded and q == 1.0:
+        return _Magnitude.apply(w, s, dim)
+    weight = power(w, q, out)
+    if s is None:
+        return weight
+    factor = power(s, q)
+    # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
+    return weight * factor if recorded else weight.mul_(factor)
+
+
 def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = None
                  ) -> list[Tensor]:
     w = fetch(n.params["weight"])
     c = fetch(n.params["bias"]) if "bias" in n.params else None
     bn: BatchNormRef | None = n.attrs.get("bn")
+    out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
     if bn is None:
-        weight = power(w, q, out)
+        weight = power(w, q, out) if q is None else _magnitude(w, None, out_dim, q, out)
         return [weight] if c is None else [weight, power(channel_view(c, n), q)]
     s, t = bn_affine(bn, fetch)
-    out_dim = 1 if n.attrs["kind"] == "conv_transpose" else 0
     shape = [1] * w.dim()
     shape[out_dim] = -1
     bias = power(channel_view(t if c is None else t + c * s, n), q)
@@ -283,8 +362,7 @@ def _linear_lift(n: Node, fetch: Fetch, q: float | None, out: Tensor | None = No
         if fits(out, w):
             return [torch.mul(w, s.reshape(shape), out=out), bias]
         return [w * s.reshape(shape), bias]
-    # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary
-    return [power(w, q, out).mul_(power(s, q).reshape(shape)), bias]
+    return [_magnitude(w, s.reshape(shape), out_dim, q, out), bias]
 
 
 def _linear_factored(n: Node, fetch: Fetch) -> list[Tensor | Factored]:

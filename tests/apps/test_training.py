@@ -402,6 +402,57 @@ def test_penalty_training_lowers_the_path_norm() -> None:
     assert float(penalty().detach()) < start - 0.5
 
 
+class FoldedNet(nn.Module):
+    """conv-BN (a zero BatchNorm weight, a zero conv weight), transposed conv-BN, dense."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn1 = nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.up, self.bn2 = nn.ConvTranspose2d(6, 3, 2, stride=2), nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn2(self.up(F.relu(self.bn1(self.conv(x))))))
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("block", [None, 8, 40])
+def test_magnitude_gradients_match_autograd_through_the_signed_coordinates(
+        block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The q = 1 magnitudes the penalty differentiates (BatchNorm folded: ``|W| |s|``) have the
+    values, gradients and second derivatives of ``|coordinate|`` through plain autograd
+    (``block``: the backward in blocks of that many entries: one row or two)."""
+    from fxpath.ops import linear
+
+    if block is not None:
+        monkeypatch.setattr(linear, "_BLOCK", block)
+    torch.manual_seed(0)
+    model = FoldedNet().to(F64).eval()
+    randomize_batchnorm(model)
+    with torch.no_grad():
+        model.bn1.weight[0] = 0.0
+        model.conv.weight[1, 0, 0, 0] = 0.0
+    prog = fxpath.compile(model, (2, 4, 4), dtype=F64)
+    mags = prog.magnitudes(1.0)
+    ref = [c.abs() for c in prog.coordinates().values()]
+    for m, r in zip(mags, ref):
+        assert torch.equal(m.detach(), r.detach())
+    params = list(model.parameters())
+    cot = [torch.randn_like(m) for m in mags]
+    fast = torch.autograd.grad(mags, params, cot, retain_graph=True)
+    want = torch.autograd.grad(ref, params, cot, create_graph=True)
+    got = torch.autograd.grad(mags, params, cot, create_graph=True)
+    v = [torch.randn_like(p) for p in params]
+    for a, b, c in zip(fast, got, want):
+        torch.testing.assert_close(a, c.detach(), rtol=1e-13, atol=0)
+        torch.testing.assert_close(b.detach(), c.detach(), rtol=1e-13, atol=0)
+    for a, b in zip(torch.autograd.grad(got, params, v, allow_unused=True),
+                    torch.autograd.grad(want, params, v, allow_unused=True)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+
+
 def test_penalty_value_past_the_dtype_range_raises() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(8, 8), nn.ReLU())],

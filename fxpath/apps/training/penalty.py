@@ -23,8 +23,9 @@ class PathNormPenalty:
     model's live weights, as a 0-dim tensor with gradients to them.
 
     The model is traced and compiled once; every call reads the current parameters (after any
-    optimizer step) and costs one pass of the path network, its backward one more: the same as
-    a warm ``prog.path_norm(q)`` plus one backward (``benchmarks/training_cost.py``).
+    optimizer step) and costs one pass of the path network, its backward one backward of it
+    and one pass over the weights: measured about 1.2x a warm ``prog.path_norm(q)`` plus one
+    backward on a ResNet-18 at 224x224 (``benchmarks/penalty_cost.py``, docs/training.md).
 
     Log or value: the l^q path-norm of a deep network is huge (6e30 for a random ResNet-18 at
     224x224, 4e73 for a ResNet-50): its value overflows float32 (3.4e38), and its gradient is
