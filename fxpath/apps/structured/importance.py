@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from fxpath.apps.structured.library import torch_pruning
-from fxpath.apps.structured.mass import ChannelMass, group_mass
+from fxpath.apps.structured.mass import ChannelMass, group_mass, kept_mass_cost
 
 tp = torch_pruning()
 
@@ -53,11 +53,17 @@ class PathMagnitudeImportance(tp.importance.Importance):
         model: the model Torch-Pruning prunes (a ReLU network fxpath can compile).
         input_shape: per-sample input shape, as for `fxpath.compile`.
         dtype: compute dtype of the path network (default: the model's).
+        kept_mass: score each channel by its marginal cost in kept path mass
+            (`fxpath.apps.structured.mass.kept_mass_cost`: cuts in successive layers
+            multiply) instead of its path mass. Same order inside every group; across groups
+            a global ranking then never empties a layer every path crosses.
+            `fxpath.prune_channels` uses it.
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, kept_mass: bool = False) -> None:
         self.mass = ChannelMass(model, input_shape, dtype)
+        self.kept_mass = bool(kept_mass)
         self._owners = out_channel_functions()
 
     @torch.no_grad()
@@ -66,7 +72,10 @@ class PathMagnitudeImportance(tp.importance.Importance):
         parameterized neuron."""
         masses = self.mass.masses()
         names = {m: n for n, m in self.mass.model.named_modules()}
-        return group_mass(group, masses, names, self._owners)
+        scores = group_mass(group, masses, names, self._owners)
+        if scores is None or not self.kept_mass:
+            return scores
+        return kept_mass_cost(scores)
 
 
 def importance(criterion: str, model: nn.Module,
@@ -75,7 +84,7 @@ def importance(criterion: str, model: nn.Module,
     """The Torch-Pruning importance of ``criterion``: path mass, or Torch-Pruning's own L1
     filter norm or BatchNorm scale (with their default normalizers)."""
     if criterion == "path_magnitude":
-        return PathMagnitudeImportance(model, input_shape, dtype)
+        return PathMagnitudeImportance(model, input_shape, dtype, kept_mass=True)
     if criterion == "l1":
         return tp.importance.MagnitudeImportance(p=1)
     return tp.importance.BNScaleImportance()

@@ -30,7 +30,7 @@ from fxpath.ops.core import op_of
 from fxpath.ops.linear import AFFINE, LINEAR_OPS
 from fxpath.program import PathProgram
 
-__all__ = ["ChannelMass", "group_mass", "output_layers", "owner_module"]
+__all__ = ["ChannelMass", "group_mass", "kept_mass_cost", "output_layers", "owner_module"]
 
 
 def owner_module(graph: Graph, name: str) -> str | None:
@@ -141,3 +141,29 @@ def group_mass(group: Any, masses: Mapping[str, Tensor], names: Mapping[nn.Modul
         scores.index_add_(0, at, mass[torch.as_tensor([int(i) for i in idxs], dtype=torch.long)])
         counted.add(name)
     return scores
+
+
+def kept_mass_cost(scores: Tensor) -> Tensor:
+    """Group scores turned into the marginal cost, in kept path mass, of cutting each channel
+    when a group's channels go in increasing order of mass.
+
+    A path survives a cut only if every neuron on it is kept, so cuts in layers that paths cross
+    one after the other multiply: cutting a fraction ``r_g`` of group ``g``'s mass leaves about
+    ``prod_g (1 - r_g)`` of the path-norm. The channel ranked ``k`` in its group then costs
+    ``log(1 - r_{k-1}) - log(1 - r_k)``, with ``r_k`` the mass of the ``k`` lightest channels
+    over ``max(1, total)`` (a group score above 1 over-counts, and no cut removes more than all
+    the mass). The cost grows along a group, so one global threshold picks, in every group,
+    its lightest channels: the cut that keeps the most path mass under this model. A group
+    every path crosses (total 1 or more) never loses its last channel (infinite cost), and the
+    order inside a group is the order of the masses. Channel path mass itself ranks by the
+    first-order term ``r_k - r_{k-1}`` instead, which empties thin layers of wide networks.
+    """
+    mass = scores.to(torch.float64).clamp(min=0.0)
+    order = torch.argsort(mass, stable=True)
+    total = max(1.0, float(mass.sum()))
+    kept = (1.0 - torch.cumsum(mass[order], 0) / total).clamp(min=0.0)
+    before = torch.cat([kept.new_ones(1), kept[:-1]])
+    cost = torch.log(before) - torch.log(kept)  # inf where a cut leaves nothing
+    out = torch.empty_like(cost)
+    out[order] = cost
+    return out

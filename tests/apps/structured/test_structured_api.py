@@ -178,7 +178,8 @@ def test_structure_and_options() -> None:
 def test_global_ranking_spares_a_layer_it_would_empty() -> None:
     model = randomized(ResNetish())
     with torch.no_grad():  # block1's branch carries almost no path mass
-        model.block1.conv1.weight.mul_(1e-6)
+        for p in (model.block1.conv1.weight, model.block1.bn1.weight, model.block1.bn1.bias):
+            p.mul_(1e-6)
     small, report = fxpath.prune_channels(model, 0.5, (3, 8, 8))
     assert "block1.conv1" in report.spared and small.block1.conv1.out_channels == 1
     with pytest.raises(ArgumentError, match="every channel of layer"):

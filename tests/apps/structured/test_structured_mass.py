@@ -12,6 +12,7 @@ one neuron, and there equal the neuron mass of ``path_magnitude(neurons=True)``.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -163,3 +164,31 @@ def test_group_mass_is_invariant_under_rescaling() -> None:
         sa, sb = a(ga), b(gb)
         torch.testing.assert_close(sa, sb, rtol=1e-9, atol=1e-15)
         assert torch.equal(torch.argsort(sa), torch.argsort(sb))
+
+
+def test_kept_mass_cost_orders_like_the_mass_and_never_empties_a_crossed_layer() -> None:
+    from fxpath.apps.structured.mass import kept_mass_cost
+
+    mass = torch.tensor([0.3, 0.05, 0.5, 0.15], dtype=torch.float64)  # a layer every path crosses
+    cost = kept_mass_cost(mass)
+    assert torch.equal(torch.argsort(cost), torch.argsort(mass))
+    assert torch.isinf(cost[2]) and bool(torch.isfinite(cost[[0, 1, 3]]).all())
+    # costs add up to -log of the kept fraction, as the model says
+    assert float(cost[[1, 3]].sum()) == pytest.approx(-math.log(1 - 0.2), rel=1e-12)
+    branch = kept_mass_cost(mass * 0.01)  # a branch 1% of the paths cross: cheap to empty
+    assert bool(torch.isfinite(branch).all()) and float(branch.sum()) == pytest.approx(
+        -math.log(0.99), rel=1e-12)
+    over = kept_mass_cost(mass * 3)  # an over-counted group: its total counts as all the mass
+    torch.testing.assert_close(over, cost)
+
+
+def test_global_path_mass_ranking_does_not_empty_layers() -> None:
+    """A plain MLP of one wide and one narrow hidden layer: per-channel masses of the wide layer
+    are all below the narrow one's. Ranked by mass, 50% empties the wide layer; ranked by the
+    kept-mass cost, both layers keep channels and the cut keeps more path mass."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 40), nn.ReLU(), nn.Linear(40, 4), nn.ReLU(),
+                        nn.Linear(4, 3)).double().eval()
+    small, report = fxpath.prune_channels(net, 0.5, (6,), dtype=torch.float64)
+    assert not report.spared
+    assert small[0].out_features > 1 and small[2].out_features >= 1
