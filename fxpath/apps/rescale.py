@@ -7,6 +7,10 @@ its outgoing weights by ``lam`` (``docs/mathematics.md``). Through a folded Batc
 weights, bias and running mean and the BatchNorm's bias are scaled (the BN output scales by
 ``lam``); a consuming standalone BatchNorm absorbs ``1/lam`` in its weight and mean. Which
 ops produce, absorb or pass rescaled channels is each op's rescale rule (`fxpath.ops`).
+
+With ``streams=True`` the channels of residual streams are rescaled too, as units: every
+producer that writes stream channel ``c`` (through residual adds with no constant) is scaled
+by ``lam_c`` and every layer that reads it absorbs ``1 / lam_c`` (`fxpath.apps.rescale_streams`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from fxpath.apps.rescale_streams import Reach, Stream, build_streams
 from fxpath.errors import ArgumentError
 from fxpath.ir.graph import Graph, Node
 from fxpath.ops.core import Rescaling, rule_of
@@ -29,7 +34,10 @@ from fxpath.program import PathProgram
 from fxpath.validate import check_model
 
 __all__ = ["channel_count", "channel_maps", "copy_model", "rescalable_neurons", "rescale",
-           "rescale_channels"]
+           "rescale_channels", "unit_channels"]
+
+#: an entry of `rescalable_neurons`: a free neuron's consumers, or a residual `Stream`
+Unit = Mapping[str, Tensor]
 
 _STOP = Rescaling("stops")
 
@@ -39,11 +47,15 @@ def _rescaling(node: Node) -> Rescaling:
     return rule_of(node, "rescale_rule", _STOP)
 
 
-def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
-    """Channel ids of ``producer`` at the input of each consumer; None if not rescalable."""
-    users = graph.users()
+def _propagate(graph: Graph, producer: Node, streams: bool = False,
+               users: Mapping[str, list[str]] | None = None) -> Reach | None:
+    """Where ``producer``'s channels go: their ids at the input of each consumer and, with
+    ``streams``, at each operand of the joins (residual adds) crossed; None if not
+    rescalable."""
+    users = graph.users() if users is None else users
     ids: dict[str, Tensor] = {producer.name: channel_ids(producer)}
     consumers: dict[str, Tensor] = {}
+    joins: dict[tuple[str, int], Tensor] = {}
     stack = [producer.name]
     while stack:
         name = stack.pop()
@@ -55,37 +67,71 @@ def _propagate(graph: Graph, producer: Node) -> dict[str, Tensor] | None:
                     return None
                 consumers[u] = ids[name]
                 continue
-            if rule.transit is None or u in ids:
+            step = rule.transit if rule.transit is not None else rule.join if streams else None
+            if step is None or u in ids:
                 return None  # add, output, prelu, a second route: not a free neuron
-            out = rule.transit(graph, node, name, ids[name])
+            out = step(graph, node, name, ids[name])
             if out is None:
                 return None
+            if rule.transit is None:
+                joins[u, node.inputs.index(name)] = ids[name]
             ids[u] = out
             stack.append(u)
-    return consumers or None
+    return Reach(channel_count(producer), consumers, joins) if consumers else None
 
 
 def _produces(rule: Rescaling, node: Node, ins: list[bool]) -> bool:
     return rule.produces is not None and rule.produces(node)
 
 
-def rescalable_neurons(graph: Graph) -> dict[str, dict[str, Tensor]]:
-    """Producers whose output channels can be rescaled, with channel ids at each consumer."""
+def rescalable_neurons(graph: Graph, *, streams: bool = False) -> dict[str, Unit]:
+    """Producers whose output channels can be rescaled, with channel ids at each consumer.
+
+    With ``streams``, the residual streams follow the free neurons, each as one unit keyed
+    ``stream:<first add>``: a `Stream` (reader -> stream channel ids, like a free neuron's
+    consumers) that also names its writers.
+    """
     produces = walk(graph, "rescale_rule", _produces, otherwise=lambda n, why: False)
-    out: dict[str, dict[str, Tensor]] = {}
+    users = graph.users()
+    out: dict[str, Unit] = {}
+    joined: dict[str, Reach] = {}
     for node in graph:
         if produces[node.name]:
-            consumers = _propagate(graph, node)
-            if consumers:
-                out[node.name] = consumers
+            reach = _propagate(graph, node, streams, users)
+            if reach is None:
+                continue
+            if reach.joins:
+                joined[node.name] = reach
+            else:
+                out[node.name] = reach.consumers
+    if joined:
+        out.update(build_streams(graph, joined))
     return out
 
 
-def _scale_producer(model: nn.Module, node: Node, lam: Tensor) -> None:
-    scale = _rescaling(node).scale
-    if scale is None:
+def _scale_producer(model: nn.Module, node: Node, lam: Tensor, bn_share: float = 0.0) -> None:
+    rule = _rescaling(node)
+    if rule.scale is None:
         raise ValueError(f"{node.describe()} is not a rescalable producer")
-    scale(model, node, lam)
+    if bn_share and rule.scale_bn is not None:
+        rule.scale(model, node, lam ** (1.0 - bn_share))
+        rule.scale_bn(model, node, lam ** bn_share)
+    else:
+        rule.scale(model, node, lam)
+
+
+def _apply(model: nn.Module, graph: Graph, name: str, unit: Unit, lam: Tensor,
+           bn_share: float) -> None:
+    """Scale the unit's producer (a stream: each writer) by ``lam``, divide its readers."""
+    if isinstance(unit, Stream):
+        lam = lam.to(torch.float64)
+        table = torch.cat([torch.ones(1, dtype=lam.dtype, device=lam.device), lam])
+        for writer, ids in unit.writers.items():
+            _scale_producer(model, graph[writer], table[ids.to(lam.device)], bn_share)
+    else:
+        _scale_producer(model, graph[name], lam, bn_share)
+    for consumer, ids in unit.items():
+        _divide_consumer(model, graph[consumer], ids, lam)
 
 
 def _divide_consumer(model: nn.Module, node: Node, ids: Tensor, lam: Tensor) -> None:
@@ -120,9 +166,21 @@ def _check_factors(factors: object) -> tuple[float, ...]:
     return tuple(float(f) for f in factors)
 
 
+def _check_options(seed: object, streams: object, bn_share: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ArgumentError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(streams, bool):
+        raise ArgumentError(f"streams must be True or False, got {streams!r}")
+    if (isinstance(bn_share, bool) or not isinstance(bn_share, numbers.Real)
+            or not 0 <= bn_share <= 1):
+        raise ArgumentError(f"bn_share must be a number in [0, 1], got {bn_share!r}")
+
+
 def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
-            factors: Sequence[float] = (1.0, 128.0, 4096.0), seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every free neuron rescaled by a random factor from ``factors``.
+            factors: Sequence[float] = (1.0, 128.0, 4096.0), seed: int = 0,
+            streams: bool = False, bn_share: float = 0.0) -> nn.Module:
+    """A copy of ``model`` with every free neuron rescaled by a random factor from ``factors``
+    (and, with ``streams``, every residual-stream channel).
 
     The copy computes the same function and has the same path-lifting (path-norms, metrics and
     path-magnitude scores are unchanged), while its weights differ: this is how the symmetry
@@ -133,9 +191,21 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         input_shape: per-sample input shape; default: timm's ``pretrained_cfg["input_size"]``.
         factors: positive factors to draw from, uniformly per neuron.
         seed: seed of the draw.
+        streams: also rescale the channels of residual streams, jointly: stream channel ``c``
+            takes one factor ``lam_c``, by which every layer that writes it is multiplied (each
+            block's last conv+BatchNorm, the downsample, the stem, a projection) and every
+            layer that reads it (the next blocks' first convs, the head) is divided. Streams
+            that cross an add with a constant, or reach an output or an op that stops
+            rescaling, are left alone. The free neurons draw the same factors as without it.
+        bn_share: how much of each factor a folded BatchNorm's weight takes: its conv's
+            weights, bias and running mean are multiplied by ``lam ** (1 - bn_share)``, the
+            BatchNorm's weight by ``lam ** bn_share`` (its bias by ``lam``). 0 (the default)
+            leaves BatchNorm weights as they are; 0.5 moves both the filters' L1 norms and the
+            BatchNorm scales, which structured-pruning criteria read.
 
     Example:
         >>> twin = fxpath.rescale(model.eval(), (3, 224, 224), seed=0)
+        >>> twin = fxpath.rescale(model.eval(), (3, 224, 224), streams=True, bn_share=0.5)
     """
     check_model(model, exported=False)
     if input_shape is None:
@@ -144,21 +214,16 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         if input_shape is None:
             raise ArgumentError("rescale needs input_shape (the model has no timm input_size)")
     factors = _check_factors(factors)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ArgumentError(f"seed must be an integer, got {seed!r}")
+    _check_options(seed, streams, bn_share)
     twin = copy_model(model)
     graph = PathProgram(twin, input_shape).graph
     gen = torch.Generator().manual_seed(seed)
     choices = torch.tensor([float(f) for f in factors], dtype=torch.float64)
     with torch.no_grad():
-        for name, consumers in rescalable_neurons(graph).items():
-            node = graph[name]
-            channels = (node.shape[-1] if node.channel_dim() == len(node.shape)
-                        else node.shape[0])
+        for name, unit in rescalable_neurons(graph, streams=streams).items():
+            channels = unit_channels(graph, name, unit)
             lam = choices[torch.randint(len(choices), (channels,), generator=gen)]
-            _scale_producer(twin, node, lam)
-            for consumer, ids in consumers.items():
-                _divide_consumer(twin, graph[consumer], ids, lam)
+            _apply(twin, graph, name, unit, lam, float(bn_share))
     return twin
 
 
@@ -167,40 +232,48 @@ def channel_count(node: Node) -> int:
     return node.shape[-1] if node.channel_dim() == len(node.shape) else node.shape[0]
 
 
+def unit_channels(graph: Graph, name: str, unit: Unit) -> int:
+    """Number of channels of an entry of `rescalable_neurons`: a producer's, or a stream's."""
+    return unit.channels if isinstance(unit, Stream) else channel_count(graph[name])
+
+
 def rescale_channels(model: nn.Module, graph: Graph, producer: str,
-                     consumers: Mapping[str, Tensor], lam: Tensor) -> None:
+                     consumers: Unit, lam: Tensor, *, bn_share: float = 0.0) -> None:
     """Rescale the output channels of ``producer`` in place by ``lam`` (one factor > 0 per
     channel): its incoming weights and bias (and folded BatchNorm) times ``lam``, the weights
     that read those channels in ``consumers`` divided by ``lam``. The function is unchanged.
 
     ``producer`` and ``consumers`` are an entry of `rescalable_neurons` for ``graph``, the IR of
     ``model`` (``fxpath.compile(model, shape).graph``); this is the step `rescale` applies with
-    random factors.
+    random factors. For a stream (``stream:<add>``, a `Stream`) ``lam`` holds one factor per
+    stream channel and multiplies every writer. ``bn_share``: as for `rescale`.
     """
-    node = graph[producer]
+    count = unit_channels(graph, producer, consumers)
+    what = f"stream {producer}" if isinstance(consumers, Stream) else graph[producer].describe()
     lam = lam.to(torch.float64)
-    if lam.shape != (channel_count(node),) or not bool((lam > 0).all()) or not bool(
+    if lam.shape != (count,) or not bool((lam > 0).all()) or not bool(
             torch.isfinite(lam).all()):
-        raise ArgumentError(f"lam must hold {channel_count(node)} finite factors > 0 for "
-                            f"{node.describe()}, got shape {tuple(lam.shape)}")
+        raise ArgumentError(f"lam must hold {count} finite factors > 0 for "
+                            f"{what}, got shape {tuple(lam.shape)}")
+    _check_options(0, False, bn_share)
     with torch.no_grad():
-        _scale_producer(model, node, lam)
-        for consumer, ids in consumers.items():
-            _divide_consumer(model, graph[consumer], ids, lam)
+        _apply(model, graph, producer, consumers, lam, float(bn_share))
 
 
 def channel_maps(model: nn.Module, graph: Graph,
-                 neurons: Mapping[str, Mapping[str, Tensor]] | None = None
+                 neurons: Mapping[str, Unit] | None = None, *, streams: bool = False
                  ) -> dict[str, dict[str, Tensor]]:
     """Which tensor entries the rescaling of each producer touches, and for which channel.
 
     For each producer of ``neurons`` (default: `rescalable_neurons` of ``graph``, the IR of
-    ``model``): ``{state_dict name: int32 tensor of that tensor's shape}`` for every tensor
-    `rescale_channels` writes to, holding the producer channel each entry is multiplied or
-    divided by (``-1`` for entries it leaves alone). Found by rescaling a float64 copy of all
-    ones by ``lam = channel + 2``: the model is not touched.
+    ``model``, with ``streams`` as given): ``{state_dict name: int32 tensor of that tensor's
+    shape}`` for every tensor `rescale_channels` writes to, holding the producer channel (a
+    stream's: the stream channel) each entry is multiplied or divided by (``-1`` for entries it
+    leaves alone). Found by rescaling a float64 copy of all ones by ``lam = channel + 2``: the
+    model is not touched. (A layer that both writes and reads one stream has weight entries
+    multiplied by one channel's factor and divided by another's: those codes mean nothing.)
     """
-    neurons = rescalable_neurons(graph) if neurons is None else neurons
+    neurons = rescalable_neurons(graph, streams=streams) if neurons is None else neurons
     probe = copy_model(model).to(torch.float64)
     tensors = {k: t for k, t in probe.state_dict(keep_vars=True).items()
                if isinstance(t, Tensor) and t.is_floating_point()}
@@ -211,7 +284,7 @@ def channel_maps(model: nn.Module, graph: Graph,
             t.fill_(1.0)
         for name, consumers in neurons.items():
             before = {k: t._version for k, t in tensors.items()}
-            lam = torch.arange(channel_count(graph[name]), dtype=torch.float64,
+            lam = torch.arange(unit_channels(graph, name, consumers), dtype=torch.float64,
                                device=device) + 2
             rescale_channels(probe, graph, name, consumers, lam)
             maps = {}

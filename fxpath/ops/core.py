@@ -119,6 +119,13 @@ class Rescaling:
             batched input-shaped tensor of ``lam`` (1 where no rescaled channel arrives).
         produces: whether the node's output channels can be rescaled (producer).
         scale: multiply the producer's incoming weights and bias: ``(model, node, lam)``.
+        join: like ``transit``, for an op that sums its operands position by position (a
+            residual add): it passes only when every operand is rescaled alike, so a single
+            neuron stops there (``transit`` is ``None``) and a residual stream
+            (``fxpath.apps.rescale``, ``streams=True``) joins its operands' channels.
+        scale_bn: multiply the producer's output by ``lam`` through its folded BatchNorm's
+            weight and bias (the incoming weights untouched): ``(model, node, lam)``; a
+            producer without a BatchNorm weight scales as ``scale`` does.
     """
 
     summary: str
@@ -127,6 +134,8 @@ class Rescaling:
     divide: Callable[[nn.Module, Node, Tensor], None] | None = None
     produces: Callable[[Node], bool] | None = None
     scale: Callable[[nn.Module, Node, Tensor], None] | None = None
+    join: Callable[[Graph, Node, str, Tensor], Tensor | None] | None = None
+    scale_bn: Callable[[nn.Module, Node, Tensor], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,16 @@ def _relu_transit(graph: Graph, node: Node, src: str, ids: Tensor) -> Tensor:
     return ids
 
 
+def _add_join(graph: Graph, node: Node, src: str, ids: Tensor) -> Tensor | None:
+    """A residual stream's channels cross (``const`` 0: positively homogeneous) when ``src``
+    is one operand, once, of the output's shape; the other operands must carry the same
+    channels, rescaled alike."""
+    if node.attrs["const"] != 0.0 or node.inputs.count(src) != 1 \
+            or graph[src].shape != node.shape:
+        return None
+    return ids
+
+
 def _add_path(e: Emitter, n: Node, ins: list[Value], slots: list[Slot]) -> Value:
     """``sum_k |coeffs[k]|^q x_k + |const|^q`` (the constant starts paths of its own); compact
     operands of one shape are brought to one layout, others are expanded."""
@@ -82,6 +92,8 @@ ADD = register(Op(
                                 and all(REAL(c) for c in v))),
            "const": Attr(REAL)},
     path_rule=_add_path, interpret_rule=_add_run, frame_rule=_add_frame,
-    rescale_rule=Rescaling("stops: the sum mixes the neuron with other paths"),
+    rescale_rule=Rescaling("stops a single neuron (the sum mixes it with other paths); with "
+                           "`const` 0 and no broadcasting, joins the channels of a residual "
+                           "stream (every operand rescaled alike)", join=_add_join),
     slots_rule=does_not_apply("fixed coefficients: no parameters"), compact=True,
 ))

@@ -224,6 +224,16 @@ def _scale_linear(model: nn.Module, node: Node, lam: Tensor) -> None:
             scale_rows(writable(model, bn.bias), lam, 0)
 
 
+def _scale_linear_bn(model: nn.Module, node: Node, lam: Tensor) -> None:
+    bn = node.attrs.get("bn")  # s * lam and t * lam: lam * BN(z), the conv untouched
+    if bn is None or bn.weight is None:
+        _scale_linear(model, node, lam)
+        return
+    scale_rows(writable(model, bn.weight), lam, 0)
+    if bn.bias is not None:
+        scale_rows(writable(model, bn.bias), lam, 0)
+
+
 def _scale_affine(model: nn.Module, node: Node, lam: Tensor) -> None:
     bn = node.attrs["bn"]  # standalone BN: y = s x + t, scale s (its weight) and t (its bias)
     scale_rows(writable(model, bn.weight), lam, 0)
@@ -416,10 +426,11 @@ LINEAR = register(Op(
            "derived": Attr(is_a(tuple), required=False)},
     path_rule=_linear_path, interpret_rule=_linear_run, frame_rule=_linear_frame,
     rescale_rule=Rescaling("consumer (divides its input weights by lam) and producer (its "
-                           "weights, bias and folded BatchNorm scale by lam), unless its "
-                           "weights are `derived` (computed from parameters at run time)",
+                           "weights, bias and folded BatchNorm scale by lam, or its "
+                           "BatchNorm's weight and bias), unless its weights are `derived` "
+                           "(computed from parameters at run time)",
                            absorbs=_plain, divide=_divide_linear, produces=_plain,
-                           scale=_scale_linear),
+                           scale=_scale_linear, scale_bn=_scale_linear_bn),
     slots_rule=Coordinates("`weight` (`W * s` with a folded BatchNorm), `bias` if any",
                            _linear_slots, _linear_lift, _linear_factored),
 ))
