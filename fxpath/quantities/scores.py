@@ -4,6 +4,7 @@ forward and one backward of the path network), and per neuron."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,13 @@ from fxpath.errors import ArgumentError
 from fxpath.ir.graph import Node
 from fxpath.ops.core import op_of
 from fxpath.ops.linear import AFFINE, LINEAR_OPS
+from fxpath.quantities.results import log2_of
 
 if TYPE_CHECKING:
     from fxpath.engine.compiled import CompiledNetwork
 
-__all__ = ["from_magnitudes", "log_gradient", "neuron_mass", "path_magnitude"]
+__all__ = ["from_magnitudes", "log_gradient", "neuron_mass", "path_magnitude",
+           "scores_and_norm"]
 
 
 def path_magnitude(net: CompiledNetwork, *, neurons: bool = False,
@@ -39,9 +42,9 @@ def path_magnitude(net: CompiledNetwork, *, neurons: bool = False,
         return neuron_mass(net)
     mags = runner.live_magnitudes(net.live_source(), 1.0)
     if not runner.use_graphs:
-        scores, total = runner.call(("scores",),
-                                    functools.partial(from_magnitudes, net, out=out), mags)
-        net.check_total(total)
+        scores, total, exp = runner.call(("scores",),
+                                         functools.partial(scores_and_norm, net, out=out), mags)
+        _remember_norm(net, total, exp, mags)
         return scores
     static, total = runner.call(("scores",), functools.partial(from_magnitudes, net), mags,
                                 runner.borrowed(mags))  # the graph's own tensors
@@ -53,11 +56,32 @@ def path_magnitude(net: CompiledNetwork, *, neurons: bool = False,
     return {name: out[name] for name in static}
 
 
+def _remember_norm(net: CompiledNetwork, total: Tensor, exp: Tensor, mags: Sequence[Tensor]
+                   ) -> None:
+    """Check the score pass's total (one host sync) and record the path-norm it is, so that
+    a path-metric of the live model reuses it (`Runner.norm_memo`: only for magnitudes equal
+    to ``mags`` bit for bit). The taps add zeros: the total is the norm network's own."""
+    value, exponent = torch.stack([total.to(torch.float64), exp.to(torch.float64)]).tolist()
+    if not math.isfinite(value):
+        net.check_total(total)  # raises, naming the non-finite parameters
+    log2 = log2_of(value, exponent)
+    if not math.isnan(log2) and log2 != math.inf:
+        net.runner.remember_norm(1.0, log2, mags)
+
+
 def from_magnitudes(net: CompiledNetwork, *mags: Tensor, out: Mapping[str, Tensor] | None = None
             ) -> tuple[dict[str, Tensor], Tensor]:
     """Scores from the coordinate magnitudes: one forward and one backward of the path
     network (dense layers through taps, see `codegen.tapped_nodes`), and the network's
     output total (to check for NaN or inf)."""
+    scores, total, _exp = scores_and_norm(net, *mags, out=out)
+    return scores, total
+
+
+def scores_and_norm(net: CompiledNetwork, *mags: Tensor, out: Mapping[str, Tensor] | None = None
+                    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """`from_magnitudes`, and the exponent of its total: the path-norm of ``mags`` is
+    ``total * 2**exponent``, exactly what the norm network computes (the taps add zeros)."""
     runner = net.runner
     tapped = {i: n for n, i in net.taps}  # dense layers: no autograd weight gradient
     leaves = [m if i in tapped else m.detach().requires_grad_(True)
@@ -66,7 +90,7 @@ def from_magnitudes(net: CompiledNetwork, *mags: Tensor, out: Mapping[str, Tenso
                         requires_grad=True) for n in tapped.values()]
     plain = [i for i in range(len(mags)) if i not in tapped]
     with torch.enable_grad():
-        total, _exp, inputs = runner.network(1.0, "norm", taps=True)(*leaves, *taps)
+        total, exp, inputs = runner.network(1.0, "norm", taps=True)(*leaves, *taps)
         grads = log_gradient(total, [leaves[i] for i in plain] + taps)
     grad_of = dict(zip(plain + list(tapped), grads))
     input_of = dict(zip(tapped, inputs))
@@ -89,7 +113,7 @@ def from_magnitudes(net: CompiledNetwork, *mags: Tensor, out: Mapping[str, Tenso
             frac = g.mul_(a) if dest is None else torch.mul(g, a, out=dest)
         scores[key] = (frac.reshape(net.param_shape(slot.param)) if dest is None
                        else out[key])
-    return scores, total.detach()
+    return scores, total.detach(), exp.detach()
 
 
 def _destination(out: Mapping[str, Tensor], name: str, like: Tensor) -> Tensor:

@@ -119,6 +119,24 @@ def test_integer_grid(bits: int, per_channel: bool) -> None:
         amax == 0)).all())
 
 
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_integer_codes_round_ties_to_even_with_signed_zeros(per_channel: bool) -> None:
+    """The codes are ``torch.round`` of ``v / scale`` bit for bit: ties to even, and a small
+    negative weight becomes ``-0.0`` (its sign kept)."""
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(6, 40, generator=gen) * torch.logspace(-3, 1, 6).view(6, 1)
+    v[:, 0] = -1e-9  # rounds to zero, with its sign
+    v[:, 1] = 0.0
+    v[:, 2] = -0.0
+    q, scale = quantize_tensor(v, "int8", per_channel=per_channel)
+    k = v.double() / scale
+    v[:, 3] = ((torch.floor(k[:, 3]) + 0.5) * scale.reshape(-1)).float()  # ties
+    q, scale = quantize_tensor(v, "int8", per_channel=per_channel)
+    want = (v.double() / scale).round().clamp(-127, 127).mul(scale).float()
+    assert torch.equal(q.view(torch.int32), want.view(torch.int32))
+    assert bool(torch.signbit(q[:, 0]).all()) and bool(torch.signbit(q[:, 2]).all())
+
 def test_float_scheme_scales_only_what_overflows() -> None:
     w = torch.tensor([[1000.0, -3.0], [0.5, 0.25]])
     q, scale = quantize_tensor(w, "float8_e4m3fn", per_channel=True)

@@ -14,6 +14,7 @@ from bruteforce import cases, oracle
 from conftest import randomize_batchnorm, small_head
 
 import fxpath
+import fxpath.quantities.metric as metric_module
 from fxpath.codegen.generate import tapped_nodes
 
 
@@ -176,3 +177,28 @@ def test_out_reuses_the_tensors_of_an_earlier_call() -> None:
     assert any(not torch.equal(kept[k], fresh[k]) for k in fresh)
     with pytest.raises(fxpath.FxPathError, match="out\\['features.0.weight'\\]"):
         prog.path_magnitude(out={**first, "features.0.weight": first["features.0.weight"].double()})
+
+
+@pytest.mark.parametrize("name", sorted(cases.ALL_FACTORIES))
+def test_score_pass_remembers_the_path_norm_bit_for_bit(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The score pass's total is the norm network's own (the taps add zeros): a path-metric
+    of the live model after `path_magnitude` reuses it, and it equals `path_norm` exactly."""
+    case = cases.ALL_FACTORIES[name]()
+    prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
+                          fold_bn=case.module.fold_bn)
+    other = copy.deepcopy(case.module)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    prog.path_magnitude()
+    calls = []
+    norm = metric_module.path_norm
+    monkeypatch.setattr(metric_module, "path_norm",
+                        lambda *a, **k: calls.append(a) or norm(*a, **k))
+    metric = prog.path_metric(other)
+    assert not calls
+    fresh = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
+                           fold_bn=case.module.fold_bn)
+    assert metric.norm.log2 == fresh.path_norm().log2
+    assert metric.log2 == fresh.path_metric(other).log2

@@ -236,7 +236,7 @@ def _quantize(value: Tensor, scheme: str, per_channel: bool, channel_dim: int | 
         if exact and not toward_zero:
             # `_int_round` to nearest without its clamp: |b| <= amax <= qmax * scale up to the
             # quotient's last bit, which rounds back to qmax
-            q = torch.div(b, sc).round_().mul_(sc)
+            q = _round_even(torch.div(b, sc), b).mul_(sc)
         else:
             q = rounded(b, sc)
             q = q if exact else store(q, b, dtype, toward_zero)
@@ -244,6 +244,19 @@ def _quantize(value: Tensor, scheme: str, per_channel: bool, channel_dim: int | 
         if moved is not None:
             moved.add(b, q, w)
     return out, scale, moved
+
+
+#: 1.5 * 2**52: a float64 of magnitude below 2**51 plus this is rounded to an integer, ties to
+#: even (the sum lies in [2**52, 2**53), where the float64 spacing is 1)
+_MAGIC = 1.5 * 2.0 ** 52
+
+
+def _round_even(k: Tensor, sign_of: Tensor) -> Tensor:
+    """``k.round_()`` for float64 ``|k| < 2**51`` (the integer codes), in place: the same
+    values, zeros with the sign of ``sign_of`` (``k``'s own). ``round_`` goes through a
+    vectorized library that splits even a block of one cache's size between the threads,
+    which then wait for each other on busy cores; these three steps run on one thread."""
+    return k.add_(_MAGIC).sub_(_MAGIC).copysign_(sign_of)
 
 
 #: the smallest positive float64: dividing by it leaves 0 at 0 and changes no other quotient
