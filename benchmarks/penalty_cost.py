@@ -12,6 +12,9 @@ medians (each call between two warm ``prog.path_norm()`` calls, divided by their
   gradients (no lift), without and with ``total.backward()``: their difference is one
   backward of the path network (``backward``).
 
+Ratios are given in CPU time (the process's user + system time), which on a shared machine
+does not count the time spent waiting for a core, and in wall time.
+
 Derived: ``claim = penalty_backward / (path_norm + backward)``, the issue's bound (<= 1 holds
 it), and ``lift_backward = penalty_backward - penalty - backward``, what the backward spends
 outside the path network (from the coordinates' gradients to the model's parameters).
@@ -32,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from bench_path import RESULTS, machine, paired_ratio
+from bench_path import RESULTS, machine, paired_ratio, timeit
 
 import fxpath
 from fxpath.engine.precision import ieee_float32
@@ -83,18 +86,21 @@ def calls(key: str, device: str) -> dict[str, Callable[[], object]]:
 
 
 def measure(key: str, repeats: int, device: str) -> dict[str, float]:
-    """``{call}_ms`` and ``{call}`` (paired ratio to the warm path-norm), then the derived."""
+    """``{call}_ms``, ``{call}`` and ``{call}_cpu`` (paired wall- and CPU-time ratios to the
+    warm path-norm), then the derived figures, from either."""
     fns = calls(key, device)
     base = fns.pop("path_norm")
-    row: dict[str, float] = {}
+    row: dict[str, float] = {"path_norm_ms": timeit(base, repeats, device, warmup=2)}
     for call in CALLS:
-        row[f"{call}_ms"], row[call], _ = paired_ratio(fns[call], base, repeats, device,
-                                                       warmup=2)
-    # the reference's own time: the median of the pairs' means
-    row["path_norm_ms"] = row["penalty_ms"] / row["penalty"]
-    row["backward"] = row["network_backward"] - row["network"]
-    row["claim"] = row["penalty_backward"] / (1.0 + row["backward"])
-    row["lift_backward"] = row["penalty_backward"] - row["penalty"] - row["backward"]
+        row[f"{call}_ms"], row[call], row[f"{call}_cpu"] = paired_ratio(
+            fns[call], base, repeats, device, warmup=2)
+    for suffix in ("", "_cpu"):
+        def r(call: str, suffix: str = suffix) -> float:
+            return row[call + suffix]
+        backward = r("network_backward") - r("network")
+        row["backward" + suffix] = backward
+        row["claim" + suffix] = r("penalty_backward") / (1.0 + backward)
+        row["lift_backward" + suffix] = r("penalty_backward") - r("penalty") - backward
     return row
 
 
@@ -102,24 +108,27 @@ def markdown(runs: dict[str, dict]) -> str:
     """The results tables, one per label."""
     lines = ["# One call of the path-norm penalty: what it costs", "",
              "Issue 24: one call (value and backward) should cost at most a warm path-norm plus "
-             "one backward. Paired medians, float32, eval, random weights, one thread; times "
-             "in ms, ratios to the warm `prog.path_norm()` measured between the same calls. "
-             "`backward` = one backward of the path network (on leaf magnitudes); `claim` = "
-             "penalty+backward / (path_norm + backward), at most 1 when the bound holds; "
-             "`lift bwd` = what the backward spends outside the path network "
-             "(benchmarks/penalty_cost.py).", ""]
+             "one backward. Paired medians, float32, eval, random weights, one thread: each call "
+             "is timed between two warm `prog.path_norm()` calls and divided by their mean. "
+             "Ratios in CPU time (this process's user + system time: on a shared machine it "
+             "does not count the time the process waits for a core); `claim (wall)` is the same "
+             "from wall time. `backward` = one backward of the path network (on leaf "
+             "magnitudes); `claim` = (penalty() + backward) / (path_norm + backward), at most 1 "
+             "when the bound holds; `lift bwd` = what the backward spends outside the path "
+             "network (benchmarks/penalty_cost.py).", ""]
     for label, run in runs.items():
         lines += [f"## {label}", "", f"Machine: {run['machine']}", "",
                   "| model | path_norm ms | penalty() | penalty()+backward | network fwd | "
-                  "network fwd+bwd | backward | lift bwd | claim |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "network fwd+bwd | backward | lift bwd | claim | claim (wall) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for key, r in run["rows"].items():
             def cell(call: str, r: dict[str, float] = r) -> str:
-                return f"{r[call + '_ms']:.1f} ({r[call]:.2f}x)"
+                return f"{r[call + '_ms']:.1f} ms ({r[call + '_cpu']:.2f}x)"
             lines.append(f"| {key} | {r['path_norm_ms']:.1f} | {cell('penalty')} | "
                          f"{cell('penalty_backward')} | {cell('network')} | "
-                         f"{cell('network_backward')} | {r['backward']:.2f}x | "
-                         f"{r['lift_backward']:.2f}x | **{r['claim']:.2f}** |")
+                         f"{cell('network_backward')} | {r['backward_cpu']:.2f}x | "
+                         f"{r['lift_backward_cpu']:.2f}x | **{r['claim_cpu']:.2f}** | "
+                         f"{r['claim']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -21,13 +21,15 @@ Two experiments on a ReLU MLP (``tightness.mlp``), 3 seeds, the data of the prun
 Writes ``benchmarks/results/training_repro_{quick,full}.{md,json,png}``.
 
 Run: ``python benchmarks/training_repro.py --quick`` (a few minutes on one core) or ``--full``.
+``--full --schedule``: the penalty experiment alone on MNIST, trained longer with a cosine lr
+and lam warmed up (``SCHEDULED``; ``training_repro_full_scheduled.*``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,14 @@ class Config:
         ("none", 0.0), ("log", 0.01), ("log", 0.03), ("log", 0.1), ("log", 0.15),
         ("value", 1e-4), ("value", 3e-4), ("value", 1e-3))
     evals: int = 15  # evaluation points along each curve
+    # the penalty experiment's own training (None: ``epochs``); its lr schedule ("constant" or
+    # "cosine", both arms alike); lam is 0 for the first ``warmup`` fraction of the steps, then
+    # rises linearly to its value over the next ``ramp`` fraction
+    penalty_epochs: float | None = None
+    penalty_lr_schedule: str = "constant"
+    warmup: float = 0.0
+    ramp: float = 0.0
+    optimizer_experiment: bool = True  # False: the penalty experiment only
     threads: int = 1
     out_dir: str = str(RESULTS_DIR)
     write: bool = True
@@ -77,6 +87,14 @@ FULL = Config(name="full", train=pr.FULL, widths=(300, 100), epochs=3, batch_siz
                   ("none", 0.0), ("log", 0.03), ("log", 0.05), ("log", 0.07), ("log", 0.1),
                   ("log", 0.2), ("value", 3e-6), ("value", 1e-5), ("value", 3e-5),
                   ("value", 1e-4)))
+# ``--full --schedule``: the penalty experiment alone, trained longer with a cosine lr (both arms
+# alike), lam off for the first 20% of the steps, then ramped up over 30%, and a proximal step on
+# the penalty (`prox_step`); lam picked on seed 0 among log 0.07/0.1/0.25/0.4, value 1e-5/4e-5
+# and proximal value 1e-5/2e-5/2e-4/4e-4 (docs/training.md)
+SCHEDULED = replace(FULL, name="full_scheduled", threads=1, penalty_epochs=6,
+                    penalty_lr_schedule="cosine", warmup=0.2, ramp=0.3,
+                    optimizer_experiment=False,
+                    penalties=(("none", 0.0), ("value-prox", 2e-4)))
 
 
 # ----------------------------------------------------------------------------- training
@@ -91,30 +109,64 @@ def batches(n: int, batch: int, steps: int, seed: int):
         yield idx
 
 
+def lam_factor(step: int, steps: int, cfg: Config) -> float:
+    """The share of lam applied at ``step`` (1-based): 0 during the warm-up, then a linear
+    ramp to 1."""
+    t = (step - 1) / steps
+    if t < cfg.warmup:
+        return 0.0
+    return 1.0 if cfg.ramp <= 0 else min(1.0, (t - cfg.warmup) / cfg.ramp)
+
+
+def prox_step(model: nn.Module, penalty: fxpath.PathNormPenalty, t: float) -> None:
+    """``w <- sgn(w) max(|w| - t |dP/dw|, 0)``: a proximal step on the penalty ``P``,
+    linearized at ``w`` (``dP/dw`` is ``sgn(w)`` times the path mass through ``w`` without its
+    own factor): an entry the step would carry across zero stops at zero, where a subgradient
+    step on ``loss + lam P`` overshoots and keeps it oscillating around zero."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(penalty(), params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.copy_(p.sign() * (p.abs() - t * g.abs()).clamp_min(0))
+
+
 def train_run(model: nn.Module, data: dict, cfg: Config, seed: int, optimizer: str,
-              lam: float = 0.0, form: str = "log") -> dict:
+              lam: float = 0.0, form: str = "log", epochs: float | None = None,
+              schedule: str = "constant") -> dict:
     """Train ``model`` in place; returns the curve (step, test accuracy, train loss) and the
     final test logits (float64). A non-finite loss stops the run (``diverged``)."""
     x, y = data["x_train"], data["y_train"]
     shape = tuple(x.shape[1:])
-    steps = max(1, round(cfg.epochs * x.shape[0] / cfg.batch_size))
+    steps = max(1, round((epochs or cfg.epochs) * x.shape[0] / cfg.batch_size))
     marks = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int).tolist())
     if optimizer == "Path-SGD":
         opt = fxpath.PathSGD(model.eval(), shape, lr=cfg.lr_path_sgd, momentum=cfg.momentum)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_sgd, momentum=cfg.momentum)
-    penalty = fxpath.PathNormPenalty(model, shape, q=1, log=form == "log") if lam > 0 else None
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if schedule == "cosine"
+             else None)
+    penalty = (fxpath.PathNormPenalty(model, shape, q=1, log=form.startswith("log"))
+               if lam > 0 else None)
+    prox = form.endswith("-prox")
     curve, losses, diverged = [], [], False
     t0 = time.perf_counter()
     for step, idx in enumerate(batches(x.shape[0], cfg.batch_size, steps, seed), start=1):
         loss = F.cross_entropy(model(x[idx]), y[idx])
-        total = loss + lam * penalty() if penalty is not None else loss
+        share = lam * lam_factor(step, steps, cfg)
+        penalized = penalty is not None and share > 0
+        total = loss + share * penalty() if penalized and not prox else loss
         if not math.isfinite(total.item()):
             diverged = True
             break
         opt.zero_grad(set_to_none=True)
         total.backward()
+        lr = opt.param_groups[0]["lr"]
         opt.step()
+        if penalized and prox:
+            prox_step(model, penalty, lr * share)
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
         if step in marks:
             curve.append((step, pr.accuracy(model, data), float(np.mean(losses[-20:]))))
@@ -161,7 +213,8 @@ def penalty_rows(data: dict, cfg: Config, seed: int, log) -> list[dict]:
     rows = []
     for form, lam in cfg.penalties:
         model = initial(data, cfg, seed, "balanced")
-        r = train_run(model, data, cfg, seed, "SGD", lam=lam, form=form)
+        r = train_run(model, data, cfg, seed, "SGD", lam=lam, form=form,
+                      epochs=cfg.penalty_epochs, schedule=cfg.penalty_lr_schedule)
         r.pop("logits")
         rows.append({"seed": seed, "form": form, "lam": lam, "acc": r["acc"],
                      "path_norm": path_norm(model, data), "diverged": r["diverged"],
@@ -188,7 +241,8 @@ def _run(cfg: Config, log) -> dict:
     data = pr.load_data(cfg.train)
     opt_rows, pen_rows = [], []
     for seed in cfg.seeds:
-        opt_rows += optimizer_rows(data, cfg, seed, log)
+        if cfg.optimizer_experiment:
+            opt_rows += optimizer_rows(data, cfg, seed, log)
         pen_rows += penalty_rows(data, cfg, seed, log)
     settings = asdict(cfg)
     settings.pop("out_dir")
@@ -213,7 +267,8 @@ def check_claims(result: dict) -> dict:
     opt, pen = result["optimizers"], result["penalty"]
     acc = {f"{o}, {s}": _mean(opt, "acc", optimizer=o, start=s)
            for o in OPTIMIZERS for s in STARTS}
-    gaps = {o: max(r["logits_rel_gap"] for r in opt if r["optimizer"] == o) for o in OPTIMIZERS}
+    gaps = {o: max((r["logits_rel_gap"] for r in opt if r["optimizer"] == o),
+                   default=float("nan")) for o in OPTIMIZERS}
     settings = [tuple(p) for p in result["config"]["penalties"]]
     base_acc, base_norm = _mean(pen, "acc", lam=0.0), _mean(pen, "path_norm", lam=0.0)
     trade = {f"{form} {lam:g}": {"acc": _mean(pen, "acc", form=form, lam=lam),
@@ -260,7 +315,8 @@ def _pen_table(rows: list[dict], penalties) -> list[str]:
     lines = ["| penalty | lam | test accuracy (mean ± std) | l^1 path-norm (mean) | "
              "path-norm / without |", "|---|---|---|---|---|"]
     base = _mean(rows, "path_norm", lam=0.0)
-    what = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁"}
+    what = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁",
+            "value-prox": "lam ‖Φ‖₁, proximal step", "log-prox": "lam log ‖Φ‖₁, proximal step"}
     for form, lam in penalties:
         accs = [r["acc"] for r in rows if r["lam"] == lam and r["form"] == form]
         norm = _mean(rows, "path_norm", form=form, lam=lam)
@@ -268,6 +324,37 @@ def _pen_table(rows: list[dict], penalties) -> list[str]:
         lines.append(f"| {what[form]} | {lam:g} | {np.mean(accs):.2f} ± {std:.2f} | "
                      f"{norm:.4g} | {norm / base:.3g} |")
     return lines
+
+
+def _schedule_text(cfg: dict) -> str:
+    """How the penalty experiment trains, where it differs from the optimizer experiment."""
+    if cfg.get("penalty_epochs") is None and cfg.get("penalty_lr_schedule", "constant") \
+            == "constant" and not cfg.get("warmup") and not cfg.get("ramp"):
+        return ""
+    return (f" Penalty experiment: {cfg['penalty_epochs'] or cfg['epochs']} epochs, "
+            f"{cfg['penalty_lr_schedule']} lr from {cfg['lr_sgd']} (with and without the "
+            f"penalty alike); lam is 0 for the first {cfg['warmup']:.0%} of the steps, then "
+            f"rises linearly to its value over {cfg['ramp']:.0%}.")
+
+
+def _opt_section(result: dict, c: dict) -> list[str]:
+    if not result["optimizers"]:
+        return []
+    return ["## SGD and Path-SGD from a balanced and a rescaled start", "",
+            *_opt_table(result["optimizers"]), "",
+            "Max rel. logit gap: `max |R_balanced(x) - R_rescaled(x)| / max |R_balanced(x)|` "
+            "over the test set after training (inf: a run diverged).", ""]
+
+
+def _opt_claims(result: dict, c: dict) -> list[str]:
+    if not result["optimizers"]:
+        return []
+    return [f"- Path-SGD, rescaled minus balanced start: "
+            f"{c['path_sgd_rescaled_minus_balanced']:+.2f} points (logits agree to "
+            f"{c['logits_rel_gap_max']['Path-SGD']:.2g} relative)",
+            f"- SGD, rescaled minus balanced start: {c['sgd_rescaled_minus_balanced']:+.2f} "
+            f"points ({c['sgd_rescaled_diverged']} of {len(result['config']['seeds'])} rescaled "
+            f"runs diverged; logit gap {c['logits_rel_gap_max']['SGD']:.2g})"]
 
 
 def to_markdown(result: dict) -> str:
@@ -285,26 +372,27 @@ def to_markdown(result: dict) -> str:
         f"{m['cpu_count']} CPUs, torch {m['torch']}, commit {m['commit']}. fxpath "
         f"{result['fxpath_version']}. Total run time {result['seconds']:.0f} s (CPU pressure at "
         f"the end: `{result['cpu_pressure_at_end']}`).", "",
-        f"Data: {cfg['train']['dataset']} ({result['n_train']} train / {result['n_test']} test). "
-        f"Model: ReLU MLP, hidden widths {list(cfg['widths'])}, biases. {cfg['epochs']} epochs, "
-        f"batch {cfg['batch_size']}, momentum {cfg['momentum']}, constant lr (SGD "
-        f"{cfg['lr_sgd']}, Path-SGD {cfg['lr_path_sgd']}), no weight decay. Seeds "
-        f"{list(cfg['seeds'])}; each seed fixes the initialization and the batches, shared by "
-        f"every run of the seed. Rescaled start: `fxpath.rescale`, factors "
-        f"{list(cfg['factors'])} per hidden neuron (same function as the balanced start).", "",
-        "## SGD and Path-SGD from a balanced and a rescaled start", "",
-        *_opt_table(result["optimizers"]), "",
-        "Max rel. logit gap: `max |R_balanced(x) - R_rescaled(x)| / max |R_balanced(x)|` over "
-        "the test set after training (inf: a run diverged).", "",
+        (f"Data: {cfg['train']['dataset']} ({result['n_train']} train / {result['n_test']} "
+         f"test). Model: ReLU MLP, hidden widths {list(cfg['widths'])}, biases. "
+         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, momentum {cfg['momentum']}, "
+         f"constant lr (SGD {cfg['lr_sgd']}, Path-SGD {cfg['lr_path_sgd']}), no weight decay. "
+         f"Seeds {list(cfg['seeds'])}; each seed fixes the initialization and the batches, "
+         f"shared by every run of the seed. Rescaled start: `fxpath.rescale`, factors "
+         f"{list(cfg['factors'])} per hidden neuron (same function as the balanced start)."
+         + _schedule_text(cfg)) if result["optimizers"] else
+        (f"Data: {cfg['train']['dataset']} ({result['n_train']} train / {result['n_test']} "
+         f"test). Model: ReLU MLP, hidden widths {list(cfg['widths'])}, biases. SGD, batch "
+         f"{cfg['batch_size']}, momentum {cfg['momentum']}, no weight decay. Seeds "
+         f"{list(cfg['seeds'])}; each seed fixes the initialization and the batches, shared by "
+         f"every run of the seed." + _schedule_text(cfg) + " Proximal step: after each SGD "
+         "step on the data loss, `w <- sgn(w) max(|w| - lr lam |dP/dw|, 0)` "
+         "(`prox_step`); the settings were picked on seed 0 "
+         "(`training_repro_scheduled_pilot.md`)."), "",
+        *_opt_section(result, c),
         "## The l^1 path-norm penalty (SGD, balanced start)", "",
         *_pen_table(result["penalty"], cfg["penalties"]), "",
         "## Claims", "",
-        f"- Path-SGD, rescaled minus balanced start: "
-        f"{c['path_sgd_rescaled_minus_balanced']:+.2f} points (logits agree to "
-        f"{c['logits_rel_gap_max']['Path-SGD']:.2g} relative)",
-        f"- SGD, rescaled minus balanced start: {c['sgd_rescaled_minus_balanced']:+.2f} points "
-        f"({c['sgd_rescaled_diverged']} of {len(cfg['seeds'])} rescaled runs diverged; logit gap "
-        f"{c['logits_rel_gap_max']['SGD']:.2g})",
+        *_opt_claims(result, c),
         f"- the penalty lowers the l^1 path-norm at least tenfold at most 0.5 points below the "
         f"accuracy without it ({t['baseline_acc']:.2f}%, path-norm "
         f"{t['baseline_path_norm']:.4g}): {verdict}", "",
@@ -327,12 +415,21 @@ def plot(result: dict, path: Path) -> None:
             if r["curve"]:
                 st, acc, _ = zip(*r["curve"])
                 ax.plot(st, acc, style, lw=1.2, alpha=0.8, label=f"{o}, {s}" if i == 0 else None)
+    settings = [tuple(p) for p in result["config"]["penalties"]]
+    if not result["optimizers"]:  # the scheduled penalty experiment: its curves
+        for r in result["penalty"]:
+            if r["curve"]:
+                st, acc, _ = zip(*r["curve"])
+                i = settings.index((r["form"], r["lam"]))
+                first = r["seed"] == result["config"]["seeds"][0]
+                ax.plot(st, acc, color=f"C{i}", lw=1.2, alpha=0.8,
+                        label=f"{r['form']} {r['lam']:g}" if first else None)
     ax.set_xlabel("step")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("SGD vs Path-SGD, balanced and rescaled starts")
+    ax.set_title("SGD vs Path-SGD, balanced and rescaled starts" if result["optimizers"]
+                 else "test accuracy during training, with and without the penalty")
     ax.legend(fontsize=8)
     ax = axes[1]
-    settings = [tuple(p) for p in result["config"]["penalties"]]
     for r in result["penalty"]:
         i = settings.index((r["form"], r["lam"]))
         first = r["seed"] == result["config"]["seeds"][0]
@@ -355,7 +452,15 @@ def write_results(result: dict, out_dir: Path, name: str) -> None:
 
 
 def main(argv=None) -> int:
-    return repro_cli.main(argv, __doc__, quick=QUICK, full=FULL, run=run,
+    """``--schedule`` (with ``--full``): the scheduled penalty experiment (`SCHEDULED`)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    full = FULL
+    if "--schedule" in args:
+        args.remove("--schedule")
+        full = SCHEDULED
+    return repro_cli.main(args, __doc__, quick=QUICK, full=full, run=run,
                           to_markdown=to_markdown, plot=plot, quick_help="digits 8x8 (default)",
                           full_help="MNIST", seeds=True)
 
