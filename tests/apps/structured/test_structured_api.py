@@ -197,6 +197,9 @@ def test_rescaling_leaves_the_path_mass_choice_unchanged() -> None:
     _, l1 = fxpath.prune_channels(model, 0.5, (3, 8, 8), criterion="l1")
     _, l1_fooled = fxpath.prune_channels(attacked, 0.5, (3, 8, 8), criterion="l1")
     assert l1.removed != l1_fooled.removed
+    _, bn = fxpath.prune_channels(model, 0.5, (3, 8, 8), criterion="bn_scale")
+    _, bn_fooled = fxpath.prune_channels(attacked, 0.5, (3, 8, 8), criterion="bn_scale")
+    assert bn.removed != bn_fooled.removed
 
 
 def test_certify_channels_from_a_torch_pruning_history() -> None:
