@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from fxpath.ir.coordinates import multiplied
+from fxpath.ir.coordinates import multiplied, tensor_of
 from fxpath.ir.params import Params, ParamSource
 from fxpath.quantities.envelope import BLOCK, Envelope, Operand, envelope
 from fxpath.quantities.norm import path_norm
@@ -76,51 +76,35 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
     envelopes' flags, and whether ``|a|`` equals ``ref`` bit for bit.
 
     Slots below one block go through one envelope of their concatenation: a ResNet-50 has
-    161 coordinate tensors, and per-tensor calls cost more than the arithmetic. Every slot's
-    ``lo`` and ``gap`` are views of two tensors the program keeps (`_arena`).
+    161 coordinate tensors, and per-tensor calls cost more than the arithmetic.
     """
     small = [k for k in a if a[k].numel() < BLOCK]
     if len(small) < 2:
         small = []
-    lo_all, gap_all = _arena(runner, a)
     pieces: dict[str, tuple[Tensor, Tensor]] = {}
     flags: list[Envelope] = []
     unchanged = ref is not None
-    offset = 0
     if small:
         def flat(t: Mapping[str, Operand]) -> Tensor:
             return torch.cat([multiplied(t[k]).reshape(-1) for k in small])
         fa = flat(a)
-        n = fa.numel()
         e = envelope(fa, flat(b), flat(ref) if ref is not None else None,
-                     (lo_all[:n], gap_all[:n]))
+                     runner.envelope_buffers("<small coordinates>", fa))
         flags.append(e)
         unchanged = unchanged and e.matches_ref
         sizes = [a[k].numel() for k in small]
         for k, lo, gap in zip(small, e.lo.split(sizes), e.gap.split(sizes)):
             pieces[k] = (lo.view(a[k].shape), gap.view(a[k].shape))
-        offset = n
     for k in a:
         if k in pieces:
             continue
-        n = a[k].numel()
         # compare with the reference until the first difference
         e = envelope(a[k], b[k], ref[k] if ref is not None and unchanged else None,
-                     (lo_all[offset:offset + n], gap_all[offset:offset + n]))
-        offset += n
+                     runner.envelope_buffers(k, tensor_of(a[k])))
         flags.append(e)
         unchanged = unchanged and e.matches_ref
         pieces[k] = (e.lo, e.gap)
     return [t for k in a for t in pieces[k]], flags, unchanged
-
-
-def _arena(runner: Runner, coords: Mapping[str, Operand]) -> tuple[Tensor, Tensor]:
-    """Two flat tensors with room for every slot's ``lo`` and ``gap``, kept by the program
-    (`Runner.envelope_buffers`): one allocation each, so that huge pages back all of them
-    (`fxpath.engine.memory`), not only the slots above 8 MiB."""
-    numel = sum(t.numel() for t in coords.values())
-    like = torch.empty((), dtype=runner.dtype, device=runner.device).expand(numel)
-    return runner.envelope_buffers("<envelopes>", like)
 
 
 def _norm_of(net: CompiledNetwork, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:
