@@ -228,7 +228,7 @@ def aims(r: dict) -> str:
     lines = ["| aim | measured | bound | met |", "|---|---|---|---|"]
     for name, (key, bound, how) in AIMS.items():
         v = r["figures"][key]
-        shown = f"{v:.3f}" if key == "macs" else f"{v:.2f}x"
+        shown = f"{v:.3f}" if key == "macs" else f"{v:.3f}x"
         lines.append(f"| {name} | {shown} | {how} {bound:g} | "
                      f"{'yes' if _met(v, bound, how) else '**no**'} |")
     return "\n".join(lines) + "\n"
