@@ -391,6 +391,7 @@ def _seed_results(cfg: Config, data: dict, log):
 
 def _run(cfg: Config, log) -> dict:
     t0 = time.perf_counter()
+    where = machine("cpu")  # the commit of the code this run imports, taken before it runs
     data = pr.load_data(cfg.train)
     seeds, rows = [], []
     partial = Path(cfg.out_dir) / f"structured_repro_{cfg.name}.partial.json"
@@ -405,7 +406,7 @@ def _run(cfg: Config, log) -> dict:
     settings = asdict(cfg)
     settings.pop("out_dir")
     settings["train"].pop("out_dir")
-    result = {"config": settings, "machine": machine("cpu"),
+    result = {"config": settings, "machine": where,
               "fxpath_version": fxpath.__version__,
               "n_train": int(data["x_train"].shape[0]), "n_test": int(data["x_test"].shape[0]),
               "seeds": seeds, "rows": rows, "seconds": time.perf_counter() - t0,
