@@ -189,7 +189,7 @@ def _cut(tp: Any, small: nn.Module, inputs: Sequence[Tensor], shapes: Sequence[t
     modules = dict(small.named_modules())
     try:
         pruner = tp.pruner.BasePruner(
-            small, _one(inputs), importance=imp, global_pruning=scope == "global",
+            small, _one(inputs), importance=_TieBreak(imp), global_pruning=scope == "global",
             pruning_ratio=amount, iterative_steps=steps, round_to=round_to,
             ignored_layers=[modules[n] for n in sorted(ignored)])
     except Exception as exc:  # the library's own failure, whatever its type
@@ -214,6 +214,30 @@ def _cut(tp: Any, small: nn.Module, inputs: Sequence[Tensor], shapes: Sequence[t
                                 f"amount or add the layer to ignored_layers")
     ledger.spared = tuple(dict.fromkeys(spared))
     return small, ledger
+
+
+class _TieBreak:
+    """An importance whose equal scores are told apart by channel order (then by group).
+
+    Torch-Pruning's threshold cuts every channel whose score equals the k-th smallest, so tied
+    scores (fresh BatchNorm scales are all 1) would cut far more than ``amount``. Scores are
+    nudged by at most a few parts in 1e12 of their size: distinct scores keep their order."""
+
+    def __init__(self, importance: Any) -> None:
+        self.importance = importance
+        self.calls = 0
+
+    def __call__(self, group: Any) -> Tensor | None:
+        scores = self.importance(group)
+        if scores is None:
+            return None
+        scores = scores.to(torch.float64)
+        finite = scores[torch.isfinite(scores)]
+        size = float(finite.abs().max()) if finite.numel() else 1.0
+        step = 1e-13 * (size if size > 0 else 1.0)
+        self.calls += 1
+        order = torch.arange(len(scores), dtype=torch.float64)
+        return scores + step * (order / max(1, len(scores)) + self.calls / 1e3)
 
 
 def _prune(group: Any, ledger: Ledger, **kwargs: Any) -> None:

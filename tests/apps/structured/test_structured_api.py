@@ -274,3 +274,15 @@ def test_missing_torch_pruning_names_the_install_command(monkeypatch) -> None:
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(FxPathError, match=r'pip install "fxpath\[prune\]"'):
         fxpath.prune_channels(randomized(ResNetish()), 0.5, (3, 8, 8))
+
+
+def test_tied_scores_cut_what_was_asked() -> None:
+    """Fresh BatchNorms all have scale 1: Torch-Pruning's threshold alone would cut every tied
+    channel. Ties are broken by channel order, so the amount holds."""
+    torch.manual_seed(0)
+    model = ResNetish().eval()  # default init: every BatchNorm scale is 1
+    small, report = fxpath.prune_channels(model, 0.3, (3, 8, 8), criterion="bn_scale")
+    assert not report.spared
+    dense_c = sum(d for d, _ in report.channels.values())
+    cut = sum(d - c for d, c in report.channels.values())
+    assert 0 < cut < dense_c and small.stem.out_channels > 1
