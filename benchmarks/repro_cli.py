@@ -1,6 +1,7 @@
 """What the reproduction scripts share: writing a run's result files and their command line.
 
-``pruning_repro``, ``quantization_repro``, ``tightness`` and ``training_repro`` each have a
+``pruning_repro``, ``quantization_repro``, ``tightness``, ``training_repro`` and
+``structured_repro`` each have a
 ``QUICK`` (digits) and a ``FULL`` (MNIST) config, a ``run(config)``, a ``to_markdown(result)``
 and a ``plot(result, path)``; this module gives them one ``--quick/--full/--threads/--out/
 --render`` command line and one way of writing ``<prefix>_<name>.{json,md,png}``.
