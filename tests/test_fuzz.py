@@ -203,6 +203,27 @@ def test_prune(amount: Any, criterion: Any, scope: Any, steps: Any, prunable: An
         assert report.metric.exact and 0 <= report.overall_sparsity <= 1
 
 
+@settings(FUZZ, max_examples=max(8, EXAMPLES // 4))  # each call builds Torch-Pruning's graph
+@given(amount=mostly(st.sampled_from([0.25, 0.5]), numbers | junk),
+       shape=mostly(st.just(SHAPE), shapes),
+       criterion=mostly(st.sampled_from(["path_magnitude", "l1", "bn_scale"]),
+                        st.sampled_from(["magnitude", None, 3])),
+       scope=mostly(st.sampled_from(["global", "layer"]), st.sampled_from(["all", None])),
+       ignored=mostly(st.sampled_from([(), ["0"], [MODEL[0]]]),
+                      st.one_of(st.just(["nope"]), st.just(3), st.just([nn.ReLU()]), junk)),
+       round_to=mostly(st.sampled_from([None, 1, 2]), st.one_of(st.integers(-1, 0), junk)),
+       dtype=dtypes)
+def test_prune_channels(amount: Any, shape: Any, criterion: Any, scope: Any, ignored: Any,
+                        round_to: Any, dtype: Any) -> None:
+    pytest.importorskip("torch_pruning")
+    out = _checked(fxpath.prune_channels, MODEL, amount, shape, criterion=criterion,
+                   scope=scope, ignored_layers=ignored, round_to=round_to, dtype=dtype)
+    if out is not None:
+        small, report = out
+        assert report.metric.exact and report.params[1] <= report.params[0]
+        assert small(torch.randn(2, *SHAPE)).shape == (2, 3)
+
+
 @FUZZ
 @given(shape=shapes, factors=mostly(st.lists(st.sampled_from([0.5, 1.0, 8.0, 4096.0]),
                                             min_size=1, max_size=3),
@@ -222,6 +243,7 @@ def test_models_that_are_not_networks(junk_model: Any) -> None:
                lambda: fxpath.path_metric(junk_model, MODEL, SHAPE),
                lambda: fxpath.generalization_bound(junk_model, SHAPE, 10),
                lambda: fxpath.prune(junk_model, 0.5, SHAPE),
+               lambda: fxpath.prune_channels(junk_model, 0.5, SHAPE),
                lambda: fxpath.rescale(junk_model, SHAPE)):
         with pytest.raises(fxpath.FxPathError):
             fn()
@@ -232,7 +254,7 @@ def test_zz_both_outcomes_were_reached() -> None:
     if not OUTCOMES:
         pytest.skip("run with the fuzz tests")
     for fn in ("path_norm", "compile", "path_metric", "lipschitz_bound", "path_magnitude",
-               "prune", "rescale", "generalization_bound"):
+               "prune", "rescale", "generalization_bound", "prune_channels"):
         assert OUTCOMES[fn, "ok"] > 0, (fn, dict(OUTCOMES))
         assert sum(v for (f, k), v in OUTCOMES.items() if f == fn and k != "ok") > 0, fn
     if os.environ.get("FXPATH_FUZZ_REPORT"):

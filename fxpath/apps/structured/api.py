@@ -19,7 +19,7 @@ from fxpath.apps.structured.report import ChannelCertificate, StructuredReport
 from fxpath.apps.structured.twin import check_twin, zeroed_twin
 from fxpath.errors import ArgumentError, FxPathError
 from fxpath.program import PathProgram
-from fxpath.validate import as_input_shapes, check_model, check_steps, eval_mode
+from fxpath.validate import as_input_shapes, check_model, check_steps, compute_dtype, eval_mode
 
 __all__ = ["certify_channels", "prune_channels"]
 
@@ -66,6 +66,8 @@ def prune_channels(model: nn.Module, amount: float, input_shape: Shape, *,
     model = check_model(model, exported=False)
     amount, steps, criterion, scope, round_to = _check(amount, steps, criterion, scope, round_to)
     shapes = as_input_shapes(input_shape)
+    if dtype is not None:
+        compute_dtype([], dtype)  # the same check as compile's, before any work
     tp = torch_pruning()
     dense = PathProgram(model, shapes, dtype=torch.float64)  # refuses non-ReLU-DAGs
     ignored = _ignored(model, ignored_layers) | output_layers(dense.graph)
@@ -138,6 +140,9 @@ def _check(amount: Any, steps: Any, criterion: Any, scope: Any, round_to: Any
 def _ignored(model: nn.Module, layers: Iterable[str | nn.Module]) -> set[str]:
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
+    if not isinstance(layers, Iterable) or isinstance(layers, (bytes, Tensor, dict)):
+        raise ArgumentError(f"ignored_layers must be a list of layer names or modules of the "
+                            f"model, got {type(layers).__name__}")
     names = {m: n for n, m in model.named_modules()}
     modules = dict(model.named_modules())
     out = set()
