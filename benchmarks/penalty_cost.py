@@ -20,7 +20,7 @@ it), and ``lift_backward = penalty_backward - penalty - backward``, what the bac
 outside the path network (from the coordinates' gradients to the model's parameters).
 
     python benchmarks/penalty_cost.py                          # resnet18 at 224 and 32, mlp
-    PYTHONPATH=/tmp/old python benchmarks/penalty_cost.py --label before --commit abc1234
+    PYTHONPATH=../old-checkout python benchmarks/penalty_cost.py --label before --commit abc1234
 
 Each run's rows go under ``--label`` in benchmarks/results/penalty_cost_<device>.json (other
 labels kept: a before/after pair is two runs, each paired within itself); the .md shows them
