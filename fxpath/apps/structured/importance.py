@@ -65,14 +65,16 @@ class PathMagnitudeImportance(tp.importance.Importance):
         self.mass = ChannelMass(model, input_shape, dtype)
         self.kept_mass = bool(kept_mass)
         self._owners = out_channel_functions()
+        self._names: tuple[dict[str, Tensor], dict[nn.Module, str]] | None = None
 
     @torch.no_grad()
     def __call__(self, group: Any) -> Tensor | None:
         """One score per channel of ``group``'s root, or None for a group without a
         parameterized neuron."""
         masses = self.mass.masses()
-        names = {m: n for n, m in self.mass.model.named_modules()}
-        scores = group_mass(group, masses, names, self._owners)
+        if self._names is None or self._names[0] is not masses:  # one map per model state
+            self._names = (masses, {m: n for n, m in self.mass.model.named_modules()})
+        scores = group_mass(group, masses, self._names[1], self._owners)
         if scores is None or not self.kept_mass:
             return scores
         return kept_mass_cost(scores)

@@ -135,10 +135,14 @@ def group_mass(group: Any, masses: Mapping[str, Tensor], names: Mapping[nn.Modul
         if any(r is None for r in item.root_idxs):
             continue
         if scores is None:
-            scores = torch.zeros(len(group[0].idxs), dtype=torch.float64)
-            position = {int(r): i for i, r in enumerate(group[0].idxs)}
-        at = torch.as_tensor([position[int(r)] for r in item.root_idxs], dtype=torch.long)
-        scores.index_add_(0, at, mass[torch.as_tensor([int(i) for i in idxs], dtype=torch.long)])
+            roots = torch.tensor([int(r) for r in group[0].idxs], dtype=torch.long)
+            scores = torch.zeros(len(roots), dtype=torch.float64)
+            # root channel -> position in the group's root list (the identity for full groups)
+            where = torch.full((int(roots.max()) + 1 if len(roots) else 1,), -1,
+                               dtype=torch.long)
+            where[roots] = torch.arange(len(roots))
+        at = where[torch.tensor([int(r) for r in item.root_idxs], dtype=torch.long)]
+        scores.index_add_(0, at, mass[torch.tensor([int(i) for i in idxs], dtype=torch.long)])
         counted.add(name)
     return scores
 
