@@ -17,6 +17,7 @@ directly and no normalizer is needed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,6 +85,8 @@ class ChannelMass:
         self._state: tuple[Any, ...] | None = None
         self._masses: dict[str, Tensor] = {}
         self.frozen = False  # True: keep the masses of the last computation (one pruning step)
+        self._modules: list[nn.Module] | None = None  # read directly: no name building per call
+        self._children: tuple[int, ...] = ()
 
     @property
     def program(self) -> PathProgram:
@@ -95,11 +98,28 @@ class ChannelMass:
             self._shapes = shapes
         return self._program
 
+    def _key(self) -> tuple[Any, ...]:
+        """What the masses depend on: every child module's identity and every tensor's storage,
+        version and shape (a new value, a replaced tensor or module, or a cut changes it). The
+        modules' own dicts are read directly: no name is built at each group."""
+        children = (tuple(id(c) for m in self._modules for c in m._modules.values())
+                    if self._modules is not None else None)
+        if self._modules is None or children != self._children:
+            self._modules = list(self.model.modules())
+            self._children = tuple(id(c) for m in self._modules for c in m._modules.values())
+        tensors = itertools.chain.from_iterable(
+            itertools.chain(m._parameters.values(), m._buffers.values()) for m in self._modules)
+        return self._children, tuple((t.data_ptr(), t._version, t.shape) for t in tensors
+                                     if t is not None)
+
     def masses(self) -> dict[str, Tensor]:
         """Module path -> per-channel path mass fraction (float64, on the CPU)."""
-        state = tuple((k, tuple(v.shape), v.data_ptr(), v._version)
-                      for k, v in self.model.state_dict(keep_vars=True).items())
-        if state != self._state and not (self.frozen and self._state is not None):
+        if self.frozen and self._state is not None:
+            return self._masses
+        # every tensor's storage, version and shape: a new value, a replaced tensor or a cut
+        # changes one of them (cheaper than walking the state_dict at each group)
+        state = self._key()
+        if state != self._state:
             prog = self.program
             self._masses = {k: v.detach().to("cpu", torch.float64)
                             for k, v in prog.path_magnitude(neurons=True).items()}

@@ -192,3 +192,23 @@ def test_global_path_mass_ranking_does_not_empty_layers() -> None:
     small, report = fxpath.prune_channels(net, 0.5, (6,), dtype=torch.float64)
     assert not report.spared
     assert small[0].out_features > 1 and small[2].out_features >= 1
+
+
+def test_channel_mass_is_never_stale() -> None:
+    """A replaced module deep inside, an in-place weight change: the next masses are new."""
+    from fxpath.apps.structured.mass import ChannelMass
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(),
+                        nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
+                        nn.Flatten(), nn.Linear(64, 2)).double().eval()
+    mass = ChannelMass(net, (3, 8, 8))
+    first = {k: v.clone() for k, v in mass.masses().items()}
+    net[2][0] = nn.Conv2d(4, 4, 3).double()
+    second = {k: v.clone() for k, v in mass.masses().items()}
+    assert not torch.equal(first["2.0"], second["2.0"])
+    with torch.no_grad():
+        net[0].weight[0].mul_(5.0)
+    third = mass.masses()
+    want = fxpath.compile(net, (3, 8, 8)).path_magnitude(neurons=True)
+    torch.testing.assert_close(third["0"], want["0"].double())
