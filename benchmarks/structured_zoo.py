@@ -24,9 +24,8 @@ Run (from the repository root; about half an hour on two busy cores)::
     python benchmarks/structured_zoo.py
     python benchmarks/structured_zoo.py --models resnet18 mobilenet_v2 --size 3 64 64 \\
         --out short.json                          # a short run
-    python benchmarks/structured_zoo.py --render  # measure nothing: rewrite the .md and the
-                                                  # table in docs/structured.md from the .json
-    python benchmarks/structured_zoo.py --check   # exit 1 when that table is stale
+    python benchmarks/structured_zoo.py --render  # measure nothing: rewrite the .md
+    python benchmarks/tables.py                   # the table in docs/structured.md
 
 Writes ``benchmarks/results/structured_zoo_cpu.{json,md}`` (``--out``).
 """
@@ -46,14 +45,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from bench_path import machine  # benchmarks/ (this script's folder is on sys.path)
+from tables import structured_zoo_provenance, structured_zoo_table
 
 import fxpath
+from fxpath.tools.zoo.selfcheck import randomize_batchnorm
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "structured_zoo_cpu.json"
-DOC = HERE.parent / "docs" / "structured.md"
-BEGIN = "<!-- zoo: written by `python benchmarks/structured_zoo.py --render` -->"
-END = "<!-- end of the zoo -->"
 AMOUNT = 0.5
 BATCH = 8
 
@@ -87,22 +85,6 @@ MODELS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "resnet50d": ("timm", _timm("resnet50d")),
     "Unet(resnet34)": ("smp", _unet),
 }
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running statistics and affine parameters (non-zero shifts),
-    as training leaves them: a freshly initialized one is the identity."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                    m.bias.copy_(torch.rand(n, generator=gen) * 2 - 1)
-    return model
 
 
 def build(name: str) -> nn.Module:
@@ -243,70 +225,10 @@ def run(models: list[str], shape: tuple[int, ...], repeats: int, threads: int,
 
 # -- writing ------------------------------------------------------------------------------------
 
-def _r(pair: list[int]) -> str:
-    return f"{pair[1] / pair[0]:.3f}"
-
-
-def _relative(value: float) -> str:
-    """The relative path-metric, its distance to 1 shown when that is below 1e-6."""
-    if value == 1.0:
-        return "1"
-    return f"1 - {1 - value:.1e}" if 1 - value < 1e-6 else f"{value:.6f}"
-
-
-def _spared(names: list[str], shown: int = 3) -> str:
-    """The spared layers: a count and the first few names (all of them are in the .json)."""
-    if not names:
-        return "none"
-    listed = ", ".join(f"`{n}`" for n in names[:shown])
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return f"{len(names)}: {listed}{more}"
-
-
-def table(result: dict) -> str:
-    """The zoo table (one line per model; a refused model gets its error)."""
-    lines = ["| model | params small / dense | MACs small / dense | channels left | batch-8 "
-             "speed-up (CPU time) | prune_channels / forward (CPU time) | path-metric "
-             "(relative) | exact | twin gap | spared layers |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        label = f"{r['model']} ({r['library']})"
-        if "error" in r:
-            lines.append(f"| {label} | refused: {r['error'].replace('|', '/')} "
-                         + "| " * 8 + "|")
-            continue
-        p, m = r["prune"], r["metric"]
-        spared = _spared(r["spared"])
-        lines.append(
-            f"| {label} | {_r(r['params'])} | {_r(r['macs'])} | {_r(r['channels'])} | "
-            f"{r['latency']['speedup']:.2f}x ({r['latency']['cpu_speedup']:.2f}x) | "
-            f"{p['ratio']:.0f}x ({p['cpu_ratio']:.0f}x) | "
-            f"{m['value']:.3e} ({_relative(m['relative'])}) | {m['exact']} | {r['twin_gap']:.1e} | "
-            f"{spared} |")
-    return "\n".join(lines) + "\n"
-
-
-def provenance(result: dict) -> str:
-    """One paragraph: where and when the figures come from."""
-    m = result["machine"]
-    start, end = result["load_average_start"][0], result["load_average_end"][0]
-    shape = "x".join(map(str, result["input_shape"]))
-    return (f"Measured by `benchmarks/structured_zoo.py` at commit `{m['commit']}` "
-            f"(fxpath/apps/structured/ digest `{result.get('structured_sources', '?')}`) on "
-            f"{m.get('cpu', 'an unnamed CPU')} ({result['threads']} torch thread(s) of "
-            f"{m['cpu_count']} CPUs), torch {m['torch']}, python {m['python']}; input "
-            f"{shape}, {result['amount']:.0%} of the channels, criterion "
-            f"`{result['criterion']}`, {result['scope']} scope. The machine is shared with "
-            f"other work: load average {start:.1f} at the start and {end:.1f} at the end, so "
-            f"the times move; the ratios are of measurements taken side by side (the prune "
-            f"against the median of six one-image forwards around it; the speed-up is the "
-            f"median of {result['repeats']} paired batch-{result['batch']} forwards).")
-
-
 def to_markdown(result: dict) -> str:
     """The result file's .md."""
-    lines = ["# Structured pruning on the zoo (CPU)", "", provenance(result), "",
-             table(result), "",
+    lines = ["# Structured pruning on the zoo (CPU)", "", structured_zoo_provenance(result), "",
+             structured_zoo_table(result), "",
              "Params and MACs: `report.params`, `report.macs` (MACs of one sample, torch's FLOP "
              "counter). Channels left: conv/linear output channels of the small model over the "
              "dense one's. Path-metric: `report.metric` between the dense model and its zeroed "
@@ -325,27 +247,6 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(begin: str, end: str, body: str, doc: Path = DOC, check: bool = False
-                  ) -> bool:
-    """Rewrite the text between the marker lines ``begin`` and ``end`` of ``doc`` with
-    ``body`` (with ``check``, write nothing); True when it was stale."""
-    text = doc.read_text()
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise SystemExit(f"{doc.name}: expected one pair of markers {begin!r} ... {end!r}")
-    head, rest = text.split(begin)
-    _, tail = rest.split(end)
-    new = f"{head}{begin}\n{body}{end}{tail}"
-    if new != text and not check:
-        doc.write_text(new)
-    return new != text
-
-
-def render_doc(result: dict, doc: Path = DOC, check: bool = False) -> bool:
-    """Rewrite the zoo table of ``doc`` (with ``check``, write nothing); True when it was
-    stale."""
-    return replace_block(BEGIN, END, f"{provenance(result)}\n\n{table(result)}", doc, check)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -355,19 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads (1: steadier on a machine shared with other work)")
     p.add_argument("--out", type=Path, default=RESULTS, help="the .json (the .md beside it)")
     p.add_argument("--render", action="store_true",
-                   help="measure nothing: rewrite the .md and docs/structured.md from --out")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing: exit 1 when docs/structured.md's table is stale")
+                   help="measure nothing: rewrite the .md from --out")
     args = p.parse_args(argv)
-    if args.check:
-        stale = render_doc(json.loads(args.out.read_text()), check=True)
-        print(f"docs/structured.md: {'stale' if stale else 'current'}")
-        return int(stale)
     if args.render:
-        result = json.loads(args.out.read_text())
-        args.out.with_suffix(".md").write_text(to_markdown(result))
-        if args.out.resolve() == RESULTS.resolve():
-            print(f"docs/structured.md: {'rewritten' if render_doc(result) else 'current'}")
+        args.out.with_suffix(".md").write_text(to_markdown(json.loads(args.out.read_text())))
         return 0
     result = run(args.models, tuple(args.size), args.repeats, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)

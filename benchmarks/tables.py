@@ -366,11 +366,78 @@ def generalization() -> str:
          "published", "log10 path-norm", "log10 bound"), rows))
 
 
+# -- structured pruning (also the .md of structured_zoo.py) ---------------------------------
+
+def _r(pair: list[int]) -> str:
+    return f"{pair[1] / pair[0]:.3f}"
+
+
+def _relative(value: float) -> str:
+    """The relative path-metric, its distance to 1 shown when that is below 1e-6."""
+    if value == 1.0:
+        return "1"
+    return f"1 - {1 - value:.1e}" if 1 - value < 1e-6 else f"{value:.6f}"
+
+
+def _spared(names: list[str], shown: int = 3) -> str:
+    """The spared layers: a count and the first few names (all of them are in the .json)."""
+    if not names:
+        return "none"
+    listed = ", ".join(f"`{n}`" for n in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)}: {listed}{more}"
+
+
+def structured_zoo_table(result: dict[str, Any]) -> str:
+    """The zoo table (one line per model; a refused model gets its error)."""
+    lines = ["| model | params small / dense | MACs small / dense | channels left | batch-8 "
+             "speed-up (CPU time) | prune_channels / forward (CPU time) | path-metric "
+             "(relative) | exact | twin gap | spared layers |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        label = f"{r['model']} ({r['library']})"
+        if "error" in r:
+            lines.append(f"| {label} | refused: {r['error'].replace('|', '/')} "
+                         + "| " * 8 + "|")
+            continue
+        p, m = r["prune"], r["metric"]
+        spared = _spared(r["spared"])
+        lines.append(
+            f"| {label} | {_r(r['params'])} | {_r(r['macs'])} | {_r(r['channels'])} | "
+            f"{r['latency']['speedup']:.2f}x ({r['latency']['cpu_speedup']:.2f}x) | "
+            f"{p['ratio']:.0f}x ({p['cpu_ratio']:.0f}x) | "
+            f"{m['value']:.3e} ({_relative(m['relative'])}) | {m['exact']} | {r['twin_gap']:.1e} | "
+            f"{spared} |")
+    return "\n".join(lines) + "\n"
+
+
+def structured_zoo_provenance(result: dict[str, Any]) -> str:
+    """One paragraph: where and when the figures come from."""
+    m = result["machine"]
+    start, end = result["load_average_start"][0], result["load_average_end"][0]
+    shape = "x".join(map(str, result["input_shape"]))
+    return (f"Measured by `benchmarks/structured_zoo.py` at commit `{m['commit']}` "
+            f"(fxpath/apps/structured/ digest `{result.get('structured_sources', '?')}`) on "
+            f"{m.get('cpu', 'an unnamed CPU')} ({result['threads']} torch thread(s) of "
+            f"{m['cpu_count']} CPUs), torch {m['torch']}, python {m['python']}; input "
+            f"{shape}, {result['amount']:.0%} of the channels, criterion "
+            f"`{result['criterion']}`, {result['scope']} scope. The machine is shared with "
+            f"other work: load average {start:.1f} at the start and {end:.1f} at the end, so "
+            f"the times move; the ratios are of measurements taken side by side (the prune "
+            f"against the median of six one-image forwards around it; the speed-up is the "
+            f"median of {result['repeats']} paired batch-{result['batch']} forwards).")
+
+def structured_zoo() -> str:
+    """Channel pruning at 50% on the zoo (structured_zoo.py)."""
+    result = _json("structured_zoo_cpu.json")
+    return f"{structured_zoo_provenance(result)}\n\n{structured_zoo_table(result).rstrip()}"
+
+
 #: every table, by the name its markers carry
 TABLES: dict[str, Callable[[], str]] = {f.__name__: f for f in (
     headline, bench_cpu, bench_cpu_memory, bench_gpu, live_params, scaling_cpu, scaling_gpu,
     frontends, dense, zoo_families, zoo_registries, zoo_full, pruning_finetuned, pruning_pruned,
-    quantization_cost, generalization)}
+    quantization_cost, generalization, structured_zoo)}
 
 
 # -- rewriting the documents --------------------------------------------------------------------
