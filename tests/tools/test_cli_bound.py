@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+from test_cli import run  # the one CLI runner of the tests
 
 import fxpath
 from fxpath.tools import cli
@@ -23,12 +24,6 @@ def pooled() -> nn.Module:
 def pooled_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every MODEL builds the pooled net (weights from the CLI's seed)."""
     monkeypatch.setattr(cli, "build_model", lambda spec: (pooled(), SHAPE))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _expected(n: int, bound: float, dtype: torch.dtype = torch.float32

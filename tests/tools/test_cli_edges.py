@@ -18,6 +18,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from test_cli import run  # the one CLI runner of the tests
 
 from fxpath.apps.quantize.report import QuantizeReport
 from fxpath.tools import arguments, cli, commands
@@ -45,12 +46,6 @@ def tiny_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(cli, "build_model", build)
     return built
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_clean_usage_error(code: int, err: str, *fragments: str) -> None:

@@ -15,6 +15,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from test_cli import run  # the one CLI runner of the tests
 
 import fxpath
 from fxpath.tools import channels, cli, commands
@@ -61,12 +62,6 @@ def tiny_net(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(cli, "build_model", build)
     return built
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _count(text: str) -> int:
