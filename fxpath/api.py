@@ -14,7 +14,7 @@ from fxpath.program import PathProgram
 from fxpath.quantities import generalization
 from fxpath.quantities.generalization import GeneralizationBound
 from fxpath.quantities.results import PathMetric, PathNorm
-from fxpath.validate import batch_advice, check_batches, check_input_count, check_q
+from fxpath.validate import batch_advice, check_batches, check_input_count, check_q, input_scale
 
 __all__ = ["compile", "generalization_bound", "lipschitz_bound", "path_magnitude", "path_metric",
            "path_norm"]
@@ -140,8 +140,7 @@ def lipschitz_bound(model_a: Model, model_b: Model | Mapping[str, Tensor],
         raise ArgumentError(f"x of shape {tuple(xs[0].shape)} does not fit the model: "
                             f"{advice}") from exc
     d = prog.path_metric(model_b).value
-    norms = [t.detach().flatten(1).abs().amax(1).to(torch.float64) for t in xs]
-    return torch.stack(norms).amax(0).clamp(min=1.0) * d
+    return input_scale(xs) * d
 
 
 def path_magnitude(model: Model, input_shape: Shape | None, *,

@@ -226,6 +226,14 @@ def check_batches(x: Any) -> list[Tensor]:
     return xs
 
 
+def input_scale(xs: Sequence[Tensor]) -> Tensor:
+    """``max(1, ||x_n||_inf)`` per sample, the factor of the Lipschitz bound: the largest
+    ``|entry|`` of sample ``n`` over every input together (float64, shape ``(N,)``, on the
+    first input's device)."""
+    norms = [t.detach().flatten(1).abs().amax(1).to(xs[0].device, torch.float64) for t in xs]
+    return torch.stack(norms).amax(0).clamp(min=1.0)
+
+
 def compute_dtype(params: Sequence[Tensor], dtype: Any) -> torch.dtype:
     """The path network's compute dtype: ``dtype`` if given, else the model's.
 

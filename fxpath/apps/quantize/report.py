@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -22,7 +21,7 @@ from fxpath.apps.quantize.rounding import scheme_bits
 from fxpath.apps.quantize.targets import Target
 from fxpath.program import PathProgram
 from fxpath.quantities.results import PathMetric
-from fxpath.validate import check_batch
+from fxpath.validate import check_batch, input_scale
 
 __all__ = ["LayerQuantization", "QuantizeReport", "layer_reports", "model_bytes"]
 
@@ -126,9 +125,7 @@ class QuantizeReport:
             >>> q, report = fxpath.quantize(model, (3, 32, 32), "int8")
             >>> report.lipschitz_bound(images)
         """
-        x = check_batch(x)
-        scale = x.detach().flatten(1).abs().amax(1).to(torch.float64).clamp(min=1.0)
-        return scale * self.metric.value
+        return input_scale([check_batch(x)]) * self.metric.value
 
 
 def layer_reports(refprog: PathProgram, reference: Reference, targets: Sequence[Target],

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from fxpath.apps.structured.ledger import GroupCut
 from fxpath.quantities.results import PathMetric
-from fxpath.validate import check_batches
+from fxpath.validate import check_batches, input_scale
 
 __all__ = ["ChannelCertificate", "StructuredReport"]
 
@@ -44,9 +43,7 @@ class ChannelCertificate:
         """Per-sample certified bound on ``||R_dense(x_n) - R_small(x_n)||_1``:
         ``max(1, ||x_n||_inf) * metric.value`` (float64, shape ``(N,)``); ``x`` is one batch,
         or one batch per input of a model with several."""
-        xs = check_batches(x)
-        norms = [t.detach().flatten(1).abs().amax(1).to(torch.float64).cpu() for t in xs]
-        return torch.stack(norms).amax(0).clamp(min=1.0) * self.metric.value
+        return input_scale(check_batches(x)).cpu() * self.metric.value
 
 
 @dataclass(frozen=True)
