@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -57,7 +57,7 @@ def path_metric(net: CompiledNetwork, other: Params, base: Params | None = None)
             log2, exact = _log2_add(log2_of(delta, exp), second), False
         if norm is None and base is None:
             # the live model's norm: reused when computed on exactly these magnitudes
-            norm = PathNorm(1.0, memo[0]) if memo and unchanged else path_norm(net, 1.0)
+            norm = PathNorm(1.0, memo[0]) if memo and unchanged() else path_norm(net, 1.0)
         elif norm is None:
             norm = _norm_of(net, _values(a), a_src)
         net.require_finite([log2, norm.log2], a_src, b_src)
@@ -71,27 +71,49 @@ def _values(coords: Mapping[str, Operand]) -> dict[str, Tensor]:
 
 def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand],
                ref: Mapping[str, Tensor] | None = None
-               ) -> tuple[list[Tensor], list[Envelope], bool]:
+               ) -> tuple[list[Tensor], list[Envelope], Callable[[], bool]]:
     """The metric network's arguments (``lo``, ``gap`` per slot, in slot order), the
-    envelopes' flags, and whether ``|a|`` equals ``ref`` bit for bit.
+    envelopes' flags, and a check of whether ``|a|`` equals ``ref`` bit for bit.
 
     Slots below one block go through one envelope of their concatenation: a ResNet-50 has
     161 coordinate tensors, and per-tensor calls cost more than the arithmetic.
+
+    The comparison with ``ref`` matters only when neither set dominates the other (else the
+    norm is one of the network's two sums): on the CPU it runs inside the envelopes from the
+    first slot that shows neither dominates, and the returned check compares the slots before
+    it only when called. A dominated pair (a pruned twin) compares nothing; on a GPU every
+    envelope compares (no host sync per slot).
     """
     small = [k for k in a if a[k].numel() < BLOCK]
     if len(small) < 2:
         small = []
     pieces: dict[str, tuple[Tensor, Tensor]] = {}
     flags: list[Envelope] = []
+    compare = ref is not None and runner.device.type == "cuda"
     unchanged = ref is not None
+    unchecked: list[str] = []
+    so_far = [True, True, True]  # same signs, a over b, b over a: in every slot so far
+
+    def note(keys: list[str], e: Envelope, compared: bool) -> None:
+        nonlocal compare, unchanged
+        flags.append(e)
+        if compared:
+            unchanged = unchanged and e.matches_ref
+        elif ref is not None:
+            unchecked.extend(keys)
+            for i, flag in enumerate((e.same_sign, e.a_over, e.b_over)):
+                so_far[i] = so_far[i] and bool(flag)
+            # the norm will be needed: signs agree and neither set dominates
+            compare = so_far[0] and not so_far[1] and not so_far[2]
+
     if small:
         def flat(t: Mapping[str, Operand]) -> Tensor:
             return torch.cat([multiplied(t[k]).reshape(-1) for k in small])
         fa = flat(a)
-        e = envelope(fa, flat(b), flat(ref) if ref is not None else None,
+        compared = compare and ref is not None
+        e = envelope(fa, flat(b), flat(ref) if compared else None,
                      runner.envelope_buffers("<small coordinates>", fa))
-        flags.append(e)
-        unchanged = unchanged and e.matches_ref
+        note(small, e, compared)
         sizes = [a[k].numel() for k in small]
         for k, lo, gap in zip(small, e.lo.split(sizes), e.gap.split(sizes)):
             pieces[k] = (lo.view(a[k].shape), gap.view(a[k].shape))
@@ -99,12 +121,17 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
         if k in pieces:
             continue
         # compare with the reference until the first difference
-        e = envelope(a[k], b[k], ref[k] if ref is not None and unchanged else None,
+        compared = compare and ref is not None and unchanged
+        e = envelope(a[k], b[k], ref[k] if compared else None,
                      runner.envelope_buffers(k, tensor_of(a[k])))
-        flags.append(e)
-        unchanged = unchanged and e.matches_ref
+        note([k], e, compared or not unchanged)
         pieces[k] = (e.lo, e.gap)
-    return [t for k in a for t in pieces[k]], flags, unchanged
+
+    def check() -> bool:
+        return unchanged and ref is not None and all(
+            torch.equal(multiplied(a[k]).abs(), ref[k]) for k in unchecked)
+
+    return [t for k in a for t in pieces[k]], flags, check
 
 
 def _norm_of(net: CompiledNetwork, coords: Mapping[str, Tensor], source: ParamSource) -> PathNorm:

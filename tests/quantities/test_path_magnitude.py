@@ -202,3 +202,43 @@ def test_score_pass_remembers_the_path_norm_bit_for_bit(
                            fold_bn=case.module.fold_bn)
     assert metric.norm.log2 == fresh.path_norm().log2
     assert metric.log2 == fresh.path_metric(other).log2
+
+
+def _wide_mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(600, 600), torch.nn.ReLU(),
+                               torch.nn.Linear(600, 600), torch.nn.ReLU(),
+                               torch.nn.Linear(600, 10)).double()
+
+
+@pytest.mark.parametrize("net,which", [("residual_add_fold", 0), ("residual_add_fold", -1),
+                                       ("wide_mlp", 0), ("wide_mlp", 1), ("wide_mlp", 2)])
+def test_memo_is_not_reused_after_a_change_in_any_slot(
+        net: str, which: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight changed in place after `path_magnitude`, in a slot compared inside the
+    envelopes (the wide MLP's 600x600 weights) or after them (small slots): the metric's norm
+    is computed again and equals a fresh program's."""
+    if net == "wide_mlp":
+        model, shape, fold = _wide_mlp(), (600,), True
+    else:
+        case = cases.ALL_FACTORIES[net]()
+        model, shape, fold = case.module, case.input_shape, case.module.fold_bn
+    prog = fxpath.compile(model, shape, dtype=torch.float64, fold_bn=fold)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    prog.path_magnitude()
+    calls = []
+    norm = metric_module.path_norm
+    monkeypatch.setattr(metric_module, "path_norm",
+                        lambda *a, **k: calls.append(a) or norm(*a, **k))
+    assert prog.path_metric(other).norm.log2 == prog.path_norm().log2 and not calls
+    prog.path_magnitude()
+    weights = [p for p in model.parameters() if p.dim() > 1]
+    with torch.no_grad():
+        weights[which].view(-1)[-1] *= 3.0
+    metric = prog.path_metric(other)
+    fresh = fxpath.compile(model, shape, dtype=torch.float64, fold_bn=fold)
+    assert calls and metric.norm.log2 == fresh.path_norm().log2
+    assert metric.log2 == fresh.path_metric(other).log2
