@@ -113,3 +113,11 @@ def test_no_machine_paths_in_documents_and_results() -> None:
     for path in files:
         m = bad.search(path.read_text())
         assert m is None, f"{path.relative_to(ROOT)} names {m.group(0)!r}"
+
+
+def test_benchmarks_readme_lists_every_script() -> None:
+    """benchmarks/README.md has a row for each script and module of benchmarks/."""
+    listed = set(re.findall(r"^\| `([\w.]+)`", (ROOT / "benchmarks" / "README.md").read_text(),
+                            re.M))
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    assert scripts - listed == set(), "add a row to benchmarks/README.md for each"
