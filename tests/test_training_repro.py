@@ -63,3 +63,18 @@ def test_outputs_written(tiny):
         assert (out / f"training_repro_quick{suffix}").stat().st_size > 0
     md = (out / "training_repro_quick.md").read_text()
     assert "at least tenfold at most 0.5 points" in md and "commit" in md
+
+
+def test_pilot_records_each_run_once(tmp_path):
+    cfg = replace(repro.QUICK, seeds=(0,), penalty_epochs=2, evals=2, warmup=0.2, ramp=0.3,
+                  cooldown=0.2, penalty_lr_schedule="cosine", optimizer_experiment=False,
+                  penalties=(("none", 0.0), ("value-prox", 1e-3)))
+    logged = []
+    rec = repro.pilot((cfg,), tmp_path, log=logged.append)
+    assert len(logged) == 2 and [r["form"] for r in rec["runs"]] == ["none", "value-prox"]
+    assert all(len(r["curve"]) == 2 and len(r["curve"][0]) == 4 for r in rec["runs"])
+    assert rec["runs"][1]["path_norm"] < rec["runs"][0]["path_norm"]
+    again = repro.pilot((replace(cfg, cooldown=0.0),), tmp_path, log=logged.append)
+    assert len(logged) == 3 and len(again["runs"]) == 3  # only the new penalized run
+    md = (tmp_path / "training_repro_scheduled_pilot.md").read_text()
+    assert md.count("| value-prox") == 0 and md.count("proximal |") == 2
