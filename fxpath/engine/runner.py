@@ -12,6 +12,7 @@ network.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,10 @@ class Runner:
         self._buffers: dict[float, dict[str, Tensor]] = {}
         #: slot name -> the two tensors the path-metric's envelope is written into
         self._envelope_buffers: dict[str, tuple[Tensor, Tensor]] = {}
+        #: the differentiable path's own magnitude buffers, and weak references to the aliases
+        #: of them its last call handed out (alive while an autograd graph saves them)
+        self._grad_buffers: dict[str, Tensor] | None = None
+        self._grad_aliases: list[weakref.ref[Tensor]] = []
         #: q -> (log2 of a path-norm, the magnitude tensors it was computed from)
         self._norm_memo: dict[float, tuple[float, dict[str, Tensor]]] = {}
 
@@ -122,6 +127,22 @@ class Runner:
         if bufs is None:
             self._buffers[q] = values
         return list(values.values())
+
+    def grad_magnitudes(self, source: ParamSource) -> list[Tensor]:
+        """``|coordinate|`` of ``source`` (q = 1) recorded by autograd, for a path network
+        that is their only reader: conv/linear weights are written into buffers kept for
+        this path alone (`fxpath.ops.linear` hands out aliases of them), unless a graph still
+        saves the aliases of the last call (then into fresh tensors, as `lift` does): a
+        pending backward never reads a rewritten buffer."""
+        busy = any(ref() is not None for ref in self._grad_aliases)
+        if self._grad_buffers is None:
+            with torch.no_grad():
+                self._grad_buffers = self.lift(source, 1.0)
+        values = list(self.lift(source, 1.0, out=None if busy else self._grad_buffers).values())
+        if not busy:
+            own = {b.data_ptr() for b in self._grad_buffers.values() if b.numel()}
+            self._grad_aliases = [weakref.ref(v) for v in values if v.data_ptr() in own]
+        return values
 
     def envelope_buffers(self, name: str, like: Tensor) -> tuple[Tensor, Tensor]:
         """Two tensors shaped like ``like`` that the path-metric writes the envelope of slot

@@ -279,32 +279,46 @@ def _linear_slots(n: Node) -> list[Slot]:
 #: entries per block of `_Magnitude`'s backward (cache-sized: the block's four passes read
 #: memory once)
 _BLOCK = 1 << 16
+#: up to this many entries, a weight without a folded BatchNorm takes its gradient in place
+#: in two calls (per-call overhead dominates: an MLP's layers)
+_SMALL = 1 << 20
 
 
-def _blocked_backward(w: Tensor, g: Tensor, s: Tensor | None, want_s: bool
-                      ) -> tuple[Tensor, Tensor | None]:
+def _blocked_backward(w: Tensor, g: Tensor, s: Tensor | None, want_s: bool,
+                      into: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """``sgn(W) g |s|`` and ``sum(g |W|)`` per output channel (dim 0 of contiguous ``W``),
-    a block of rows at a time: one fresh tensor, memory read once."""
-    gw = torch.empty_like(w)
-    g = g.contiguous()
+    a block of rows at a time: memory read once; written into ``into`` (which may be ``g``
+    itself: each block of ``g`` is read before it is overwritten), else one fresh tensor."""
     n = w.shape[0]
-    sums = w.new_empty(n) if want_s else None
-    scale = s.abs().reshape(n, *([1] * (w.dim() - 1))) if s is not None else None
+    if into is not None and s is None and w.numel() <= _SMALL:  # few calls, one temporary
+        return into.mul_(torch.sgn(w)), None
+    gw = torch.empty_like(w) if into is None else into
     rows = max(1, _BLOCK // max(1, w[0].numel()))
-    for i in range(0, n, rows):
-        block, wb = gw[i:i + rows], w[i:i + rows]
-        torch.sgn(wb, out=block).mul_(g[i:i + rows])
-        if sums is not None:  # sum(sgn(W) g W) = sum(g |W|)
-            torch.linalg.vecdot(block.reshape(len(block), -1), wb.reshape(len(block), -1),
-                                out=sums[i:i + rows])
+    blocks = [t.reshape(n, -1).split(rows) for t in (gw, w, g.contiguous())]
+    sums = w.new_empty(n) if want_s else None
+    sum_blocks = sums.split(rows) if sums is not None else [None] * len(blocks[0])
+    scales = s.abs().reshape(n, 1).split(rows) if s is not None else [None] * len(blocks[0])
+    signs = w.new_empty(min(rows, n), w[0].numel()) if into is not None else None
+    for block, wb, gb, sb, scale in zip(*blocks, sum_blocks, scales):
+        if signs is None:
+            torch.sgn(wb, out=block).mul_(gb)
+        else:  # g * sgn(W) is sgn(W) * g bit for bit
+            block.mul_(torch.sgn(wb, out=signs[:len(wb)]))
+        if sb is not None:  # sum(sgn(W) g W) = sum(g |W|)
+            torch.linalg.vecdot(block, wb, out=sb)
         if scale is not None:
-            block.mul_(scale[i:i + rows])
+            block.mul_(scale)
     return gw, sums
+
+
+def _writable_like(t: Tensor | None, w: Tensor) -> bool:
+    return t is not None and t.shape == w.shape and t.dtype == w.dtype \
+        and t.device == w.device and t.is_contiguous()
 
 
 class _Magnitude(torch.autograd.Function):
     """``|W| * |s|`` (``|W|`` when ``s`` is None; ``s`` shaped to broadcast along the output
-    dim ``dim``) with autograd, one fresh coordinate-sized tensor each way.
+    dim ``dim``) with autograd, written once each way.
 
     Autograd's own chain for ``power(w, 1).mul_(power(s, 1))`` clones ``|W|`` before the
     in-place multiply (it needs it for the gradient of ``s``) and, backward, writes four
@@ -314,17 +328,27 @@ class _Magnitude(torch.autograd.Function):
     ``sgn(W) g |s|`` once and sums ``g |W|`` per channel for ``s``, block by block
     (`_blocked_backward`). Values are bit for bit those of the product, the gradient of ``W``
     too; that of ``s`` up to the order of the sum. A double backward takes plain autograd ops.
+
+    ``out``: a runner's buffer (`fxpath.engine.runner.Runner.grad_magnitudes`): the forward
+    writes into it and returns an alias of it (its version counter is the
+    buffer's: a rewrite before the backward makes autograd raise); the path network is then
+    the result's only reader, and the gradient it hands back is its own fresh tensor, which
+    the backward turns into ``W``'s gradient in place (no weight-sized allocation either way).
     """
 
     @staticmethod
-    def forward(ctx: Any, w: Tensor, s: Tensor | None, dim: int) -> Tensor:
+    def forward(ctx: Any, w: Tensor, s: Tensor | None, dim: int,
+                out: Tensor | None = None) -> Tensor:
         ctx.dim = dim
         ctx.save_for_backward(w, s)
-        y = torch.abs(w)
-        return y if s is None else y.mul_(s.abs())
+        ctx.owned = dim == 0 and w.dim() >= 2 and w.is_contiguous() and _writable_like(out, w)
+        y = torch.abs(w, out=out) if ctx.owned else torch.abs(w)
+        if s is not None:
+            y.mul_(s.abs())
+        return y.detach() if ctx.owned else y
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         w, s = ctx.saved_tensors
         want_s = s is not None and ctx.needs_input_grad[1]
         if torch.is_grad_enabled() or ctx.dim != 0 or not w.is_contiguous() or w.dim() < 2:
@@ -333,22 +357,26 @@ class _Magnitude(torch.autograd.Function):
                 else None
             if s is not None:
                 gw = gw * s.abs()
-        else:
-            gw, sums = _blocked_backward(w, g, s, want_s)
+        else:  # in place into the network's own gradient tensor: all of its memory
+            own = ctx.owned and not g.requires_grad and _writable_like(g, w) \
+                and g.storage_offset() == 0 \
+                and g.untyped_storage().nbytes() == g.numel() * g.element_size()
+            gw, sums = _blocked_backward(w, g, s, want_s, g if own else None)
         gs = sums.reshape(s.shape) * torch.sgn(s) if sums is not None else None
-        return (gw if ctx.needs_input_grad[0] else None), gs, None
+        return (gw if ctx.needs_input_grad[0] else None), gs, None, None
 
 
 def _magnitude(w: Tensor, s: Tensor | None, dim: int, q: float | None,
                out: Tensor | None) -> Tensor:
     """``|W|^q * |s|^q`` (``|W|^q`` when ``s`` is None), into ``out`` when it fits; through
-    `_Magnitude` when autograd records it (q = 1), else out of place (no clone)."""
-    recorded = torch.is_grad_enabled() and (w.requires_grad
-                                            or (s is not None and s.requires_grad))
+    `_Magnitude` when autograd records it (q = 1; ``out`` then a buffer of the differentiable
+    path, see there), else out of place (no clone)."""
+    grad = torch.is_grad_enabled()
+    recorded = grad and (w.requires_grad or (s is not None and s.requires_grad))
     if recorded and q == 1.0:
-        return _Magnitude.apply(w, s, dim)
-    weight = power(w, q, out)
-    if s is None:
+        return _Magnitude.apply(w, s, dim, out)
+    weight = power(w, q, None if grad else out)  # a buffer is written under autograd only
+    if s is None:                                # through `_Magnitude` (as an alias)
         return weight
     factor = power(s, q)
     # |W s|^q = |W|^q |s|^q: one pass over the weights, no signed temporary

@@ -19,13 +19,14 @@ __all__ = ["norm_inputs", "path_norm"]
 
 
 def norm_inputs(net: CompiledNetwork, q: float, differentiable: bool = False) -> list[Tensor]:
-    """The norm network's arguments for the live model: ``|c|`` (q = 1; the runner's buffers
-    unless ``differentiable``), or mantissas then exponents (`fxpath.codegen.lift.split_power`)."""
+    """The norm network's arguments for the live model: ``|c|`` (q = 1; the runner's buffers,
+    the differentiable path's own when ``differentiable``), or mantissas then exponents
+    (`fxpath.codegen.lift.split_power`)."""
     source = net.live_source()
     if q != 1.0:
         return net.runner.split_inputs(source, q)
     if differentiable:
-        return list(net.runner.lift(source, q).values())
+        return net.runner.grad_magnitudes(source)
     return net.runner.live_magnitudes(source, q)
 
 
@@ -50,6 +51,18 @@ def path_norm(net: CompiledNetwork, q: float = 1.0, *, differentiable: bool = Fa
         runner.remember_norm(q, log2, args)
     log_tensor = None
     if differentiable:
-        log_tensor = (torch.log(total) + exp * torch.log(torch.tensor(
-            2.0, dtype=total.dtype, device=total.device))) / q
+        log_tensor = torch.log(total) + exp * _ln2(total)
+        if q != 1.0:  # (x / 1 is x, its gradient too)
+            log_tensor = log_tensor / q
     return PathNorm(q, log2, log_tensor)
+
+
+_LN2: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _ln2(like: Tensor) -> Tensor:
+    """``log(2)`` as a 0-dim tensor of ``like``'s dtype and device (computed once)."""
+    key = (like.dtype, like.device)
+    if key not in _LN2:
+        _LN2[key] = torch.log(torch.tensor(2.0, dtype=like.dtype, device=like.device))
+    return _LN2[key]

@@ -453,6 +453,91 @@ def test_magnitude_gradients_match_autograd_through_the_signed_coordinates(
             torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
 
 
+def _reference_penalty(penalty: fxpath.PathNormPenalty) -> torch.Tensor:
+    """The log path-norm through plain autograd: ``|c|`` of the signed coordinates, the same
+    path network, the same formula."""
+    from fxpath.engine.precision import ieee_float32
+
+    prog = penalty.program
+    with ieee_float32():
+        total, exp = prog.path_network(1.0)(*[c.abs() for c in prog.coordinates().values()])
+    return torch.log(total) + exp * torch.log(torch.tensor(2.0, dtype=total.dtype))
+
+
+def _grads(value: torch.Tensor, params: list[torch.Tensor], **kw: bool) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(value, params, **kw))
+
+
+@pytest.mark.parametrize("net, block", [("folded", None), ("folded", 8), ("resnet", None)])
+def test_penalty_buffers_give_autograd_values_and_gradients_call_after_call(
+        net: str, block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The differentiable path writes the magnitudes into buffers it keeps and the weights'
+    gradients into the network's own: across calls, after optimizer steps, with two calls
+    pending at once (the second then takes fresh tensors), with ``retain_graph`` and with a
+    double backward, values are bit for bit and gradients to rounding those of autograd
+    through the signed coordinates (``block``: the in-place backward a row or two at a
+    time, also without a BatchNorm)."""
+    from fxpath.ops import linear
+
+    if block is not None:
+        monkeypatch.setattr(linear, "_BLOCK", block)
+        monkeypatch.setattr(linear, "_SMALL", 0)
+    torch.manual_seed(0)
+    if net == "folded":
+        model, shape = randomize_batchnorm(FoldedNet().to(F64).eval()), (2, 4, 4)
+    else:
+        model, shape = _net("resnet")
+    penalty = fxpath.PathNormPenalty(model, shape, dtype=F64)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.05)
+
+    def check(value: torch.Tensor) -> None:
+        ref = _reference_penalty(penalty)
+        assert torch.equal(value.detach(), ref.detach())
+        for a, b in zip(_grads(value, params, retain_graph=True), _grads(ref, params)):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-300)
+
+    for _ in range(3):  # the first call creates the buffers, the next ones write into them
+        check(penalty())
+        opt.zero_grad()
+        penalty().backward()
+        opt.step()
+    first, second = penalty(), penalty()  # the first's graph still saves the buffers
+    check(second)
+    check(first)
+    del first, second
+    value = penalty()
+    assert any(alias() is not None for alias in penalty.program.runner._grad_aliases)
+    opt.zero_grad()
+    value.backward(retain_graph=True)
+    once = [p.grad.clone() for p in params]
+    value.backward()
+    for p, g in zip(params, once):
+        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-14, atol=0)
+    value, ref = penalty(), _reference_penalty(penalty)
+    got, want = _grads(value, params, create_graph=True), _grads(ref, params, create_graph=True)
+    v = [torch.randn_like(p) for p in params]
+    hvp = _grads(sum((g * u).sum() for g, u in zip(got, v)), params)
+    for a, b in zip(hvp, _grads(sum((g * u).sum() for g, u in zip(want, v)), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-300)
+
+
+def test_a_rewritten_penalty_buffer_makes_the_pending_backward_raise() -> None:
+    """The buffers are rewritten only when no graph saves them; were they rewritten under a
+    pending graph, its backward raises (autograd's version counters) rather than return the
+    gradient of other weights."""
+    model, shape = _net("resnet")
+    penalty = fxpath.PathNormPenalty(model, shape)
+    penalty()  # creates the buffers
+    pending = penalty()
+    penalty.program.runner._grad_aliases = []  # the check that it is pending, defeated
+    with torch.no_grad():
+        model.conv1.weight.mul_(2.0)
+    penalty()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        pending.backward()
+
+
 def test_penalty_value_past_the_dtype_range_raises() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(8, 8), nn.ReLU())],
