@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,9 +47,21 @@ SETUPS = {
 }
 
 
+@pytest.fixture(scope="module")
+def probes() -> Iterator[dict[str, subprocess.Popen]]:
+    """Every case's interpreter, started at once (each imports torch: they overlap)."""
+    started = {name: subprocess.Popen([sys.executable, "-W", "error", "-c",
+                                       PROBE.replace("SETUP", setup)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, setup in SETUPS.items()}
+    yield started
+    for proc in started.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize("setup", sorted(SETUPS))
-def test_tf32_off_inside_and_settings_restored(setup: str) -> None:
-    code = PROBE.replace("SETUP", SETUPS[setup])
-    run = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
+def test_tf32_off_inside_and_settings_restored(setup: str,
+                                               probes: dict[str, subprocess.Popen]) -> None:
+    _out, err = probes[setup].communicate(timeout=120)
+    assert probes[setup].returncode == 0, err[-2000:]
