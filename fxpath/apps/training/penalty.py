@@ -24,8 +24,10 @@ class PathNormPenalty:
 
     The model is traced and compiled once; every call reads the current parameters (after any
     optimizer step) and costs one pass of the path network, its backward one backward of it
-    and one pass over the weights: measured about 1.2x a warm ``prog.path_norm(q)`` plus one
-    backward on a ResNet-18 at 224x224 (``benchmarks/penalty_cost.py``, docs/training.md).
+    and one pass over the weights: measured 1.15x a warm ``prog.path_norm(q)`` plus one
+    backward on a ResNet-18 at 224x224 and 1.67x at 32x32, where that pass over the weights
+    weighs most (``benchmarks/penalty_cost.py``, docs/training.md: the aim of at most 1x is
+    not met). The program keeps one set of buffers the size of the weights for it.
 
     Log or value: the l^q path-norm of a deep network is huge (6e30 for a random ResNet-18 at
     224x224, 4e73 for a ResNet-50): its value overflows float32 (3.4e38), and its gradient is
