@@ -133,7 +133,10 @@ class Runner:
         that is their only reader: conv/linear weights are written into buffers kept for
         this path alone (`fxpath.ops.linear` hands out aliases of them), unless a graph still
         saves the aliases of the last call (then into fresh tensors, as `lift` does): a
-        pending backward never reads a rewritten buffer."""
+        pending backward never reads a rewritten buffer. Under inference mode (no buffer can
+        be made there for later), fresh tensors."""
+        if torch.is_inference_mode_enabled():
+            return list(self.lift(source, 1.0).values())
         busy = any(ref() is not None for ref in self._grad_aliases)
         if self._grad_buffers is None:
             with torch.no_grad():

@@ -7,6 +7,7 @@ failed step changes nothing). The DDP tests are in ``test_training_ddp.py``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 
@@ -520,6 +521,21 @@ def test_penalty_buffers_give_autograd_values_and_gradients_call_after_call(
     hvp = _grads(sum((g * u).sum() for g, u in zip(got, v)), params)
     for a, b in zip(hvp, _grads(sum((g * u).sum() for g, u in zip(want, v)), params)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-300)
+
+
+def test_a_call_under_inference_mode_leaves_the_buffers_usable() -> None:
+    """No buffer is made under inference mode (its tensors could not be written later)."""
+    model, shape = _net("resnet")
+    penalty = fxpath.PathNormPenalty(model, shape)
+    with torch.inference_mode(), contextlib.suppress(RuntimeError):
+        penalty()
+    params = list(model.parameters())
+    for _ in range(2):
+        value = penalty()
+        ref = _reference_penalty(penalty)
+        assert torch.equal(value.detach(), ref.detach())
+        for a, b in zip(_grads(value, params), _grads(ref, params)):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-300)
 
 
 def test_a_rewritten_penalty_buffer_makes_the_pending_backward_raise() -> None:
