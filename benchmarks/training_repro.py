@@ -330,6 +330,8 @@ def check_claims(result: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
+WHAT = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁",
+        "value-prox": "lam ‖Φ‖₁, proximal", "log-prox": "lam log ‖Φ‖₁, proximal"}
 def _opt_table(rows: list[dict]) -> list[str]:
     lines = ["| optimizer | start | test accuracy (mean ± std) | l^1 path-norm (mean) | "
              "diverged | max rel. logit gap between starts |", "|---|---|---|---|---|---|"]
@@ -349,8 +351,7 @@ def _pen_table(rows: list[dict], penalties) -> list[str]:
     lines = ["| penalty | lam | test accuracy (mean ± std) | l^1 path-norm (mean) | "
              "path-norm / without |", "|---|---|---|---|---|"]
     base = _mean(rows, "path_norm", lam=0.0)
-    what = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁",
-            "value-prox": "lam ‖Φ‖₁, proximal step", "log-prox": "lam log ‖Φ‖₁, proximal step"}
+    what = {k: v.replace("proximal", "proximal step") for k, v in WHAT.items()}
     for form, lam in penalties:
         accs = [r["acc"] for r in rows if r["lam"] == lam and r["form"] == form]
         norm = _mean(rows, "path_norm", form=form, lam=lam)
@@ -371,7 +372,7 @@ def _seed_table(rows: list[dict]) -> list[str]:
              "reduction | without the always-0 pixels |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = next(b for b in rows if b["seed"] == r["seed"] and b["lam"] == 0)
-        lines.append(f"| {r['seed']} | {r['form']} | {r['lam']:g} | {r['acc']:.2f} | "
+        lines.append(f"| {r['seed']} | {WHAT[r['form']]} | {r['lam']:g} | {r['acc']:.2f} | "
                      f"{r['acc'] - b['acc']:+.2f} | {r['path_norm']:.4g} | "
                      f"{b['path_norm'] / r['path_norm']:.3g}x | "
                      f"{r['path_norm_live_pixels']:.4g} |")
@@ -460,7 +461,9 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    tracked = [r for r in result["penalty"] if r["curve"] and len(r["curve"][0]) > 3
+               and not result["optimizers"]]  # the scheduled experiment: path-norm curves too
+    fig, axes = plt.subplots(1, 3 if tracked else 2, figsize=(16.5 if tracked else 11, 4.4))
     ax = axes[0]
     styles = {("SGD", "balanced"): "C0-", ("SGD", "rescaled"): "C0--",
               ("Path-SGD", "balanced"): "C1-", ("Path-SGD", "rescaled"): "C1:"}
@@ -494,6 +497,12 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("the l^1 penalty's trade-off (one marker per seed)")
     ax.legend(fontsize=8)
+    for r in tracked:
+        i = settings.index((r["form"], r["lam"]))
+        axes[2].semilogy([c[0] for c in r["curve"]], [c[3] for c in r["curve"]], color=f"C{i}",
+                         lw=1.2, alpha=0.8)
+    if tracked:
+        axes[2].set(xlabel="step", ylabel="l^1 path-norm", title="l^1 path-norm during training")
     fig.suptitle(f"{result['config']['train']['dataset']}: ReLU MLP, "
                  f"{len(result['config']['seeds'])} seeds")
     fig.tight_layout()
@@ -562,8 +571,7 @@ def pilot(configs: tuple[Config, ...], out_dir: Path, log=print, part: int = 0,
 
 def pilot_markdown(rec: dict) -> str:
     runs, m = rec["runs"], rec.get("machine", {})
-    what = {"none": "none", "log": "lam log ‖Φ‖₁", "value": "lam ‖Φ‖₁",
-            "value-prox": "lam ‖Φ‖₁, proximal", "log-prox": "lam log ‖Φ‖₁, proximal"}
+    what = WHAT
     lines = ["| epochs | lam off, then ramp | lam off at the end | penalty | lam | "
              "test accuracy | minus without | l^1 path-norm | reduction | same, without the "
              "always-0 pixels | path-norm at the cool-down's start | s | commit |",
