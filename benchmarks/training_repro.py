@@ -21,7 +21,7 @@ Two experiments on a ReLU MLP (``tightness.mlp``), 3 seeds, the data of the prun
 Writes ``benchmarks/results/training_repro_{quick,full}.{md,json,png}``.
 
 Run: ``python benchmarks/training_repro.py --quick`` (a few minutes on one core) or ``--full``.
-``--full --schedule``: the penalty experiment alone on MNIST, trained longer with a cosine lr
+``--full --schedule``: the penalty experiment alone on MNIST, 20 epochs with a cosine lr
 and lam warmed up (``SCHEDULED``; ``training_repro_full_scheduled.*``). ``--pilot [PART/PARTS]``:
 the seed-0 runs that picked its settings (``PILOT``; ``training_repro_scheduled_pilot.*``; runs
 already recorded there are not run again).
@@ -97,7 +97,8 @@ FULL = Config(name="full", train=pr.FULL, widths=(300, 100), epochs=3, batch_siz
 # off for the first 20% of the steps, then ramped up over 30%; the penalty as a loss term (log and
 # value) and with a proximal step (`prox_step`). The length and the settings were picked on seed 0
 # among the runs of ``PILOT`` (``--pilot``, training_repro_scheduled_pilot.md): those that lower
-# the path-norm tenfold within 0.5 points there, without a cool-down
+# the path-norm tenfold within 0.5 points there without a cool-down, less value 2e-5 (lands on
+# value-prox 2e-4) and value-prox 4e-4 (0.46 points below: at the limit)
 _SCHEDULE = replace(FULL, threads=1, penalty_lr_schedule="cosine", warmup=0.2, ramp=0.3,
                     optimizer_experiment=False)
 SCHEDULED = replace(_SCHEDULE, name="full_scheduled", penalty_epochs=20, penalties=(
