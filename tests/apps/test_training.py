@@ -523,6 +523,39 @@ def test_penalty_buffers_give_autograd_values_and_gradients_call_after_call(
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-300)
 
 
+ZOO = {
+    "resnet18": lambda: __import__("torchvision").models.resnet18(num_classes=10),
+    "densenet121": lambda: __import__("torchvision").models.densenet121(num_classes=10),
+    "mobilenet_v2": lambda: __import__("torchvision").models.mobilenet_v2(num_classes=10),
+    "regnet_x_400mf": lambda: __import__("torchvision").models.regnet_x_400mf(num_classes=10),
+    "timm:resnet50d": lambda: __import__("timm").create_model("resnet50d", num_classes=10),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_penalty_gradients_on_real_architectures(name: str) -> None:
+    """On torchvision and timm models (random BatchNorms, float64, 32x32), two calls with a
+    step between them: the value bit for bit and every parameter's gradient equal those of
+    autograd through the signed coordinates (residual streams, concatenations, depthwise and
+    grouped convs all hand the buffers' gradients back)."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ZOO[name]().to(F64).eval())
+    penalty = fxpath.PathNormPenalty(model, (3, 32, 32), dtype=F64)
+    params = list(model.parameters())
+    for _ in range(2):
+        value, ref = penalty(), _reference_penalty(penalty)
+        assert torch.equal(value.detach(), ref.detach())
+        for a, b in zip(_grads(value, params, allow_unused=True),
+                        _grads(ref, params, allow_unused=True)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-300)
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p), alpha=1e-3)
+
+
 def test_a_call_under_inference_mode_leaves_the_buffers_usable() -> None:
     """No buffer is made under inference mode (its tensors could not be written later)."""
     model, shape = _net("resnet")
