@@ -59,7 +59,8 @@ def test_generated_code_is_readable() -> None:
     assert len(code.splitlines()) < 400
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32,
+                                   pytest.param(torch.float64, marks=pytest.mark.slow)])
 def test_beyond_float64_deep_residual(dtype: torch.dtype) -> None:
     depth, width = 1000, 8
     torch.manual_seed(0)
@@ -180,8 +181,9 @@ class _Mixed(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name,shape", [
-    ("resnet18", (3, 64, 64)), ("vgg11_bn", (3, 64, 64)), ("mobilenet_v2", (3, 64, 64)),
-    ("densenet121", (3, 64, 64)), ("mixed", (3, 32, 32)),
+    ("resnet18", (3, 64, 64)), pytest.param("vgg11_bn", (3, 64, 64), marks=pytest.mark.slow),
+    ("mobilenet_v2", (3, 64, 64)),
+    pytest.param("densenet121", (3, 64, 64), marks=pytest.mark.slow), ("mixed", (3, 32, 32)),
 ])
 def test_interior_option_gives_the_same_norms_scores_and_metric(name: str,
                                                                 shape: tuple[int, ...]) -> None:

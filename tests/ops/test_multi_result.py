@@ -231,8 +231,10 @@ def test_shufflenet_v2_channel_split(width: str) -> None:
     assert any(n.op == "reshape" and n.attrs["fn"] == "getitem" for n in prog.graph)
 
 
-@pytest.mark.parametrize("name", ["res2net50_14w_8s", "res2net50_26w_4s", "cspresnet50",
-                                  "cspdarknet53", "dla60_res2net", "fasternet_t2"])
+@pytest.mark.parametrize("name", [pytest.param("res2net50_14w_8s", marks=pytest.mark.slow),
+                                  "res2net50_26w_4s", "cspresnet50",
+                                  pytest.param("cspdarknet53", marks=pytest.mark.slow),
+                                  "dla60_res2net", "fasternet_t2"])
 def test_timm_split_models(name: str) -> None:
     prog = _reproduces(_timm(name), (3, 32, 32))
     assert any(n.op == "reshape" and n.attrs["fn"] == "getitem" for n in prog.graph)
