@@ -51,12 +51,20 @@ _TRIM = _malloc_trim()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _release_memory() -> Iterator[None]:
+def _release_memory(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test module, free what it left: one module's big models must not add to the
-    next one's peak (the default tier stays under 4 GB)."""
+    next one's peak (the default tier stays under 4 GB). ``FXPATH_TEST_RSS=1`` prints the
+    process's current and peak resident memory after each module (where the peak comes from)."""
     yield
     gc.collect()
     _TRIM()
+    if os.environ.get("FXPATH_TEST_RSS"):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+        print(f"\n[rss] {request.node.nodeid}: {now:.2f} GB now, {peak:.2f} GB peak")
 
 
 @pytest.fixture(autouse=True, scope="session")
