@@ -22,9 +22,10 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["DERIVED", "BatchNormRef", "Derived", "Graph", "Node", "node_users"]
 
@@ -182,6 +183,8 @@ class Graph:
 
     def to_networkx(self) -> nx.DiGraph:
         """A networkx view: one vertex per node (op, shape, attrs, params); edges = data flow."""
+        import networkx as nx  # on first use: it costs about 0.1 s to import
+
         g = nx.DiGraph()
         for n in self.nodes:
             g.add_node(n.name, op=n.op, shape=n.shape, attrs=dict(n.attrs), params=dict(n.params),

@@ -21,7 +21,6 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import networkx as nx
 import torch
 
 from fxpath.errors import ArgumentError
@@ -87,6 +86,8 @@ def _window_elements(node: Node, in_shape: tuple[int, ...]) -> int:
 def _longest(graph: Graph, counts: dict[str, int]) -> int:
     """The largest sum of ``counts`` over the nodes of one path of ``graph``: a longest path
     in its networkx view, each edge weighing its head's count (a root feeds the sources)."""
+    import networkx as nx  # on first use (see `Graph.to_networkx`)
+
     dag = graph.to_networkx()
     root = object()  # no node name can equal it
     dag.add_edges_from((root, n) for n in list(dag) if dag.in_degree(n) == 0)
