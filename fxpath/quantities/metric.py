@@ -89,8 +89,8 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
         small = []
     pieces: dict[str, tuple[Tensor, Tensor]] = {}
     flags: list[Envelope] = []
-    compare = ref is not None and runner.device.type == "cuda"
-    unchanged = ref is not None
+    unchanged = ref is not None  # False from the first difference on (or without ref)
+    compare = unchanged and runner.device.type == "cuda"
     unchecked: list[str] = []
     so_far = [True, True, True]  # same signs, a over b, b over a: in every slot so far
 
@@ -98,8 +98,8 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
         nonlocal compare, unchanged
         flags.append(e)
         if compared:
-            unchanged = unchanged and e.matches_ref
-        elif ref is not None:
+            unchanged = e.matches_ref
+        elif unchanged:
             unchecked.extend(keys)
             for i, flag in enumerate((e.same_sign, e.a_over, e.b_over)):
                 so_far[i] = so_far[i] and bool(flag)
@@ -110,7 +110,7 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
         def flat(t: Mapping[str, Operand]) -> Tensor:
             return torch.cat([multiplied(t[k]).reshape(-1) for k in small])
         fa = flat(a)
-        compared = compare and ref is not None
+        compared = compare
         e = envelope(fa, flat(b), flat(ref) if compared else None,
                      runner.envelope_buffers("<small coordinates>", fa))
         note(small, e, compared)
@@ -121,14 +121,14 @@ def _envelopes(runner: Runner, a: Mapping[str, Operand], b: Mapping[str, Operand
         if k in pieces:
             continue
         # compare with the reference until the first difference
-        compared = compare and ref is not None and unchanged
+        compared = compare and unchanged
         e = envelope(a[k], b[k], ref[k] if compared else None,
                      runner.envelope_buffers(k, tensor_of(a[k])))
-        note([k], e, compared or not unchanged)
+        note([k], e, compared)
         pieces[k] = (e.lo, e.gap)
 
     def check() -> bool:
-        return unchanged and ref is not None and all(
+        return unchanged and all(
             torch.equal(multiplied(a[k]).abs(), ref[k]) for k in unchecked)
 
     return [t for k in a for t in pieces[k]], flags, check

@@ -179,6 +179,24 @@ def test_out_reuses_the_tensors_of_an_earlier_call() -> None:
         prog.path_magnitude(out={**first, "features.0.weight": first["features.0.weight"].double()})
 
 
+def _mixed_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with every parameter scaled entrywise from 0.5 to 1.5: neither set dominates."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    return other
+
+
+def _count_norm_calls(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The list each path-norm pass the path-metric runs is appended to."""
+    calls: list = []
+    norm = metric_module.path_norm
+    monkeypatch.setattr(metric_module, "path_norm",
+                        lambda *a, **k: calls.append(a) or norm(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("name", sorted(cases.ALL_FACTORIES))
 def test_score_pass_remembers_the_path_norm_bit_for_bit(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,15 +205,9 @@ def test_score_pass_remembers_the_path_norm_bit_for_bit(
     case = cases.ALL_FACTORIES[name]()
     prog = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
                           fold_bn=case.module.fold_bn)
-    other = copy.deepcopy(case.module)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    other = _mixed_twin(case.module)
     prog.path_magnitude()
-    calls = []
-    norm = metric_module.path_norm
-    monkeypatch.setattr(metric_module, "path_norm",
-                        lambda *a, **k: calls.append(a) or norm(*a, **k))
+    calls = _count_norm_calls(monkeypatch)
     metric = prog.path_metric(other)
     assert not calls
     fresh = fxpath.compile(case.module, case.input_shape, dtype=torch.float64,
@@ -224,15 +236,9 @@ def test_memo_is_not_reused_after_a_change_in_any_slot(
         case = cases.ALL_FACTORIES[net]()
         model, shape, fold = case.module, case.input_shape, case.module.fold_bn
     prog = fxpath.compile(model, shape, dtype=torch.float64, fold_bn=fold)
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.mul_(torch.linspace(0.5, 1.5, p.numel(), dtype=p.dtype).view(p.shape))
+    other = _mixed_twin(model)
     prog.path_magnitude()
-    calls = []
-    norm = metric_module.path_norm
-    monkeypatch.setattr(metric_module, "path_norm",
-                        lambda *a, **k: calls.append(a) or norm(*a, **k))
+    calls = _count_norm_calls(monkeypatch)
     assert prog.path_metric(other).norm.log2 == prog.path_norm().log2 and not calls
     prog.path_magnitude()
     weights = [p for p in model.parameters() if p.dim() > 1]
