@@ -431,12 +431,8 @@ def machine_line() -> str:
 def run(config: Config, log=print) -> dict:
     """Run the experiment described by ``config``; returns everything measured (JSON-ready).
     Uses ``config.threads`` torch threads and restores the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with repro_cli.threads(config.threads):
         return _run(config, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: Config, log) -> dict:

@@ -261,12 +261,8 @@ def prepare(cfg: Config, log) -> tuple[Setup, dict]:
 
 
 def run(config: Config, log=print) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with repro_cli.threads(config.threads):
         return _run(config, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: Config, log) -> dict:

@@ -10,14 +10,28 @@ and a ``plot(result, path)``; this module gives them one ``--quick/--full/--thre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 ToMarkdown = Callable[[dict], str]
 Plot = Callable[[dict, Path], None]
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """``n`` torch threads inside the block, the caller's setting restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_results(result: dict, out_dir: Path, prefix: str, name: str, to_markdown: ToMarkdown,

@@ -359,12 +359,8 @@ def run_seed(cfg: Config, data: dict, seed: int, log) -> tuple[dict, list[dict]]
 def run(config: Config, log=print) -> dict:
     """Run the experiment; returns everything measured (JSON-ready). Uses ``config.threads``
     torch threads and restores the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with repro_cli.threads(config.threads):
         return _run(config, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _seed_job(cfg: Config, seed: int) -> tuple[dict, list[dict]]:

@@ -241,12 +241,8 @@ def spearman(a, b) -> float:
 def run(config: Config, log=print) -> dict:
     """Run the experiment; returns everything measured (JSON-ready). Uses ``config.threads``
     torch threads and restores the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with repro_cli.threads(config.threads):
         return _run(config, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Config, log) -> dict:
