@@ -43,9 +43,10 @@ def worktree(commit: str, into: Path) -> Path:
     return path
 
 
-def run_once(tree: Path, models: list[str], repeats: int, threads: int, tag: str) -> dict:
-    """One ``bench_path.py`` run of the commit checked out at ``tree``; its JSON rows."""
-    env = environment(tree)
+def run_once(tree: Path, env: dict[str, str], models: list[str], repeats: int, threads: int,
+             tag: str) -> dict:
+    """One ``bench_path.py`` run of the commit checked out at ``tree`` (``env``: its
+    `environment`); its JSON rows."""
     cmd = [sys.executable, "benchmarks/bench_path.py", "--models", *models, "--repeats",
            str(repeats), "--threads", str(threads), "--no-baseline", "--no-memory", "--tag", tag]
     subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, text=True)
@@ -63,10 +64,9 @@ def environment(tree: Path) -> dict[str, str]:
     return env
 
 
-def import_seconds(tree: Path, times: int = 5) -> float:
+def import_seconds(tree: Path, env: dict[str, str], times: int = 5) -> float:
     """Median wall time of ``python -c "import fxpath"`` (a fresh process each time) for the
     commit at ``tree``, less that of ``python -c "import torch"`` measured alongside."""
-    env = environment(tree)
 
     def once(stmt: str) -> float:
         t0 = time.perf_counter()
@@ -94,13 +94,15 @@ def main() -> None:
     machine: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {s: worktree(s, Path(tmp)) for s in shas}
+        envs = {s: environment(trees[s]) for s in shas}  # checked once per checkout
         try:
             for r in range(args.rounds):
                 for s in shas:
                     t0 = time.perf_counter()
-                    data = run_once(trees[s], args.models, args.repeats, args.threads, f"ab{r}")
+                    data = run_once(trees[s], envs[s], args.models, args.repeats, args.threads,
+                                    f"ab{r}")
                     machine = {k: v for k, v in data["machine"].items() if k != "commit"}
-                    data["rows"]["import"] = {"fxpath_s": import_seconds(trees[s])}
+                    data["rows"]["import"] = {"fxpath_s": import_seconds(trees[s], envs[s])}
                     runs[s].append(data["rows"])
                     print(f"round {r} {s}: {time.perf_counter() - t0:.0f} s", flush=True)
         finally:
